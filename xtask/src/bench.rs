@@ -1,0 +1,5 @@
+//! `cargo xtask bench`.
+
+pub fn run(_args: &[String]) -> anyhow::Result<()> {
+    anyhow::bail!("`cargo xtask bench` is not built yet")
+}

@@ -1,0 +1,5 @@
+//! `cargo xtask fuzz`.
+
+pub fn run(_args: &[String]) -> anyhow::Result<()> {
+    anyhow::bail!("`cargo xtask fuzz` is not built yet")
+}

@@ -1,0 +1,1 @@
+//! Installs what the tests and the demo need on a fresh machine.
