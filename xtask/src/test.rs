@@ -1,5 +1,186 @@
-//! `cargo xtask test`.
+//! `cargo xtask test`: every test of the project, with its set-up, in one command.
+//!
+//! The README gives this command and `.ci/run` calls it. It installs what is missing
+//! (PostgreSQL, Chromium and ChromeDriver, the wasm target, wasm-bindgen-cli, npm
+//! packages, a Jupyter virtual environment), builds the binaries the tests drive, and
+//! runs the stages below in order. A failing stage does not stop the others, so one
+//! run shows every failure; the command exits non-zero if any stage failed.
+//!
+//! Nothing skips: under `CI=true` the tests treat a missing prerequisite as a failure,
+//! and this command sets `CI=true` for them unless the caller set `CI` already.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask test` is not built yet")
+use crate::prereqs;
+use crate::util::{self, cargo, root};
+use anyhow::{bail, Result};
+use std::process::Command;
+use std::time::Instant;
+
+const HELP: &str = "\
+cargo xtask test [--only STAGE]... [--skip STAGE]... [--no-setup] [--fuzz-seconds N]
+
+Installs what the tests need (apt: postgresql-15 chromium chromium-driver sqlite3;
+rustup: wasm32-unknown-unknown; cargo: wasm-bindgen-cli at the Cargo.lock version;
+npm ci; python venv .venv with examples/notebook/requirements.txt), then runs:
+
+  rust      cargo test --workspace (collector against a real PostgreSQL, SQLite,
+            SDK pure logic, testkit)
+  sdk       cargo xtask build-sdk, then the SDK's wasm-bindgen tests in headless Chromium
+  sdk-e2e   node --test sdk-wasm/e2e/  (SDK against the real collector in Chromium)
+  e2e       node --test e2e/  (examples, PostgreSQL, collector faults, real JupyterLab)
+  fuzz      cargo xtask fuzz --seconds N  (each fuzz target briefly; default 10 s)
+
+Options:
+  --only STAGE     run only these stages (repeatable)
+  --skip STAGE     leave these stages out (repeatable; not for CI)
+  --no-setup       do not install anything (fail if something is missing)
+  --fuzz-seconds N seconds per fuzz target (default 10)
+";
+
+const STAGES: &[&str] = &["rust", "sdk", "sdk-e2e", "e2e", "fuzz"];
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut only: Vec<String> = Vec::new();
+    let mut skip: Vec<String> = Vec::new();
+    let mut setup = true;
+    let mut fuzz_seconds = 10u64;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--only" | "--skip" => {
+                let stage = it.next().ok_or_else(|| anyhow::anyhow!("{a} needs a stage name"))?;
+                if !STAGES.contains(&stage.as_str()) {
+                    bail!("unknown stage `{stage}`; stages: {}", STAGES.join(", "));
+                }
+                if a == "--only" { only.push(stage.clone()) } else { skip.push(stage.clone()) }
+            }
+            "--no-setup" => setup = false,
+            "--fuzz-seconds" => {
+                fuzz_seconds = it.next().and_then(|s| s.parse().ok()).ok_or_else(|| anyhow::anyhow!("--fuzz-seconds needs a number"))?
+            }
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(());
+            }
+            other => bail!("unknown option `{other}`\n\n{HELP}"),
+        }
+    }
+    let wanted = |s: &str| (only.is_empty() || only.iter().any(|o| o == s)) && !skip.iter().any(|k| k == s);
+    if std::env::var_os("CI").is_none() {
+        // Tests read CI to decide that a missing prerequisite is a failure.
+        std::env::set_var("CI", "true");
+    }
+
+    let root = root();
+    let xtask = std::env::current_exe()?;
+    let mut stages = Stages::default();
+    let mut stage = |name: &str, f: &mut dyn FnMut() -> Result<()>| stages.run(name, f);
+
+    if setup {
+        stage("setup", &mut || {
+            prereqs::system_packages()?;
+            prereqs::npm_packages()?;
+            if wanted("sdk") || wanted("sdk-e2e") || wanted("e2e") {
+                // build-sdk installs the wasm target and wasm-bindgen-cli it needs.
+                util::run(Command::new(&xtask).arg("build-sdk").current_dir(&root))?;
+            }
+            if wanted("e2e") {
+                prereqs::jupyter_venv()?;
+            }
+            Ok(())
+        });
+    } else if wanted("sdk") || wanted("sdk-e2e") || wanted("e2e") {
+        stage("build-sdk", &mut || util::run(Command::new(&xtask).arg("build-sdk").current_dir(&root)));
+    }
+    if stages.any_failed() {
+        return stages.summarize();
+    }
+    let mut stage = |name: &str, f: &mut dyn FnMut() -> Result<()>| stages.run(name, f);
+
+    // The binaries the node tests drive.
+    let needs_bins = wanted("sdk-e2e") || wanted("e2e");
+    if needs_bins {
+        stage("build", &mut || {
+            util::run(cargo().args(["build", "-p", "hourofci-collector", "-p", "testkit", "--bins"]))
+        });
+    }
+    let target = cargo_target_dir();
+    let node_env = |cmd: &mut Command| {
+        cmd.current_dir(&root)
+            .env("HOURCI_COLLECTOR_BIN", target.join("debug/hourofci-collector"))
+            .env("HOURCI_PGCLUSTER_BIN", target.join("debug/pgcluster"))
+            .env("HOURCI_SDK_DIST", root.join("js/dist"))
+            .env("HOURCI_JUPYTER_BIN", root.join(".venv/bin/jupyter"))
+            .env("CHROMIUM", "/usr/bin/chromium");
+    };
+
+    if wanted("rust") {
+        stage("rust", &mut || util::run(cargo().args(["test", "--workspace", "--no-fail-fast"])));
+    }
+    if wanted("sdk") {
+        stage("sdk (wasm-bindgen-test in Chromium)", &mut || {
+            util::run(cargo()
+                .args(["test", "-p", "hourofci-sdk", "--target", "wasm32-unknown-unknown"])
+                .env("CHROMEDRIVER", "/usr/bin/chromedriver"))
+        });
+    }
+    if wanted("sdk-e2e") {
+        stage("sdk-e2e", &mut || {
+            let mut cmd = Command::new("node");
+            cmd.args(["--test", "--test-concurrency=1", "sdk-wasm/e2e/"]);
+            node_env(&mut cmd);
+            util::run(&mut cmd)
+        });
+    }
+    if wanted("e2e") {
+        stage("e2e", &mut || {
+            let mut cmd = Command::new("node");
+            cmd.args(["--test", "--test-concurrency=1", "e2e/"]);
+            node_env(&mut cmd);
+            util::run(&mut cmd)
+        });
+    }
+    if wanted("fuzz") {
+        stage("fuzz", &mut || {
+            util::run(Command::new(&xtask).args(["fuzz", "--seconds", &fuzz_seconds.to_string()]).current_dir(&root))
+        });
+    }
+    stages.summarize()
+}
+
+/// The stages run so far, with their outcome and duration.
+#[derive(Default)]
+struct Stages(Vec<(String, Result<()>, f64)>);
+
+impl Stages {
+    fn run(&mut self, name: &str, f: &mut dyn FnMut() -> Result<()>) {
+        eprintln!("\n=== xtask test: {name} ===");
+        let t = Instant::now();
+        let r = f();
+        if let Err(e) = &r {
+            eprintln!("=== {name} FAILED: {e:#}");
+        }
+        self.0.push((name.to_string(), r, t.elapsed().as_secs_f64()));
+    }
+
+    fn any_failed(&self) -> bool {
+        self.0.iter().any(|(_, r, _)| r.is_err())
+    }
+
+    fn summarize(&self) -> Result<()> {
+        eprintln!("\n=== xtask test: summary ===");
+        for (name, r, secs) in &self.0 {
+            eprintln!("{:<6} {:>7.1}s  {name}", if r.is_ok() { "ok" } else { "FAILED" }, secs);
+        }
+        let failed: Vec<&str> = self.0.iter().filter(|(_, r, _)| r.is_err()).map(|(n, _, _)| n.as_str()).collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            bail!("{} stage(s) failed: {}", failed.len(), failed.join(", "))
+        }
+    }
+}
+
+/// `$CARGO_TARGET_DIR` or `<root>/target`.
+pub fn cargo_target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(Into::into).unwrap_or_else(|| root().join("target"))
 }
