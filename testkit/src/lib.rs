@@ -8,6 +8,8 @@
 //! Nothing here skips: when PostgreSQL is not installed, [`PgCluster::start`] returns
 //! an error that names what is missing, and tests fail with it.
 
+pub mod proxy;
+
 use std::fs;
 use std::io;
 use std::net::{TcpListener, TcpStream};
