@@ -1,5 +1,119 @@
-//! `cargo xtask fuzz`.
+//! `cargo xtask fuzz`: run the cargo-fuzz targets in `fuzz/` on the nightly toolchain.
+//!
+//! Each target starts from the committed seeds in `fuzz/seeds/<target>/` and grows its
+//! working corpus in `fuzz/corpus/<target>/` (not committed). A crash stops the run
+//! with an error naming the artifact in `fuzz/artifacts/<target>/`; copy it into
+//! `fuzz/regressions/<target>/`, where `collector/tests/hostile.rs` replays it forever.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask fuzz` is not built yet")
+use crate::util::{self, have, root};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const HELP: &str = "\
+cargo xtask fuzz [--seconds N] [--target T]...
+
+Runs every cargo-fuzz target in fuzz/ (or only the named ones) for N seconds each
+(default 60) with `cargo +nightly fuzz run T -- -max_total_time=N`. Installs
+cargo-fuzz from crates.io when it is missing. Fails if any target finds a crash.
+";
+
+/// The targets in `fuzz/fuzz_targets/`, in a fixed order.
+pub const TARGETS: &[&str] = &["path_segment", "batch_json", "client_time"];
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut seconds = 60u64;
+    let mut targets: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seconds" => {
+                seconds = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--seconds needs a whole number"))?
+            }
+            "--target" => {
+                let t = it.next().ok_or_else(|| anyhow::anyhow!("--target needs a name"))?;
+                if !TARGETS.contains(&t.as_str()) {
+                    bail!("unknown fuzz target `{t}`; targets: {}", TARGETS.join(", "));
+                }
+                targets.push(t.clone());
+            }
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(());
+            }
+            other => bail!("unknown option `{other}`\n\n{HELP}"),
+        }
+    }
+    if targets.is_empty() {
+        targets = TARGETS.iter().map(|s| s.to_string()).collect();
+    }
+    run_targets(&targets, seconds)
+}
+
+/// Every target for `seconds` each, for `cargo xtask test` (which may call it in-process).
+#[allow(dead_code)]
+pub fn run_all(seconds: u64) -> Result<()> {
+    let all: Vec<String> = TARGETS.iter().map(|s| s.to_string()).collect();
+    run_targets(&all, seconds)
+}
+
+fn run_targets(targets: &[String], seconds: u64) -> Result<()> {
+    ensure_cargo_fuzz()?;
+    let fuzz_dir = root().join("fuzz");
+    let mut failed = Vec::new();
+    for t in targets {
+        eprintln!("\n--- fuzz {t}: {seconds} s ---");
+        if let Err(e) = run_one(&fuzz_dir, t, seconds) {
+            eprintln!("fuzz {t}: {e:#}");
+            failed.push(t.clone());
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "fuzz targets failed: {} (crash inputs in fuzz/artifacts/<target>/; add them to fuzz/regressions/<target>/)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn run_one(fuzz_dir: &Path, target: &str, seconds: u64) -> Result<()> {
+    let corpus: PathBuf = fuzz_dir.join("corpus").join(target);
+    let seeds: PathBuf = fuzz_dir.join("seeds").join(target);
+    std::fs::create_dir_all(&corpus).with_context(|| format!("create {}", corpus.display()))?;
+    let mut cmd = nightly_cargo();
+    cmd.current_dir(fuzz_dir)
+        .args(["fuzz", "run", target])
+        // New inputs go to the first directory; the seeds are only read.
+        .arg(&corpus)
+        .arg(&seeds)
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        // A single input taking 10 s is a hang worth reporting; 2 GiB is a leak.
+        .args(["-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1"]);
+    util::run(&mut cmd)
+}
+
+/// `cargo +nightly` without the stable toolchain pinned by `cargo xtask`'s own environment.
+fn nightly_cargo() -> Command {
+    let mut c = Command::new("cargo");
+    c.arg("+nightly").env_remove("RUSTUP_TOOLCHAIN").env_remove("CARGO").env_remove("RUSTC");
+    c
+}
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    let works = |c: &mut Command| c.output().map(|o| o.status.success()).unwrap_or(false);
+    if !have("rustup") {
+        bail!("rustup is needed for the nightly toolchain (cargo fuzz needs nightly)");
+    }
+    if !works(nightly_cargo().arg("--version")) {
+        util::run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    if !works(nightly_cargo().args(["fuzz", "--version"])) {
+        util::run(nightly_cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    Ok(())
 }
