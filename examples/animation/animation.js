@@ -1,0 +1,223 @@
+// Hour of CI animation: three small tasks, each reported through the hourofci-log SDK.
+// The SDK keeps every event in localStorage until the collector has stored it, so the
+// learner only ever sees a quiet status line, never an alert.
+
+const DEFAULT_ENDPOINT = "https://check.hourofci.org:4000";
+
+function readConfig() {
+  const params = new URLSearchParams(location.search);
+  // A notebook embedding this page with srcdoc has no query string: it sets this global.
+  const fromHost = window.hourofciAnimationConfig || {};
+  const pick = (key, fallback) => fromHost[key] ?? params.get(key) ?? fallback;
+  return {
+    endpoint: String(pick("endpoint", DEFAULT_ENDPOINT)).replace(/\/+$/, ""),
+    lesson: String(pick("lesson", "template")),
+    level: String(pick("level", "template")),
+    test: fromHost.test === true || params.get("test") === "1",
+  };
+}
+
+const config = readConfig();
+const statusLine = document.getElementById("status");
+let loggedCount = 0;
+
+function showStatus(kind, text) {
+  statusLine.dataset.kind = kind;
+  statusLine.textContent = text;
+}
+
+function describe(event) {
+  switch (event.kind) {
+    case "sent":
+      return event.pending > 0
+        ? `Answer recorded. ${event.pending} more waiting to be sent.`
+        : "Answer recorded.";
+    case "queued":
+      return "Saved on this device; it will be sent when you're back online.";
+    case "rejected":
+      return `This answer could not be recorded (${event.reason || "refused by the server"}).`;
+    case "dropped":
+      return `${event.count} older unsent answers had to be discarded to make room.`;
+    default:
+      return "";
+  }
+}
+
+// Loaded once; every log call waits for it, so a click made while it loads is not lost.
+const sdkReady = (async () => {
+  try {
+    const sdk = await import(`${config.endpoint}/sdk/hourofci-log.js`);
+    await sdk.init({ endpoint: config.endpoint, test: config.test });
+    sdk.onStatus((event) => showStatus(event.kind, describe(event)));
+    const waiting = sdk.pending();
+    showStatus("ready", waiting > 0 ? `Ready. Sending ${waiting} saved answers…` : "Ready: your answers are recorded.");
+    document.body.dataset.logging = "ready";
+    return sdk;
+  } catch (err) {
+    console.warn("hourofci: answer recorder unavailable", err);
+    showStatus("unavailable", "Your answers can't be recorded right now (the answer server could not be reached). The tasks still work.");
+    document.body.dataset.logging = "unavailable";
+    return null;
+  }
+})();
+
+async function record(kind, question, value) {
+  const sdk = await sdkReady;
+  try {
+    if (sdk) {
+      if (kind === "answer") await sdk.logAnswer(config.lesson, config.level, question, value);
+      else await sdk.logInteraction(config.lesson, config.level, question, value);
+    }
+  } catch (err) {
+    // Only wrong arguments reject; say so quietly rather than break the task.
+    showStatus("error", `Could not record this answer: ${err && err.message ? err.message : err}`);
+  } finally {
+    loggedCount += 1;
+    // Lets a test (or a curious author) see that every click has been handed to the SDK.
+    document.body.dataset.logged = String(loggedCount);
+  }
+}
+
+// Task 1: click the right building. A click on a building is an answer ("true" when it
+// is the right one, like the old animations); a click on empty ground is an interaction.
+const CORRECT_SPOT = "data-center";
+const spotFeedback = document.getElementById("spot-feedback");
+const campus = document.getElementById("campus");
+
+function chooseSpot(spot) {
+  const correct = spot === CORRECT_SPOT;
+  spotFeedback.textContent = correct
+    ? "Yes! The data center houses the supercomputer."
+    : "Not quite. Where would racks of computers be kept cool?";
+  campus.querySelectorAll(".building").forEach((b) => b.classList.toggle("chosen", b.dataset.spot === spot));
+  record("answer", "1A", correct ? "true" : "false");
+}
+
+campus.addEventListener("click", (e) => {
+  const building = e.target.closest(".building");
+  if (building) {
+    chooseSpot(building.dataset.spot);
+    return;
+  }
+  const box = campus.getBoundingClientRect();
+  record("interaction", "1A", {
+    action: "click",
+    on: "ground",
+    x: Math.round(((e.clientX - box.left) / box.width) * 400),
+    y: Math.round(((e.clientY - box.top) / box.height) * 200),
+  });
+});
+campus.addEventListener("keydown", (e) => {
+  const building = e.target.closest(".building");
+  if (building && (e.key === "Enter" || e.key === " ")) {
+    e.preventDefault();
+    chooseSpot(building.dataset.spot);
+  }
+});
+
+// Task 2: drag data sets into bins (pointer events: mouse, pen and touch alike).
+// Clicking an item and then a bin does the same for keyboard and switch users.
+const EXPECTED_BIN = {
+  "elevation-grid": "raster",
+  "satellite-image": "raster",
+  "road-lines": "vector",
+  "city-points": "vector",
+};
+const sortFeedback = document.getElementById("sort-feedback");
+let selectedItem = null;
+
+function placeItem(item, bin) {
+  bin.appendChild(item);
+  item.classList.remove("selected");
+  selectedItem = null;
+  record("interaction", "2A", { action: "drop", item: item.dataset.item, bin: bin.dataset.bin });
+}
+
+function binAt(x, y, dragged) {
+  return (
+    document
+      .elementsFromPoint(x, y)
+      .filter((el) => !dragged.contains(el))
+      .map((el) => el.closest("[data-bin]"))
+      .find(Boolean) || null
+  );
+}
+
+document.querySelectorAll(".item").forEach((item) => {
+  let drag = null;
+  let suppressClick = false;
+  item.addEventListener("pointerdown", (e) => {
+    drag = { startX: e.clientX, startY: e.clientY, moved: false };
+    suppressClick = false;
+    item.setPointerCapture(e.pointerId);
+  });
+  item.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    const dx = e.clientX - drag.startX;
+    const dy = e.clientY - drag.startY;
+    if (!drag.moved && Math.hypot(dx, dy) < 4) return;
+    drag.moved = true;
+    item.classList.add("dragging");
+    item.style.transform = `translate(${dx}px, ${dy}px)`;
+  });
+  item.addEventListener("pointerup", (e) => {
+    if (!drag) return;
+    const moved = drag.moved;
+    drag = null;
+    item.classList.remove("dragging");
+    item.style.transform = "";
+    if (!moved) return; // a plain click: handled by the click listener below
+    suppressClick = true; // the browser still fires click after a drag
+    const bin = binAt(e.clientX, e.clientY, item);
+    if (bin && bin !== item.parentElement) placeItem(item, bin);
+  });
+  item.addEventListener("click", (e) => {
+    e.stopPropagation();
+    if (suppressClick) {
+      suppressClick = false;
+      return;
+    }
+    if (selectedItem) selectedItem.classList.remove("selected");
+    selectedItem = selectedItem === item ? null : item;
+    if (selectedItem) item.classList.add("selected");
+  });
+  item.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      item.click();
+    }
+  });
+});
+
+document.querySelectorAll("[data-bin]").forEach((bin) => {
+  const choose = () => {
+    if (selectedItem && selectedItem.parentElement !== bin) placeItem(selectedItem, bin);
+  };
+  bin.addEventListener("click", choose);
+  bin.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      choose();
+    }
+  });
+});
+
+document.getElementById("sort-check").addEventListener("click", () => {
+  const placement = {};
+  for (const item of document.querySelectorAll(".item")) {
+    placement[item.dataset.item] = item.parentElement.dataset.bin;
+  }
+  const right = Object.keys(EXPECTED_BIN).filter((k) => placement[k] === EXPECTED_BIN[k]).length;
+  sortFeedback.textContent =
+    right === 4 ? "All four sorted correctly!" : `${right} of 4 are in the right place. Try moving the others.`;
+  record("answer", "2A", placement);
+});
+
+// Task 3: free text, recorded exactly as typed (no trimming: the answer is the learner's).
+const freeAnswer = document.getElementById("free-answer");
+document.getElementById("free-submit").addEventListener("click", () => {
+  const text = freeAnswer.value;
+  if (text === "") return;
+  freeAnswer.value = "";
+  record("answer", "3A", text);
+});
