@@ -1,5 +1,516 @@
-//! `cargo xtask bench`.
+//! `cargo xtask bench`: throughput and latency of the whole write path, side by side
+//! with what the database itself can do, in one run on one machine (issue 5).
+//!
+//! 1. ceiling A: `pgbench`, one `log_event` call per transaction, 1–64 clients;
+//! 2. ceiling B: `pgbench`, one 100-row `log_events` call per transaction;
+//! 3. the release collector under a load generator on loopback ([`load`]): single-event
+//!    POSTs at 1/16/64/256 connections, `/batch` with 100 events, and a fixed rate at
+//!    half the best single-event throughput (for p99 below saturation); peak RSS;
+//! 4. the SDK in headless Chromium (`xtask/bench/sdk.mjs`): gzipped size, `logAnswer`
+//!    to "queued" offline, and how long a 1000-event backlog takes to drain.
+//!
+//! PostgreSQL is a throwaway durable cluster (fsync and synchronous_commit on) started
+//! by `testkit`. After every phase the rows in the database are compared with the
+//! answers the load generator got; a mismatch fails the command (after the report).
+//! Benchmarks only: nothing here is a timed test.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask bench` is not built yet")
+mod load;
+mod pgbench;
+mod report;
+
+use crate::util;
+use anyhow::{bail, Context, Result};
+use load::{Kind, Pace, Plan};
+use report::{HttpFigures, Machine, Results, RowCheck, SdkFigures};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use testkit::{PgCluster, PgOptions};
+
+const HELP: &str = "\
+cargo xtask bench [options]
+
+Starts a durable throwaway PostgreSQL, migrates it with the release collector, and
+measures pgbench's ceiling, the collector and the SDK in one run (a few minutes).
+Prints a table and writes it to docs/BENCHMARKS.md.
+
+Options:
+  --quick                 2 s per step instead of 5 (rougher figures)
+  --seconds N             seconds per step
+  --only LIST             comma-separated subset of: pgbench, collector, sdk
+  --collector-arg ARG     extra flag for `hourofci-collector serve` (repeatable),
+                          e.g. --collector-arg=--writers=2
+  --profile               also record `perf` system-wide during an extra 64-connection
+                          run; the report goes to target/bench/perf-*.txt
+  --no-write              do not touch docs/BENCHMARKS.md
+";
+
+const DATABASE: &str = "hourofci";
+const WRITER_ROLE: &str = "hourofciuser";
+/// Throwaway cluster only.
+const WRITER_PASSWORD: &str = "bench-writer-password";
+const BATCH_SIZE: usize = 100;
+const PG_SINGLE_CLIENTS: [u32; 5] = [1, 4, 16, 32, 64];
+const PG_BATCH_CLIENTS: [u32; 3] = [1, 4, 16];
+const HTTP_SINGLE_CONNECTIONS: [usize; 4] = [1, 16, 64, 256];
+const HTTP_BATCH_CONNECTIONS: [usize; 2] = [4, 16];
+const PACED_CONNECTIONS: usize = 64;
+const SDK_CALLS: u64 = 1000;
+
+struct Options {
+    seconds: u64,
+    pgbench: bool,
+    collector: bool,
+    sdk: bool,
+    collector_args: Vec<String>,
+    profile: bool,
+    write: bool,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Option<Self>> {
+        let mut o = Options {
+            seconds: 5,
+            pgbench: true,
+            collector: true,
+            sdk: true,
+            collector_args: Vec::new(),
+            profile: false,
+            write: true,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+                _ => (arg.as_str(), None),
+            };
+            let mut value = || inline.clone().or_else(|| it.next().cloned()).with_context(|| format!("{flag} needs a value"));
+            match flag {
+                "--quick" => o.seconds = 2,
+                "--seconds" => o.seconds = value()?.parse().context("--seconds N")?,
+                "--only" => {
+                    let list = value()?;
+                    let parts: Vec<&str> = list.split(',').map(str::trim).collect();
+                    for p in &parts {
+                        if !["pgbench", "collector", "sdk"].contains(p) {
+                            bail!("--only: unknown part `{p}` (pgbench, collector, sdk)");
+                        }
+                    }
+                    o.pgbench = parts.contains(&"pgbench");
+                    o.collector = parts.contains(&"collector");
+                    o.sdk = parts.contains(&"sdk");
+                }
+                "--collector-arg" => o.collector_args.push(value()?),
+                "--profile" => o.profile = true,
+                "--no-write" => o.write = false,
+                "-h" | "--help" => {
+                    print!("{HELP}");
+                    return Ok(None);
+                }
+                other => bail!("unknown option `{other}`\n\n{HELP}"),
+            }
+        }
+        Ok(Some(o))
+    }
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let Some(opts) = Options::parse(args)? else { return Ok(()) };
+    if cfg!(debug_assertions) {
+        // `cargo xtask` is a debug build; a debug load generator would take CPU from
+        // the collector on a 2-core machine. Run the same command from a release build.
+        eprintln!("bench: re-running from a release build of xtask");
+        return util::run(util::cargo().args(["run", "--release", "--quiet", "-p", "xtask", "--", "bench"]).args(args));
+    }
+    let root = util::root();
+    let work_dir = root.join("target/bench");
+    std::fs::create_dir_all(&work_dir)?;
+
+    // Build everything before measuring anything, so compiling does not overlap.
+    let collector_bin = root.join("target/release/hourofci-collector");
+    if opts.collector || opts.sdk {
+        util::run(util::cargo().args(["build", "--release", "-p", "hourofci-collector"]))?;
+    }
+    let sdk_dist = root.join("js/dist");
+    if opts.sdk {
+        util::run(util::cargo().args(["run", "--quiet", "-p", "xtask", "--", "build-sdk"]))?;
+    }
+
+    let mut results = Results {
+        command: std::iter::once("cargo xtask bench".to_string()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" "),
+        seconds_per_step: opts.seconds,
+        collector_flags: opts.collector_args.clone(),
+        ..Default::default()
+    };
+    results.machine = machine_now();
+
+    let pg = PgCluster::start_with(PgOptions { durable: true, max_connections: 400, ..Default::default() })
+        .context("starting a durable PostgreSQL cluster")?;
+    results.machine.postgres_version = util::output(Command::new(pg.bin_dir().join("postgres")).arg("--version"))?;
+    let admin_url = pg.create_database(DATABASE);
+    pg.create_login_role(WRITER_ROLE, WRITER_PASSWORD);
+    let writer_url = pg.url_for(WRITER_ROLE, WRITER_PASSWORD, DATABASE);
+    if collector_bin.exists() {
+        util::run(
+            Command::new(&collector_bin).args(["migrate", "--database-url", &admin_url, "--writer-role", WRITER_ROLE]),
+        )?;
+    } else {
+        // Only `--only pgbench` gets here (the other parts build the collector first).
+        apply_sql_dir(&pg, &root.join("sql"))?;
+    }
+
+    let step = Duration::from_secs(opts.seconds);
+    if opts.pgbench {
+        measure_pgbench(&pg, &work_dir, step, &mut results)?;
+    }
+    if opts.collector || opts.sdk {
+        let mut collector = Collector::start(&collector_bin, &writer_url, opts.sdk.then_some(sdk_dist.as_path()), &opts.collector_args, &work_dir)?;
+        let outcome = (|| -> Result<()> {
+            if opts.collector {
+                measure_collector(&pg, &collector, step, opts.profile, &work_dir, &mut results)?;
+            }
+            if opts.sdk {
+                results.sdk = Some(measure_sdk(&pg, &collector, &sdk_dist, &mut results.row_checks)?);
+            }
+            results.peak_rss_kib = collector.peak_rss_kib();
+            Ok(())
+        })();
+        collector.stop()?;
+        outcome?;
+    }
+    results.machine.load_after = load_average();
+
+    let table = results.markdown();
+    println!("\n{table}");
+    if opts.write {
+        let path = root.join("docs/BENCHMARKS.md");
+        report::write_block(&path, &table)?;
+        eprintln!("wrote {}", path.display());
+    }
+    let mismatches: Vec<String> = results
+        .row_checks
+        .iter()
+        .filter(|c| !c.ok())
+        .map(|c| format!("{}: expected {} rows, found {}", c.phase, c.expected, c.found))
+        .collect();
+    if !mismatches.is_empty() {
+        bail!("ROWS IN THE DATABASE DO NOT MATCH THE 2xx ANSWERS:\n  {}", mismatches.join("\n  "));
+    }
+    Ok(())
+}
+
+fn measure_pgbench(pg: &PgCluster, work_dir: &Path, step: Duration, results: &mut Results) -> Result<()> {
+    let single_script = work_dir.join("pgbench-log_event.sql");
+    std::fs::write(&single_script, pgbench::SINGLE_SCRIPT)?;
+    let batch_script = work_dir.join("pgbench-log_events.sql");
+    std::fs::write(&batch_script, pgbench::batch_script(BATCH_SIZE))?;
+    let target = pgbench::Target {
+        bin_dir: pg.bin_dir(),
+        port: pg.port(),
+        database: DATABASE,
+        user: WRITER_ROLE,
+        password: WRITER_PASSWORD,
+    };
+    let runs = PG_SINGLE_CLIENTS.iter().map(|&c| (c, &single_script, 1u64)).chain(
+        PG_BATCH_CLIENTS.iter().map(|&c| (c, &batch_script, BATCH_SIZE as u64)),
+    );
+    for (clients, script, rows) in runs {
+        let before = count_rows(pg, "loggingtable")?;
+        let run = pgbench::run(&target, script, rows, clients, step)?;
+        let found = count_rows(pg, "loggingtable")? - before;
+        eprintln!(
+            "pgbench {} rows/tx, {clients:>2} clients: {:>8.0} tx/s {:>9.0} rows/s (avg {:.2} ms)",
+            rows, run.tps, run.rows_per_sec(), run.latency_avg_ms
+        );
+        results.row_checks.push(RowCheck {
+            phase: format!("pgbench {rows} rows/tx, {clients} clients"),
+            expected: run.transactions * rows,
+            found,
+        });
+        if rows == 1 {
+            results.pg_single.push(run);
+        } else {
+            results.pg_batch.push(run);
+        }
+    }
+    Ok(())
+}
+
+fn measure_collector(
+    pg: &PgCluster,
+    collector: &Collector,
+    step: Duration,
+    profile: bool,
+    work_dir: &Path,
+    results: &mut Results,
+) -> Result<()> {
+    let addr = collector.addr;
+    let mut http = |label: String, kind: Kind, connections: usize, duration: Duration, pace: Pace| -> Result<HttpFigures> {
+        let before = count_rows(pg, "loggingtable")?;
+        let outcome = load::run(&Plan { addr, kind, connections, duration, pace })?;
+        let found = count_rows(pg, "loggingtable")? - before;
+        results.row_checks.push(RowCheck { phase: label.clone(), expected: outcome.events_written, found });
+        let figures = HttpFigures {
+            label,
+            connections,
+            events_per_sec: outcome.events_per_sec(),
+            p50_ms: outcome.percentile_ms(0.5),
+            p99_ms: outcome.percentile_ms(0.99),
+            max_ms: outcome.max_ms(),
+            errors: outcome.errors(),
+            error_summary: outcome.error_summary(),
+            peak_rss_kib: collector.peak_rss_kib(),
+        };
+        eprintln!(
+            "{:<48} {:>8.0}/s  p50 {:>7.2}  p99 {:>7.2}  max {:>8.2} ms  errors {} {}  rss {:.1} MB",
+            figures.label,
+            figures.events_per_sec,
+            figures.p50_ms,
+            figures.p99_ms,
+            figures.max_ms,
+            figures.errors,
+            figures.error_summary,
+            figures.peak_rss_kib.unwrap_or(0) as f64 / 1024.0
+        );
+        Ok(figures)
+    };
+
+    http("warm-up (not reported)".into(), Kind::Single, 16, Duration::from_millis(500), Pace::ClosedLoop)?;
+    let mut single = Vec::new();
+    for connections in HTTP_SINGLE_CONNECTIONS {
+        let label = format!("collector single-event POST, {connections} connections");
+        single.push(http(label, Kind::Single, connections, step, Pace::ClosedLoop)?);
+    }
+    let mut batch = Vec::new();
+    for connections in HTTP_BATCH_CONNECTIONS {
+        let label = format!("collector /batch of {BATCH_SIZE}, {connections} connections");
+        batch.push(http(label, Kind::Batch { size: BATCH_SIZE }, connections, step, Pace::ClosedLoop)?);
+    }
+    let best = single.iter().map(|f| f.events_per_sec).fold(0.0, f64::max);
+    let paced = if best > 0.0 {
+        let rate = (best / 2.0).max(1.0);
+        let label = format!("collector single-event POST at {rate:.0}/s (half of max), {PACED_CONNECTIONS} connections");
+        Some((rate, http(label, Kind::Single, PACED_CONNECTIONS, step.max(Duration::from_secs(3)), Pace::Rate(rate))?))
+    } else {
+        None
+    };
+    if profile {
+        profile_run(&mut http, collector, step, work_dir)?;
+    }
+    results.http_single = single;
+    results.http_batch = batch;
+    results.http_paced = paced;
+    Ok(())
+}
+
+/// `perf record -a -g` during an extra 64-connection run: where do the two cores go?
+fn profile_run(
+    http: &mut impl FnMut(String, Kind, usize, Duration, Pace) -> Result<HttpFigures>,
+    collector: &Collector,
+    step: Duration,
+    work_dir: &Path,
+) -> Result<()> {
+    if !util::have("perf") {
+        util::run(Command::new("apt-get").args(["install", "-y", "linux-perf"]))?;
+    }
+    let data = work_dir.join("perf.data");
+    let mut perf = Command::new("perf")
+        .args(["record", "-a", "-g", "-F", "499", "-o"])
+        .arg(&data)
+        .args(["--", "sleep", &step.as_secs().max(2).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting perf")?;
+    http("profiled run, 64 connections (not reported)".into(), Kind::Single, 64, step, Pace::ClosedLoop)?;
+    perf.wait()?;
+    let reports: [(&str, Vec<String>); 2] = [
+        ("perf-by-process.txt", vec!["--sort".into(), "comm,dso".into()]),
+        ("perf-collector-symbols.txt", vec!["--pid".into(), collector.pid().to_string(), "--sort".into(), "symbol".into()]),
+    ];
+    for (name, extra) in reports {
+        let text = util::output(
+            Command::new("perf").args(["report", "--stdio", "--no-children", "--percent-limit", "0.5", "-i"]).arg(&data).args(&extra),
+        )?;
+        let path = work_dir.join(name);
+        std::fs::write(&path, &text)?;
+        eprintln!("--- {} (top) ---", path.display());
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty() && l.contains('%')).take(25) {
+            eprintln!("{line}");
+        }
+    }
+    Ok(())
+}
+
+fn measure_sdk(pg: &PgCluster, collector: &Collector, dist: &Path, checks: &mut Vec<RowCheck>) -> Result<SdkFigures> {
+    let mut gzip_files = Vec::new();
+    for entry in std::fs::read_dir(dist).with_context(|| format!("reading {}", dist.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        if name.ends_with(".js") || name.ends_with(".wasm") {
+            gzip_files.push((name, gzip_len(&std::fs::read(&path)?)?));
+        }
+    }
+    gzip_files.sort();
+    if !gzip_files.iter().any(|(n, _)| n == "hourofci-log.js") {
+        bail!("{} has no hourofci-log.js: did `cargo xtask build-sdk` run?", dist.display());
+    }
+    let script = util::root().join("xtask/bench/sdk.mjs");
+    let before = count_rows(pg, "loggingtable_test")?;
+    let out = util::output(
+        Command::new("node")
+            .arg(&script)
+            .arg(format!("http://{}", collector.addr))
+            .arg(SDK_CALLS.to_string())
+            .current_dir(util::root()),
+    )?;
+    let found = count_rows(pg, "loggingtable_test")? - before;
+    let v: serde_json::Value =
+        serde_json::from_str(out.lines().last().unwrap_or_default()).with_context(|| format!("sdk.mjs printed {out:?}"))?;
+    let num = |k: &str| v[k].as_f64().with_context(|| format!("sdk.mjs: no {k} in {v}"));
+    if num("pending_after")? != 0.0 || num("dropped")? != 0.0 || num("rejected")? != 0.0 {
+        bail!("the SDK did not deliver its whole backlog: {v}");
+    }
+    checks.push(RowCheck { phase: format!("SDK backlog of {SDK_CALLS}"), expected: SDK_CALLS, found });
+    let figures = SdkFigures {
+        gzip_bytes: gzip_files.iter().map(|(_, b)| b).sum(),
+        gzip_files,
+        calls: SDK_CALLS,
+        queued_p50_ms: num("queued_p50_ms")?,
+        queued_p99_ms: num("queued_p99_ms")?,
+        queued_max_ms: num("queued_max_ms")?,
+        drain_ms: num("drain_ms")?,
+    };
+    eprintln!("sdk: {figures:?}");
+    Ok(figures)
+}
+
+fn gzip_len(bytes: &[u8]) -> Result<u64> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes)?;
+    Ok(enc.finish()?.len() as u64)
+}
+
+fn count_rows(pg: &PgCluster, table: &str) -> Result<u64> {
+    let text = pg.try_psql(DATABASE, &format!("SELECT count(*) FROM {table}"))?;
+    text.trim().parse().with_context(|| format!("count(*) from {table} gave {text:?}"))
+}
+
+/// Fallback when the collector is not built (`--only pgbench`): the migrations as the
+/// admin role, and the writer's grants, through psql.
+fn apply_sql_dir(pg: &PgCluster, dir: &Path) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "sql"));
+    files.sort();
+    for file in files {
+        let sql = std::fs::read_to_string(&file)?;
+        pg.try_psql(DATABASE, &format!("SET ROLE {DATABASE}_admin;\n{sql}"))
+            .with_context(|| format!("applying {}", file.display()))?;
+    }
+    pg.try_psql(
+        DATABASE,
+        &format!(
+            "GRANT CONNECT ON DATABASE {DATABASE} TO {WRITER_ROLE};
+             GRANT EXECUTE ON FUNCTION log_event(boolean, uuid, timestamptz, text, text, text, text, text),
+               log_events(boolean, uuid[], timestamptz[], text[], text[], text[], text[], text[]) TO {WRITER_ROLE};"
+        ),
+    )?;
+    Ok(())
+}
+
+/// The release collector, serving on a free loopback port.
+struct Collector {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Collector {
+    fn start(bin: &Path, database_url: &str, sdk_dir: Option<&Path>, extra: &[String], work_dir: &Path) -> Result<Self> {
+        let addr: SocketAddr = ([127, 0, 0, 1], testkit::free_port()).into();
+        let log = std::fs::File::create(work_dir.join("collector.log"))?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--bind", &addr.to_string(), "--database-url", database_url]);
+        if let Some(dir) = sdk_dir {
+            cmd.arg("--sdk-dir").arg(dir);
+        }
+        cmd.args(extra).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        eprintln!("+ {cmd:?}");
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let mut collector = Collector { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = collector.child.try_wait()? {
+                bail!("the collector exited with {status}; see target/bench/collector.log");
+            }
+            if healthz_ok(addr) {
+                return Ok(collector);
+            }
+            if Instant::now() > deadline {
+                collector.stop()?;
+                bail!("the collector did not answer /healthz within 30 s; see target/bench/collector.log");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// VmHWM: the most resident memory the process has had so far.
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()
+    }
+
+    /// SIGTERM (it drains its queue), then wait.
+    fn stop(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_none() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            self.child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// `GET /healthz` answered 200 (a blocking one-shot request; only used at start-up).
+fn healthz_ok(addr: SocketAddr) -> bool {
+    use std::io::Read as _;
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn machine_now() -> Machine {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    Machine {
+        date_utc: util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default(),
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        cpu_model,
+        load_before: load_average(),
+        ..Default::default()
+    }
 }
