@@ -1,1 +1,24 @@
-fn main() {}
+//! `hourofci-collector [serve|migrate]`; see `--help`.
+
+use clap::Parser;
+use hourofci_collector::config::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Migrate(args)) => {
+            let url = args
+                .database
+                .resolve()?
+                .ok_or_else(|| anyhow::anyhow!("migrate needs --database-url, DATABASE_URL or --database-url-file (the admin role)"))?;
+            hourofci_collector::migrate::run(&url, &args.writer_role).await
+        }
+        Some(Command::Serve(args)) => hourofci_collector::serve(args).await,
+        None => hourofci_collector::serve(cli.serve).await,
+    }
+}

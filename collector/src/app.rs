@@ -1,0 +1,345 @@
+//! HTTP routes (see the table in docs/DESIGN.md). Handlers only translate HTTP to
+//! events and outcomes to status codes; writing is [`GroupCommit`]'s job.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::event::{self, BatchItem, Invalid, NewEvent, Table};
+use crate::group_commit::{GroupCommit, SubmitError};
+use crate::metrics::Metrics;
+use crate::store::{Outcome, Store};
+use crate::validate::Rules;
+
+/// Most events in one `/batch` request.
+pub const MAX_BATCH_EVENTS: usize = 500;
+/// Largest `/batch` body.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Shared by every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub rules: Rules,
+    pub commit: GroupCommit,
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub retry_after_secs: u64,
+    pub db_timeout: Duration,
+    /// Parsed `--allow-origin` values; `None` in the list position means `*`.
+    pub cors: Option<AllowOrigin>,
+    pub sdk_dir: Option<PathBuf>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+
+    fn unavailable(&self, err: &SubmitError) -> ApiError {
+        ApiError::unavailable(err, self.retry_after_secs)
+    }
+}
+
+/// Turn `--allow-origin` values into a CORS origin rule (`None` when the list is empty).
+pub fn cors_origins(origins: &[String]) -> anyhow::Result<Option<AllowOrigin>> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    if origins.iter().any(|o| o.trim() == "*") {
+        return Ok(Some(AllowOrigin::any()));
+    }
+    let values = origins
+        .iter()
+        .map(|o| {
+            let o = o.trim().trim_end_matches('/');
+            anyhow::ensure!(
+                o.starts_with("http://") || o.starts_with("https://"),
+                "--allow-origin {o:?} must look like https://host[:port]"
+            );
+            Ok(HeaderValue::from_str(o)?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(AllowOrigin::list(values)))
+}
+
+/// Every route of the collector, with metrics, CORS and the SDK files.
+pub fn router(state: AppState) -> Router {
+    let mut app = Router::new()
+        .route("/", get(root))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/batch", post(batch_production))
+        .route("/test/batch", post(batch_test))
+        .route("/{ua}/{lesson}/{level}/{question}/{answer}", get(legacy_get).post(post_event))
+        .route("/test/{ua}/{lesson}/{level}/{question}/{answer}", get(legacy_get).post(post_event));
+    if let Some(dir) = &state.sdk_dir {
+        app = app.nest_service("/sdk", ServeDir::new(dir));
+    }
+    let mut app = app
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Invalid::with_code("method_not_allowed", None, "this route does not take that method"),
+            )
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), count_and_limit))
+        .with_state(state.clone());
+    if let Some(origins) = state.cors.clone() {
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+                .allow_headers([
+                    header::CONTENT_TYPE,
+                    HeaderName::from_static("idempotency-key"),
+                    HeaderName::from_static("x-client-time"),
+                ])
+                .expose_headers([header::RETRY_AFTER])
+                .max_age(Duration::from_secs(24 * 3600)),
+        );
+    }
+    app.layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Longest request target accepted (longer gets 414): five segments of up to the
+/// answer limit, percent-encoded at 3 bytes per byte, plus slack.
+fn max_uri_bytes(rules: &Rules) -> usize {
+    rules.max_answer_bytes * 3 + 4096
+}
+
+/// Count requests by route and status; refuse over-long request targets with 414.
+async fn count_and_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = route_label(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
+    let method = req.method().to_string();
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    let res = if target_len > max_uri_bytes(&state.rules) {
+        ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            Invalid::too_large(Some("path"), format!("the request path is longer than {} bytes", max_uri_bytes(&state.rules))),
+        )
+        .into_response()
+    } else {
+        next.run(req).await
+    };
+    state.metrics.record_request(route, &method, res.status().as_u16());
+    res
+}
+
+fn route_label(matched: Option<&str>) -> &'static str {
+    match matched {
+        Some("/") => "root",
+        Some("/healthz") => "healthz",
+        Some("/metrics") => "metrics",
+        Some("/batch") | Some("/test/batch") => "batch",
+        Some(p) if p.starts_with("/sdk") => "sdk",
+        Some(p) if p.ends_with("{answer}") => "event",
+        _ => "unmatched",
+    }
+}
+
+async fn root() -> &'static str {
+    "Hello World!"
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(state.db_timeout, state.store.health()).await {
+        Ok(Ok(())) => "ok".into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!("health check failed: {e}");
+            state.unavailable(&SubmitError::Store(Arc::new(e))).into_response()
+        }
+        Err(_) => state.unavailable(&SubmitError::Timeout(state.db_timeout)).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+/// 413 for "too large", else `otherwise`.
+fn status_for(invalid: &Invalid, otherwise: StatusCode) -> StatusCode {
+    if invalid.code == "too_large" {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        otherwise
+    }
+}
+
+/// The original API: GET writes a row with no id; success is 200 `null`, every
+/// invalid value is 404 (as the Flask service answered).
+async fn legacy_get(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let values = match event::parse_event_path(uri.path()) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => return Err(ApiError::new(StatusCode::NOT_FOUND, e)),
+        None => return Err(ApiError::not_found()),
+    };
+    let event = values.into_event(None, None);
+    if let Err(e) = state.rules.check(&event) {
+        state.metrics.invalid.inc();
+        return Err(ApiError::new(StatusCode::NOT_FOUND, e));
+    }
+    state.commit.submit(vec![event]).await.map_err(|e| state.unavailable(&e))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], "null").into_response())
+}
+
+#[derive(Serialize)]
+struct EventReply {
+    id: Uuid,
+    status: &'static str,
+}
+
+fn bad_header(field: &'static str, rule: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, Invalid::with_code("bad_header", Some(field), rule))
+}
+
+/// One event with its id: 201 when written, 200 when that id was already stored.
+async fn post_event(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .ok_or_else(|| bad_header("Idempotency-Key", "the Idempotency-Key header (the event's UUID) is required"))?;
+    let id = key
+        .to_str()
+        .ok()
+        .and_then(|k| event::parse_event_id(k).ok())
+        .ok_or_else(|| bad_header("Idempotency-Key", "Idempotency-Key must be a UUID"))?;
+    let client_time = match headers.get("x-client-time") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| event::parse_client_time(t).ok())
+                .ok_or_else(|| bad_header("X-Client-Time", "X-Client-Time must be an RFC 3339 timestamp, e.g. 2026-11-28T07:31:02.123Z"))?,
+        ),
+    };
+    let values = match event::parse_event_path(uri.path()) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => return Err(ApiError::new(status_for(&e, StatusCode::UNPROCESSABLE_ENTITY), e)),
+        None => return Err(ApiError::not_found()),
+    };
+    let event = values.into_event(Some(id), client_time);
+    if let Err(e) = state.rules.check(&event) {
+        state.metrics.invalid.inc();
+        return Err(ApiError::new(status_for(&e, StatusCode::UNPROCESSABLE_ENTITY), e));
+    }
+    let outcomes = state.commit.submit(vec![event]).await.map_err(|e| state.unavailable(&e))?;
+    Ok(match outcomes.first() {
+        Some(Outcome::Written) => (StatusCode::CREATED, Json(EventReply { id, status: "written" })).into_response(),
+        _ => (StatusCode::OK, Json(EventReply { id, status: "duplicate" })).into_response(),
+    })
+}
+
+#[derive(Serialize, Debug)]
+pub struct BatchResult {
+    pub id: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct BatchReply {
+    pub results: Vec<BatchResult>,
+}
+
+async fn batch_production(state: State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<BatchReply>, ApiError> {
+    batch(state, Table::Production, headers, body).await
+}
+
+async fn batch_test(state: State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<BatchReply>, ApiError> {
+    batch(state, Table::Test, headers, body).await
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Invalid::too_large(None, format!("a batch body is at most {MAX_BATCH_BYTES} bytes; split it")),
+    )
+}
+
+/// Many events in one request, all committed in one group. Each event gets its own
+/// result, in request order; invalid events do not stop the others.
+async fn batch(State(state): State<AppState>, table: Table, headers: HeaderMap, body: Body) -> Result<Json<BatchReply>, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Invalid::with_code("unsupported_media_type", Some("Content-Type"), "a batch must be sent as application/json"),
+        ));
+    }
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BATCH_BYTES) {
+        return Err(body_too_large());
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BATCH_BYTES).await.map_err(|_| body_too_large())?;
+    let request = event::parse_batch(&bytes, MAX_BATCH_EVENTS)
+        .map_err(|e| ApiError::new(status_for(&e, StatusCode::BAD_REQUEST), e))?;
+    state.metrics.client_dropped.add(request.dropped);
+
+    let mut results: Vec<BatchResult> = Vec::with_capacity(request.events.len());
+    let mut pending: Vec<(usize, NewEvent)> = Vec::new();
+    for item in request.events {
+        let checked: Result<NewEvent, (String, Invalid)> = match item {
+            BatchItem::Event(mut e) => {
+                e.table = table;
+                match state.rules.check(&e) {
+                    Ok(()) => Ok(e),
+                    Err(reason) => Err((e.id.map(|i| i.to_string()).unwrap_or_default(), reason)),
+                }
+            }
+            BatchItem::Unreadable { id, reason } => Err((id, reason)),
+        };
+        match checked {
+            Ok(e) => {
+                results.push(BatchResult { id: e.id.map(|i| i.to_string()).unwrap_or_default(), status: "pending", reason: None });
+                pending.push((results.len() - 1, e));
+            }
+            Err((id, reason)) => {
+                state.metrics.invalid.inc();
+                results.push(BatchResult { id, status: "invalid", reason: Some(describe(&reason)) });
+            }
+        }
+    }
+    let (slots, events): (Vec<usize>, Vec<NewEvent>) = pending.into_iter().unzip();
+    let outcomes = state.commit.submit(events).await.map_err(|e| state.unavailable(&e))?;
+    for (slot, outcome) in slots.into_iter().zip(outcomes) {
+        results[slot].status = match outcome {
+            Outcome::Written => "written",
+            Outcome::Duplicate => "duplicate",
+        };
+    }
+    Ok(Json(BatchReply { results }))
+}
+
+fn describe(reason: &Invalid) -> String {
+    match reason.field {
+        Some(f) => format!("{f}: {}", reason.rule),
+        None => reason.rule.clone(),
+    }
+}

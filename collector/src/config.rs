@@ -1,0 +1,217 @@
+//! Command line and environment. Every flag can also be set by the environment
+//! variable shown in `--help` (the flag wins).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::group_commit::GroupConfig;
+
+/// Records Hour of CI learners' answers (legacy lesson URLs, idempotent POSTs, batches).
+///
+/// With no subcommand it serves (same as `serve`). With no --database-url it stores
+/// events in the embedded SQLite file `hourofci-log.db` in the working directory.
+#[derive(Parser, Debug)]
+#[command(name = "hourofci-collector", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve HTTP(S) (the default).
+    Serve(ServeArgs),
+    /// Apply the sql/ migrations as the admin role, then grant the writer role
+    /// CONNECT on the database and EXECUTE on the four write functions (nothing else).
+    ///
+    /// The writer role must already exist; a DBA creates it once, e.g.
+    /// `psql -v pw="$HOURCI_WRITER_PASSWORD" -c "CREATE ROLE hourofciuser LOGIN PASSWORD :'pw'"`.
+    Migrate(MigrateArgs),
+}
+
+/// Where the database URL comes from.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL, e.g. postgres://hourofciuser:PASSWORD@db.example.org/hourofci?sslmode=require.
+    /// Prefer --database-url-file so the password is not visible in the process list.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// File holding the PostgreSQL URL (with its password) on its first line.
+    #[arg(long, env = "HOURCI_DATABASE_URL_FILE", conflicts_with = "database_url")]
+    pub database_url_file: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    /// The URL from the flag, the environment or the file; `None` when none is given.
+    pub fn resolve(&self) -> anyhow::Result<Option<String>> {
+        if let Some(url) = &self.database_url {
+            return Ok(Some(url.trim().to_string()));
+        }
+        if let Some(path) = &self.database_url_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --database-url-file {}: {e}", path.display()))?;
+            let url = text.lines().next().unwrap_or_default().trim().to_string();
+            anyhow::ensure!(!url.is_empty(), "--database-url-file {} is empty", path.display());
+            return Ok(Some(url));
+        }
+        Ok(None)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "HOURCI_BIND", default_value = "127.0.0.1:4000")]
+    pub bind: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// SQLite file used when no PostgreSQL URL is given.
+    #[arg(long, env = "HOURCI_SQLITE_PATH", default_value = "hourofci-log.db")]
+    pub sqlite_path: PathBuf,
+
+    /// Origin allowed to call the collector from a browser (CORS), e.g.
+    /// https://jupyter.example.org. Repeat the flag, or separate with commas in the
+    /// environment variable. `*` allows every origin (what the original service did).
+    /// With none, no CORS headers are sent.
+    #[arg(long = "allow-origin", env = "HOURCI_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub allow_origins: Vec<String>,
+
+    /// PEM certificate chain for HTTPS. Re-read when the file changes (certbot renewals
+    /// need no restart). Requires --tls-key.
+    #[arg(long, env = "HOURCI_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS. Requires --tls-cert.
+    #[arg(long, env = "HOURCI_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// How often to check the TLS files for changes, in seconds.
+    #[arg(long, env = "HOURCI_TLS_RELOAD_SECS", default_value_t = 30)]
+    pub tls_reload_secs: u64,
+
+    /// JSON file {"lessons":[...],"levels":[...]} replacing the original lists of
+    /// allowed lessons and levels.
+    #[arg(long, env = "HOURCI_LESSONS_FILE")]
+    pub lessons_file: Option<PathBuf>,
+    /// Largest accepted answer, in bytes (after percent-decoding).
+    #[arg(long, env = "HOURCI_MAX_ANSWER_BYTES", default_value_t = crate::validate::DEFAULT_MAX_ANSWER_BYTES)]
+    pub max_answer_bytes: usize,
+
+    /// Directory of the built browser SDK (js/dist), served under /sdk/.
+    #[arg(long, env = "HOURCI_SDK_DIR")]
+    pub sdk_dir: Option<PathBuf>,
+
+    /// Group commit: most events committed in one transaction.
+    #[arg(long, env = "HOURCI_GROUP_MAX_EVENTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub group_max_events: u32,
+    /// Group commit: how long a writer waits for more events before committing, in ms
+    /// (0: commit whatever is queued at once).
+    #[arg(long, env = "HOURCI_GROUP_MAX_WAIT_MS", default_value_t = 2)]
+    pub group_max_wait_ms: u64,
+    /// Group commit: writers committing groups in parallel.
+    #[arg(long, env = "HOURCI_WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub writers: u32,
+    /// Most events waiting for a commit; beyond that requests get 503 at once.
+    #[arg(long, env = "HOURCI_QUEUE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_capacity: u32,
+    /// A request whose event is not committed within this many ms gets 503
+    /// (also the limit for one database call and for a pool checkout).
+    #[arg(long, env = "HOURCI_DB_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_timeout_ms: u64,
+    /// PostgreSQL connections (default: writers + 1, for /healthz).
+    #[arg(long, env = "HOURCI_DB_POOL_SIZE")]
+    pub db_pool_size: Option<u32>,
+    /// Seconds advertised in Retry-After on 503.
+    #[arg(long, env = "HOURCI_RETRY_AFTER_SECS", default_value_t = 2)]
+    pub retry_after_secs: u64,
+    /// On SIGTERM/SIGINT, how long to wait for in-flight requests, in seconds.
+    #[arg(long, env = "HOURCI_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServeArgs {
+    pub fn group_config(&self) -> GroupConfig {
+        GroupConfig {
+            max_events: self.group_max_events as usize,
+            max_wait: Duration::from_millis(self.group_max_wait_ms),
+            writers: self.writers as usize,
+            queue_capacity: self.queue_capacity as usize,
+            db_timeout: Duration::from_millis(self.db_timeout_ms.max(1)),
+        }
+    }
+
+    pub fn pool_size(&self) -> u32 {
+        self.db_pool_size.unwrap_or(self.writers + 1)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    /// Connect as the ADMIN role (owner of the database), not the writer.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The existing login role the collector connects as; gets CONNECT and EXECUTE only.
+    #[arg(long, env = "HOURCI_WRITER_ROLE", default_value = "hourofciuser")]
+    pub writer_role: String,
+}
+
+/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[scheme_end..].find('/').map_or(url.len(), |i| scheme_end + i);
+    let Some(at) = url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else {
+        return url.to_string();
+    };
+    match url[scheme_end..at].find(':') {
+        Some(colon) => format!("{}***{}", &url[..scheme_end + colon + 1], &url[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_only_the_password() {
+        assert_eq!(redact_url("postgres://u:p%40ss@h:5432/db?x=1"), "postgres://u:***@h:5432/db?x=1");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact_url("postgres://u:a@b@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn no_subcommand_means_serve_with_defaults() {
+        let cli = Cli::try_parse_from(["hourofci-collector", "--writers", "2"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.writers, 2);
+        assert_eq!(cli.serve.pool_size(), 3);
+        assert_eq!(cli.serve.group_max_events, 256);
+        let cli = Cli::try_parse_from(["hourofci-collector", "migrate", "--database-url", "postgres://a@b/c"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Migrate(m)) if m.writer_role == "hourofciuser"));
+    }
+
+    #[test]
+    fn allow_origin_repeats_and_splits_on_commas() {
+        let cli = Cli::try_parse_from(["x", "--allow-origin", "https://a.org,https://b.org", "--allow-origin", "http://c"]).unwrap();
+        assert_eq!(cli.serve.allow_origins, ["https://a.org", "https://b.org", "http://c"]);
+    }
+
+    #[test]
+    fn database_url_file_is_read() {
+        let dir = std::env::temp_dir().join(format!("hourofci-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("url");
+        std::fs::write(&f, "postgres://w:pw@h/db\n").unwrap();
+        let args = DatabaseArgs { database_url: None, database_url_file: Some(f) };
+        assert_eq!(args.resolve().unwrap().as_deref(), Some("postgres://w:pw@h/db"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

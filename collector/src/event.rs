@@ -1,0 +1,313 @@
+//! What a learner's answer is once it has left HTTP: [`NewEvent`], plus the pure
+//! parsers that build one from raw request parts (path segments, headers, batch JSON).
+//!
+//! Nothing here touches the network or a database, so it is unit-tested natively and
+//! is the target of the fuzzers.
+
+use chrono::{DateTime, Utc};
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Which table an event goes to: `/...` is production, `/test/...` development traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    /// `loggingtable`
+    Production,
+    /// `loggingtable_test`
+    Test,
+}
+
+impl Table {
+    pub fn is_test(self) -> bool {
+        self == Table::Test
+    }
+
+    /// Label used in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Table::Production => "production",
+            Table::Test => "test",
+        }
+    }
+}
+
+/// One answer to be stored. `id` is the client's event id (`Idempotency-Key`); legacy
+/// GETs have none and are always written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub id: Option<Uuid>,
+    pub table: Table,
+    pub user_agent: String,
+    pub lesson: String,
+    pub level: String,
+    pub question: String,
+    pub answer: String,
+    pub client_time: Option<DateTime<Utc>>,
+}
+
+/// Why a request (or one event of a batch) was refused. Serializes to the JSON error
+/// body `{"error":..,"field":..,"rule":..}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{field:?}: {rule}")]
+pub struct Invalid {
+    /// Machine-readable code, e.g. `invalid`, `too_large`, `bad_json`.
+    #[serde(rename = "error")]
+    pub code: &'static str,
+    /// The request field at fault, when there is one.
+    pub field: Option<&'static str>,
+    /// A sentence a person can act on.
+    pub rule: String,
+}
+
+impl Invalid {
+    /// A field broke a validation rule.
+    pub fn field(field: &'static str, rule: impl Into<String>) -> Self {
+        Invalid { code: "invalid", field: Some(field), rule: rule.into() }
+    }
+
+    /// A field or body is larger than allowed (answered 413 rather than 422).
+    pub fn too_large(field: Option<&'static str>, rule: impl Into<String>) -> Self {
+        Invalid { code: "too_large", field, rule: rule.into() }
+    }
+
+    /// Any other code.
+    pub fn with_code(code: &'static str, field: Option<&'static str>, rule: impl Into<String>) -> Self {
+        Invalid { code, field, rule: rule.into() }
+    }
+}
+
+/// Percent-decode one raw path segment into the value the client encoded.
+///
+/// `+` stays `+` (paths are not form data) and `%2F` becomes a `/` inside the value.
+/// Malformed escapes such as `%zz` are kept literally, as Werkzeug did. The result must
+/// be UTF-8 without NUL (PostgreSQL text cannot hold NUL).
+pub fn decode_segment(raw: &str) -> Result<String, Invalid> {
+    let text = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| Invalid::field("path", "a path segment is not UTF-8 after percent-decoding"))?;
+    if text.contains('\0') {
+        return Err(Invalid::field("path", "a path segment contains a NUL character"));
+    }
+    Ok(text.into_owned())
+}
+
+/// The five decoded values of an event path (`/{ua}/{lesson}/{level}/{question}/{answer}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathValues {
+    pub table: Table,
+    pub user_agent: String,
+    pub lesson: String,
+    pub level: String,
+    pub question: String,
+    pub answer: String,
+}
+
+impl PathValues {
+    /// The event these values describe, with its id and client time (POST) or none (legacy GET).
+    pub fn into_event(self, id: Option<Uuid>, client_time: Option<DateTime<Utc>>) -> NewEvent {
+        NewEvent {
+            id,
+            table: self.table,
+            user_agent: self.user_agent,
+            lesson: self.lesson,
+            level: self.level,
+            question: self.question,
+            answer: self.answer,
+            client_time,
+        }
+    }
+}
+
+/// Split and decode a raw request path of the form `/[test/]{ua}/{lesson}/{level}/{question}/{answer}`.
+///
+/// Splitting happens on the raw path, before decoding, so an encoded `%2F` stays
+/// inside its value. Returns `None` when the path does not have that shape.
+pub fn parse_event_path(raw_path: &str) -> Option<Result<PathValues, Invalid>> {
+    let rest = raw_path.strip_prefix('/')?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (table, seg) = match parts.len() {
+        5 => (Table::Production, &parts[..]),
+        6 if parts[0] == "test" => (Table::Test, &parts[1..]),
+        _ => return None,
+    };
+    let decode = |i: usize, field: &'static str| {
+        decode_segment(seg[i]).map_err(|e| Invalid { field: Some(field), ..e })
+    };
+    Some((|| {
+        Ok(PathValues {
+            table,
+            user_agent: decode(0, "user_agent")?,
+            lesson: decode(1, "lesson")?,
+            level: decode(2, "level")?,
+            question: decode(3, "question")?,
+            answer: decode(4, "answer")?,
+        })
+    })())
+}
+
+/// Parse `X-Client-Time`: RFC 3339 with an offset (e.g. `2026-11-28T07:31:02.123Z`),
+/// normalised to UTC.
+pub fn parse_client_time(header: &str) -> Result<DateTime<Utc>, Invalid> {
+    DateTime::parse_from_rfc3339(header.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            Invalid::field("client_time", "must be an RFC 3339 timestamp with offset, e.g. 2026-11-28T07:31:02.123Z")
+        })
+}
+
+/// Parse an event id (`Idempotency-Key` or a batch event's `id`).
+pub fn parse_event_id(text: &str) -> Result<Uuid, Invalid> {
+    Uuid::parse_str(text.trim()).map_err(|_| Invalid::field("id", "the event id must be a UUID"))
+}
+
+/// A parsed `/batch` body. Events that could not be read are kept in place as errors so
+/// the response can answer in request order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchRequest {
+    pub events: Vec<BatchItem>,
+    /// Events the client had to discard (queue overflow), for metrics.
+    pub dropped: u64,
+}
+
+/// One entry of a batch, in request order. Parsed events carry `Table::Production`;
+/// the route sets the real table.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BatchItem {
+    Event(NewEvent),
+    /// The id as the client sent it (empty when absent or not a string), and why.
+    Unreadable { id: String, reason: Invalid },
+}
+
+/// Parse a batch body `{"events":[{..}],"dropped":N}` with at most `max_events` events.
+///
+/// The whole body fails (400/413) only when it is not JSON, not an object, has no
+/// `events` array, or has too many events; a malformed single event becomes
+/// [`BatchItem::Unreadable`] so the others still go through.
+pub fn parse_batch(body: &[u8], max_events: usize) -> Result<BatchRequest, Invalid> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Invalid::with_code("bad_json", None, format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(mut top) = value else {
+        return Err(Invalid::with_code("bad_json", None, "the body must be a JSON object {\"events\":[...]}"));
+    };
+    let Some(Value::Array(raw_events)) = top.remove("events") else {
+        return Err(Invalid::with_code("bad_json", Some("events"), "\"events\" must be an array"));
+    };
+    if raw_events.len() > max_events {
+        return Err(Invalid::too_large(
+            Some("events"),
+            format!("a batch holds at most {max_events} events; split it"),
+        ));
+    }
+    let dropped = match top.get("dropped") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_u64().ok_or_else(|| {
+            Invalid::with_code("bad_json", Some("dropped"), "\"dropped\" must be a non-negative integer")
+        })?,
+    };
+    let events = raw_events.into_iter().map(parse_batch_event).collect();
+    Ok(BatchRequest { events, dropped })
+}
+
+fn parse_batch_event(value: Value) -> BatchItem {
+    let Value::Object(obj) = value else {
+        return BatchItem::Unreadable { id: String::new(), reason: Invalid::field("event", "each event must be an object") };
+    };
+    let raw_id = obj.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |field: &'static str| -> Result<String, Invalid> {
+        match obj.get(field) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            _ => Err(Invalid::field(field, format!("\"{field}\" must be a string"))),
+        }
+    };
+    let parsed = (|| {
+        let id = parse_event_id(&raw_id)?;
+        let client_time = match obj.get("client_time") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(parse_client_time(s)?),
+            Some(_) => return Err(Invalid::field("client_time", "\"client_time\" must be an RFC 3339 string")),
+        };
+        Ok(NewEvent {
+            id: Some(id),
+            table: Table::Production,
+            user_agent: text("user_agent")?,
+            lesson: text("lesson")?,
+            level: text("level")?,
+            question: text("question")?,
+            answer: text("answer")?,
+            client_time,
+        })
+    })();
+    match parsed {
+        Ok(event) => BatchItem::Event(event),
+        Err(reason) => BatchItem::Unreadable { id: raw_id, reason },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_reserved_characters_inside_a_segment() {
+        assert_eq!(decode_segment("a%2Fb%3F%23%25%2B+c%20d").unwrap(), "a/b?#%++c d");
+        assert_eq!(decode_segment("%F0%9F%98%80").unwrap(), "😀");
+        assert_eq!(decode_segment("%zz").unwrap(), "%zz");
+    }
+
+    #[test]
+    fn refuses_invalid_utf8_and_nul() {
+        assert_eq!(decode_segment("%FF").unwrap_err().code, "invalid");
+        assert!(decode_segment("a%00b").is_err());
+    }
+
+    #[test]
+    fn event_path_splits_before_decoding() {
+        let v = parse_event_path("/ua/gateway/beginner/1A/x%2Fy").unwrap().unwrap();
+        assert_eq!((v.table, v.answer.as_str()), (Table::Production, "x/y"));
+        let v = parse_event_path("/test/ua/gateway/beginner/1A/z").unwrap().unwrap();
+        assert_eq!((v.table, v.user_agent.as_str()), (Table::Test, "ua"));
+        // Five segments starting with "test" is a production row whose user agent is "test".
+        let v = parse_event_path("/test/gateway/beginner/1A/z").unwrap().unwrap();
+        assert_eq!((v.table, v.user_agent.as_str()), (Table::Production, "test"));
+        assert!(parse_event_path("/a/b/c/d").is_none());
+        assert!(parse_event_path("/x/a/b/c/d/e").is_none());
+        let bad = parse_event_path("/ua/gateway/beginner/1A/%FF").unwrap().unwrap_err();
+        assert_eq!(bad.field, Some("answer"));
+    }
+
+    #[test]
+    fn client_time_is_rfc3339_normalised_to_utc() {
+        let t = parse_client_time("2026-11-28T09:00:00.5+02:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-28T07:00:00.500+00:00");
+        assert!(parse_client_time("yesterday").is_err());
+        assert!(parse_client_time("2026-11-28T07:00:00").is_err(), "an offset is required");
+    }
+
+    #[test]
+    fn batch_keeps_bad_events_in_place() {
+        let body = br#"{"events":[
+            {"id":"6f1c1a5e-33a4-4d0b-9f57-8f8f5d6f4a01","user_agent":"u","lesson":"gateway","level":"beginner","question":"1A","answer":"a","client_time":"2026-11-28T07:00:00Z"},
+            {"id":"nope","user_agent":"u","lesson":"gateway","level":"beginner","question":"1A","answer":"a"},
+            7
+        ],"dropped":3}"#;
+        let b = parse_batch(body, 500).unwrap();
+        assert_eq!(b.dropped, 3);
+        assert_eq!(b.events.len(), 3);
+        assert!(matches!(&b.events[0], BatchItem::Event(e) if e.client_time.is_some()));
+        assert!(matches!(&b.events[1], BatchItem::Unreadable { id, reason } if id == "nope" && reason.field == Some("id")));
+        assert!(matches!(&b.events[2], BatchItem::Unreadable { id, .. } if id.is_empty()));
+    }
+
+    #[test]
+    fn batch_refuses_bad_shapes_and_too_many_events() {
+        assert_eq!(parse_batch(b"not json", 10).unwrap_err().code, "bad_json");
+        assert_eq!(parse_batch(b"[1]", 10).unwrap_err().code, "bad_json");
+        assert_eq!(parse_batch(br#"{"events":{}}"#, 10).unwrap_err().code, "bad_json");
+        let many = format!("{{\"events\":[{}]}}", vec!["{}"; 11].join(","));
+        assert_eq!(parse_batch(many.as_bytes(), 10).unwrap_err().code, "too_large");
+        assert_eq!(parse_batch(br#"{"events":[],"dropped":-1}"#, 10).unwrap_err().field, Some("dropped"));
+    }
+}

@@ -1,0 +1,249 @@
+//! Group commit: THE write path. Requests put their events on a bounded queue; each of
+//! `writers` tasks takes whatever has queued (up to `max_events`, waiting at most
+//! `max_wait` for more) and commits it in one transaction, then answers every request
+//! of the group. So a commit is never spent on a single event when others are waiting,
+//! and throughput tracks the database's commit rate times the group size.
+//!
+//! - Bounded: the queue holds at most `queue_capacity` events; beyond that a request is
+//!   refused at once ([`SubmitError::QueueFull`], answered 503) instead of growing memory.
+//! - A request's events (one, or a whole `/batch`) are never split across groups.
+//! - A failed commit fails exactly the requests of that group.
+//! - [`GroupCommit::close`] refuses new work; writers drain the queue, then stop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch, Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::event::NewEvent;
+use crate::metrics::Metrics;
+use crate::store::{Outcome, Store, StoreError};
+
+/// Tuning of the write path (`--group-*`, `--writers`, `--queue-capacity`, `--db-timeout-ms`).
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    pub max_events: usize,
+    pub max_wait: Duration,
+    pub writers: usize,
+    pub queue_capacity: usize,
+    pub db_timeout: Duration,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            max_events: 256,
+            max_wait: Duration::from_millis(2),
+            writers: 4,
+            queue_capacity: 10_000,
+            db_timeout: Duration::from_millis(5000),
+        }
+    }
+}
+
+/// Why a submission got no outcome. Every variant is answered 503 + `Retry-After`.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the write queue is full")]
+    QueueFull,
+    #[error("the collector is shutting down")]
+    ShuttingDown,
+    #[error("no commit within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+}
+
+type Reply = Result<Vec<Outcome>, Arc<StoreError>>;
+
+struct Job {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Reply>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Handle used by request handlers. Cheap to clone.
+#[derive(Clone)]
+pub struct GroupCommit {
+    queue: mpsc::UnboundedSender<Job>,
+    room: Arc<Semaphore>,
+    closed: watch::Sender<bool>,
+    config: GroupConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// The writer tasks; await [`Writers::join`] after [`GroupCommit::close`].
+pub struct Writers {
+    tasks: JoinSet<()>,
+}
+
+impl Writers {
+    /// Wait until every writer has drained the queue and stopped.
+    pub async fn join(mut self) {
+        while let Some(res) = self.tasks.join_next().await {
+            if let Err(e) = res {
+                tracing::error!("group-commit writer panicked: {e}");
+            }
+        }
+    }
+}
+
+impl GroupCommit {
+    /// Start `config.writers` writer tasks on the current runtime.
+    pub fn start(store: Arc<Store>, config: GroupConfig, metrics: Arc<Metrics>) -> (GroupCommit, Writers) {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let (closed, closed_rx) = watch::channel(false);
+        let intake = Arc::new(Mutex::new(Intake { rx, carry: None }));
+        let mut tasks = JoinSet::new();
+        for _ in 0..config.writers.max(1) {
+            let writer = Writer {
+                intake: intake.clone(),
+                store: store.clone(),
+                config: config.clone(),
+                metrics: metrics.clone(),
+                closed: closed_rx.clone(),
+            };
+            tasks.spawn(writer.run());
+        }
+        let room = Arc::new(Semaphore::new(config.queue_capacity.max(1)));
+        (GroupCommit { queue, room, closed, config, metrics }, Writers { tasks })
+    }
+
+    /// Queue `events` (kept together in one group) and wait for their commit.
+    pub async fn submit(&self, events: Vec<NewEvent>) -> Result<Vec<Outcome>, SubmitError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        if *self.closed.borrow() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        // A batch larger than the whole queue still fits when the queue is empty.
+        let need = events.len().min(self.config.queue_capacity.max(1)) as u32;
+        let permit = self.room.clone().try_acquire_many_owned(need).map_err(|_| {
+            self.metrics.queue_full.inc();
+            SubmitError::QueueFull
+        })?;
+        let (reply, answer) = oneshot::channel();
+        self.metrics.queued_events.add(events.len() as i64);
+        self.queue
+            .send(Job { events, reply, _permit: permit })
+            .map_err(|_| SubmitError::ShuttingDown)?;
+        match tokio::time::timeout(self.config.db_timeout, answer).await {
+            Err(_) => Err(SubmitError::Timeout(self.config.db_timeout)),
+            Ok(Err(_)) => Err(SubmitError::ShuttingDown),
+            Ok(Ok(Err(e))) => Err(SubmitError::Store(e)),
+            Ok(Ok(Ok(outcomes))) => Ok(outcomes),
+        }
+    }
+
+    /// Stop taking new events; the writers commit what is queued, then exit.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+}
+
+/// The receiving end, shared by the writers: one collects a group while others write.
+struct Intake {
+    rx: mpsc::UnboundedReceiver<Job>,
+    /// A job that did not fit the previous group; it starts the next one.
+    carry: Option<Job>,
+}
+
+struct Writer {
+    intake: Arc<Mutex<Intake>>,
+    store: Arc<Store>,
+    config: GroupConfig,
+    metrics: Arc<Metrics>,
+    closed: watch::Receiver<bool>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        loop {
+            let group = {
+                let intake = self.intake.clone();
+                let mut intake = intake.lock().await;
+                self.collect(&mut intake).await
+            };
+            match group {
+                Some(jobs) => self.commit(jobs).await,
+                None => return,
+            }
+        }
+    }
+
+    /// The next group, or `None` once closed and drained.
+    async fn collect(&mut self, intake: &mut Intake) -> Option<Vec<Job>> {
+        let first = match intake.carry.take() {
+            Some(job) => job,
+            None => {
+                let closing = *self.closed.borrow();
+                if closing {
+                    intake.rx.try_recv().ok()?
+                } else {
+                    tokio::select! {
+                        job = intake.rx.recv() => job?,
+                        _ = self.closed.wait_for(|c| *c) => intake.rx.try_recv().ok()?,
+                    }
+                }
+            }
+        };
+        let mut size = first.events.len();
+        let mut jobs = vec![first];
+        let deadline = tokio::time::Instant::now() + self.config.max_wait;
+        while size < self.config.max_events {
+            let next = match intake.rx.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if *self.closed.borrow() {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, intake.rx.recv()).await {
+                        Ok(Some(job)) => job,
+                        _ => break,
+                    }
+                }
+            };
+            if size + next.events.len() > self.config.max_events {
+                intake.carry = Some(next);
+                break;
+            }
+            size += next.events.len();
+            jobs.push(next);
+        }
+        Some(jobs)
+    }
+
+    async fn commit(&self, jobs: Vec<Job>) {
+        let events: Vec<NewEvent> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.config.db_timeout, self.store.write_group(&events)).await {
+            Ok(Ok(outcomes)) if outcomes.len() == events.len() => Ok(outcomes),
+            Ok(Ok(_)) => Err(StoreError::Other("the store answered for the wrong number of events".into())),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StoreError::Timeout(self.config.db_timeout)),
+        };
+        self.metrics.queued_events.add(-(events.len() as i64));
+        self.metrics.write_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcomes) => {
+                self.metrics.record_commit(&events, &outcomes);
+                let mut rest = outcomes.into_iter();
+                for job in jobs {
+                    let mine: Vec<Outcome> = rest.by_ref().take(job.events.len()).collect();
+                    let _ = job.reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(events = events.len(), "group commit failed: {e}");
+                self.metrics.db_errors.inc();
+                let e = Arc::new(e);
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Abuse limits for a public, unauthenticated write endpoint: a per-client token
+//! bucket (429 + `Retry-After`), and a cap on concurrent connections.
+//!
+//! The client is the peer IP address. `X-Forwarded-For` is honoured only with
+//! `--trust-proxy` (otherwise any client could pick its own bucket), and then only its
+//! right-most entry, the one our own reverse proxy appended: entries to its left were
+//! written by the client. IPv6 clients are bucketed by their /64, since one host
+//! usually owns a whole /64.
+//!
+//! Slowloris: hyper's `header_read_timeout` (set where the server is built) closes
+//! connections that dribble their headers; [`ConnectionLimit`] bounds how many sockets
+//! anyone can hold open at once.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::event::Invalid;
+
+/// Rate-limit settings (`--rate-limit-per-second`, `--rate-limit-burst`, `--trust-proxy`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per client; 0 turns the limiter off.
+    pub per_second: f64,
+    /// Requests a client may make at once after being idle (bucket size).
+    pub burst: u32,
+    /// Take the client address from `X-Forwarded-For` (behind a reverse proxy).
+    pub trust_proxy: bool,
+    /// Most clients tracked at once; bounds the limiter's memory.
+    pub max_clients: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { per_second: 50.0, burst: 200, trust_proxy: false, max_clients: 100_000 }
+    }
+}
+
+impl RateLimitConfig {
+    pub fn enabled(&self) -> bool {
+        self.per_second > 0.0 && self.burst > 0
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+struct Buckets {
+    map: HashMap<IpAddr, Bucket>,
+    last_prune: Instant,
+}
+
+/// Token buckets keyed by client address. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct RateLimiter {
+    config: Arc<RateLimitConfig>,
+    buckets: Arc<Mutex<Buckets>>,
+}
+
+impl RateLimiter {
+    pub fn new(config: RateLimitConfig) -> Self {
+        RateLimiter {
+            config: Arc::new(config),
+            buckets: Arc::new(Mutex::new(Buckets { map: HashMap::new(), last_prune: Instant::now() })),
+        }
+    }
+
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.config
+    }
+
+    /// Take one token for `client` at `now`: `Ok` to proceed, or `Err(wait)` with how
+    /// long until the next token.
+    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let cfg = &*self.config;
+        if !cfg.enabled() {
+            return Ok(());
+        }
+        let burst = f64::from(cfg.burst);
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if !b.map.contains_key(&client) && b.map.len() >= cfg.max_clients {
+            // Forget clients whose bucket has refilled: they are indistinguishable
+            // from new ones. At most once a second, so a flood of new addresses does
+            // not make every request scan the map.
+            if now.duration_since(b.last_prune) >= Duration::from_secs(1) {
+                let refill = Duration::from_secs_f64(burst / cfg.per_second);
+                b.map.retain(|_, v| now.duration_since(v.last) < refill);
+                b.last_prune = now;
+            }
+            if b.map.len() >= cfg.max_clients {
+                // Still full: fail open for this untracked client rather than refuse
+                // real learners; the existing buckets keep limiting their owners.
+                tracing::warn!(tracked = b.map.len(), "rate limiter full; request from an untracked client let through");
+                return Ok(());
+            }
+        }
+        let bucket = b.map.entry(client).or_insert(Bucket { tokens: burst, last: now });
+        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * cfg.per_second).min(burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / cfg.per_second))
+        }
+    }
+
+    /// How many clients are tracked now (for tests and metrics).
+    pub fn tracked_clients(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).map.len()
+    }
+}
+
+/// The bucket key for a request: the peer address, or with `trust_proxy` the
+/// right-most parseable `X-Forwarded-For` entry; IPv6 reduced to its /64.
+pub fn client_key(peer: Option<IpAddr>, headers: &HeaderMap, trust_proxy: bool) -> IpAddr {
+    let forwarded = || {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .next_back()
+    };
+    let ip = if trust_proxy { forwarded().or(peer) } else { peer };
+    match ip.unwrap_or(IpAddr::from([0, 0, 0, 0])) {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// axum middleware: `.layer(axum::middleware::from_fn_with_state(limiter, limits::rate_limit))`.
+///
+/// Needs the peer address (`into_make_service_with_connect_info::<SocketAddr>()`);
+/// without it every request shares one bucket. 429 answers carry `Retry-After` in
+/// whole seconds (at least 1) and the usual JSON error body.
+pub async fn rate_limit(State(limiter): State<RateLimiter>, req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let key = client_key(peer, req.headers(), limiter.config.trust_proxy);
+    match limiter.check(key, Instant::now()) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => too_many_requests(wait),
+    }
+}
+
+fn too_many_requests(wait: Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let body = Invalid::with_code(
+        "rate_limited",
+        None,
+        format!("too many requests from this address; retry after {secs} s with the same event id"),
+    );
+    let mut res = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    res
+}
+
+/// Caps open connections (`--max-connections`). A connection over the cap is closed
+/// at once instead of waiting, so the client sees a failure it can retry, and the
+/// server holds no socket for it.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimit {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> Self {
+        ConnectionLimit { permits: Arc::new(Semaphore::new(max)), max }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.max - self.permits.available_permits()
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    fn try_admit<I>(&self, io: I) -> Option<Limited<I>> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(Limited { inner: io, _permit: permit }),
+            Err(_) => {
+                tracing::warn!(max = self.max, "connection refused: --max-connections reached");
+                None
+            }
+        }
+    }
+
+    /// Wrap a listener for `axum::serve`.
+    pub fn listener<L: axum::serve::Listener>(&self, inner: L) -> LimitedListener<L> {
+        LimitedListener { inner, limit: self.clone() }
+    }
+}
+
+/// A connection that holds one [`ConnectionLimit`] permit until it is dropped.
+#[derive(Debug)]
+pub struct Limited<I> {
+    inner: I,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<I> Limited<I> {
+    pub fn get_ref(&self) -> &I {
+        &self.inner
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Limited<I> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Limited<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// `axum::serve` listener that closes connections over the cap.
+pub struct LimitedListener<L> {
+    inner: L,
+    limit: ConnectionLimit,
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for LimitedListener<L> {
+    type Io = Limited<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (io, addr) = self.inner.accept().await;
+            if let Some(limited) = self.limit.try_admit(io) {
+                return (limited, addr);
+            }
+            // Dropping `io` closes the socket.
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// `axum_server` acceptor (put it inside the TLS acceptor:
+/// `RustlsAcceptor::new(cfg).acceptor(limit.acceptor())`).
+#[derive(Clone, Debug)]
+pub struct LimitedAcceptor {
+    limit: ConnectionLimit,
+}
+
+impl ConnectionLimit {
+    pub fn acceptor(&self) -> LimitedAcceptor {
+        LimitedAcceptor { limit: self.clone() }
+    }
+}
+
+impl<I, S> axum_server::accept::Accept<I, S> for LimitedAcceptor {
+    type Stream = Limited<I>;
+    type Service = S;
+    type Future = std::future::Ready<io::Result<(Limited<I>, S)>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        std::future::ready(match self.limit.try_admit(stream) {
+            Some(s) => Ok((s, service)),
+            None => Err(io::Error::other("too many connections")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(per_second: f64, burst: u32) -> RateLimiter {
+        RateLimiter::new(RateLimitConfig { per_second, burst, trust_proxy: false, max_clients: 3 })
+    }
+
+    #[test]
+    fn bucket_allows_burst_then_refills_at_the_rate() {
+        let l = limiter(2.0, 3);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(l.check(ip, t0), Ok(()));
+        }
+        let wait = l.check(ip, t0).unwrap_err();
+        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
+        // Half a second at 2/s gives one token back.
+        assert_eq!(l.check(ip, t0 + Duration::from_millis(500)), Ok(()));
+        assert!(l.check(ip, t0 + Duration::from_millis(500)).is_err());
+        // Another client has its own bucket.
+        assert_eq!(l.check("192.0.2.2".parse().unwrap(), t0), Ok(()));
+    }
+
+    #[test]
+    fn zero_rate_disables_the_limiter() {
+        let l = limiter(0.0, 3);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert!((0..1000).all(|_| l.check(ip, t0).is_ok()));
+        assert_eq!(l.tracked_clients(), 0);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_max_clients() {
+        let l = limiter(1000.0, 1);
+        let t0 = Instant::now();
+        for i in 0..3u8 {
+            l.check(IpAddr::from([10, 0, 0, i]), t0).unwrap();
+        }
+        // Full, and nobody has refilled yet: a fourth client is let through untracked.
+        assert_eq!(l.check(IpAddr::from([10, 0, 0, 9]), t0), Ok(()));
+        assert_eq!(l.tracked_clients(), 3);
+        // Two seconds later all buckets are full again and get pruned.
+        l.check(IpAddr::from([10, 0, 0, 10]), t0 + Duration::from_secs(2)).unwrap();
+        assert_eq!(l.tracked_clients(), 1);
+    }
+
+    #[test]
+    fn forwarded_for_only_with_trust_proxy_and_only_its_last_entry() {
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.7".parse().unwrap());
+        assert_eq!(client_key(Some(peer), &h, false), peer);
+        assert_eq!(client_key(Some(peer), &h, true), "203.0.113.7".parse::<IpAddr>().unwrap());
+        h.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(client_key(Some(peer), &h, true), peer);
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_slash_64() {
+        let h = HeaderMap::new();
+        let a = client_key(Some("2001:db8:1:2:aaaa::1".parse().unwrap()), &h, false);
+        let b = client_key(Some("2001:db8:1:2:bbbb::2".parse().unwrap()), &h, false);
+        assert_eq!(a, b);
+        let mapped = client_key(Some("::ffff:192.0.2.5".parse().unwrap()), &h, false);
+        assert_eq!(mapped, "192.0.2.5".parse::<IpAddr>().unwrap());
+    }
+}

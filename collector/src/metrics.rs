@@ -1,0 +1,173 @@
+//! Prometheus text metrics, hand-rolled with atomics (a handful of series; no registry
+//! crate needed). Served at `GET /metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::event::{NewEvent, Table};
+use crate::store::Outcome;
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1)
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds (seconds) of the write-latency histogram buckets.
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in microseconds (atomics hold integers).
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (route label, method, status) -> count.
+    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
+    pub written_production: Counter,
+    pub written_test: Counter,
+    pub duplicates: Counter,
+    pub invalid: Counter,
+    pub db_errors: Counter,
+    pub queue_full: Counter,
+    pub group_commits: Counter,
+    pub group_events: Counter,
+    pub client_dropped: Counter,
+    pub queued_events: Gauge,
+    pub write_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn record_request(&self, route: &'static str, method: &str, status: u16) {
+        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((route, method.to_string(), status)).or_default() += 1;
+    }
+
+    /// Count one successful group commit.
+    pub fn record_commit(&self, events: &[NewEvent], outcomes: &[Outcome]) {
+        self.group_commits.inc();
+        self.group_events.add(events.len() as u64);
+        for (e, o) in events.iter().zip(outcomes) {
+            match (o, e.table) {
+                (Outcome::Written, Table::Production) => self.written_production.inc(),
+                (Outcome::Written, Table::Test) => self.written_test.inc(),
+                (Outcome::Duplicate, _) => self.duplicates.inc(),
+            }
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, series: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in series {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        counter(
+            "hourofci_events_written_total",
+            "Events committed as new rows.",
+            &[
+                ("{table=\"production\"}", self.written_production.get()),
+                ("{table=\"test\"}", self.written_test.get()),
+            ],
+        );
+        counter("hourofci_events_duplicate_total", "Events whose id was already stored.", &[("", self.duplicates.get())]);
+        counter("hourofci_events_invalid_total", "Events refused by validation.", &[("", self.invalid.get())]);
+        counter("hourofci_db_errors_total", "Group commits that failed (database error or timeout).", &[("", self.db_errors.get())]);
+        counter("hourofci_queue_full_total", "Requests refused because the write queue was full.", &[("", self.queue_full.get())]);
+        counter("hourofci_group_commits_total", "Successful group commits (transactions).", &[("", self.group_commits.get())]);
+        counter("hourofci_group_events_total", "Events in successful group commits.", &[("", self.group_events.get())]);
+        counter(
+            "hourofci_client_dropped_events_total",
+            "Events clients reported discarding (batch \"dropped\").",
+            &[("", self.client_dropped.get())],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hourofci_queued_events Events waiting for a commit.\n# TYPE hourofci_queued_events gauge\nhourofci_queued_events {}",
+            self.queued_events.get()
+        );
+        let _ = writeln!(out, "# HELP hourofci_write_seconds Time to commit one group.\n# TYPE hourofci_write_seconds histogram");
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "hourofci_write_seconds_bucket{{le=\"{bound}\"}} {}", self.write_seconds.counts[i].load(Ordering::Relaxed));
+        }
+        let count = self.write_seconds.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "hourofci_write_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "hourofci_write_seconds_sum {}", self.write_seconds.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "hourofci_write_seconds_count {count}");
+        let _ = writeln!(out, "# HELP hourofci_http_requests_total HTTP requests by route, method and status.\n# TYPE hourofci_http_requests_total counter");
+        let map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        for ((route, method, status), v) in map.iter() {
+            let _ = writeln!(out, "hourofci_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {v}");
+        }
+        out
+    }
+}
+
+/// Read one unlabelled or labelled sample from exposition text (tests, bench).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histogram_and_requests() {
+        let m = Metrics::default();
+        m.record_request("event", "POST", 201);
+        m.record_request("event", "POST", 201);
+        m.write_seconds.observe(0.003);
+        m.duplicates.add(4);
+        let text = m.render();
+        assert_eq!(sample(&text, "hourofci_events_duplicate_total"), Some(4.0));
+        assert_eq!(sample(&text, "hourofci_http_requests_total{route=\"event\",method=\"POST\",status=\"201\"}"), Some(2.0));
+        assert_eq!(sample(&text, "hourofci_write_seconds_bucket{le=\"0.002\"}"), Some(0.0));
+        assert_eq!(sample(&text, "hourofci_write_seconds_bucket{le=\"0.005\"}"), Some(1.0));
+        assert_eq!(sample(&text, "hourofci_write_seconds_count"), Some(1.0));
+    }
+}

@@ -1,0 +1,161 @@
+//! Process lifecycle: build the store and the write path, bind, serve (HTTP or HTTPS),
+//! and on SIGTERM/SIGINT stop accepting, finish in-flight requests, commit what is
+//! queued, and return.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::app::{self, AppState, Inner};
+use crate::config::{redact_url, ServeArgs};
+use crate::group_commit::{GroupCommit, Writers};
+use crate::metrics::Metrics;
+use crate::store::{PgStore, SqliteStore, Store};
+use crate::validate::Rules;
+
+/// A collector that is serving. Stop it with [`RunningServer::shutdown`].
+pub struct RunningServer {
+    addr: SocketAddr,
+    https: bool,
+    state: AppState,
+    handle: axum_server::Handle,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+    writers: Writers,
+    commit: GroupCommit,
+    grace: Duration,
+    reloader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (or https).
+    pub fn url(&self) -> String {
+        format!("{}://{}", if self.https { "https" } else { "http" }, self.addr)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Graceful stop: refuse new connections, let in-flight requests finish (their
+    /// events get committed), then drain the write queue and stop the writers.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.handle.graceful_shutdown(Some(self.grace));
+        let served = self.served.await;
+        self.commit.close();
+        self.writers.join().await;
+        if let Some(r) = self.reloader {
+            r.abort();
+        }
+        served.context("server task failed")?.context("server error")?;
+        Ok(())
+    }
+}
+
+/// Open the configured store: PostgreSQL when a URL is given, else the SQLite file.
+pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
+    let timeout = Duration::from_millis(args.db_timeout_ms.max(1));
+    match args.database.resolve()? {
+        Some(url) => {
+            let shown = redact_url(&url);
+            let store = PgStore::connect_lazy(&url, args.pool_size(), timeout)
+                .map_err(|_| anyhow::anyhow!("invalid PostgreSQL URL {shown}"))?;
+            tracing::info!("storing events in PostgreSQL at {shown}");
+            Ok(Store::Postgres(store))
+        }
+        None => {
+            let store = SqliteStore::open(&args.sqlite_path, timeout)
+                .await
+                .with_context(|| format!("cannot open SQLite file {}", args.sqlite_path.display()))?;
+            tracing::info!("storing events in the embedded SQLite file {}", args.sqlite_path.display());
+            Ok(Store::Sqlite(store))
+        }
+    }
+}
+
+/// Build everything and start serving in the background.
+pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
+    let rules = match &args.lessons_file {
+        Some(path) => Rules::from_file(path)?,
+        None => Rules::original(),
+    }
+    .with_max_answer_bytes(args.max_answer_bytes);
+    let cors = app::cors_origins(&args.allow_origins)?;
+    let store = Arc::new(open_store(args).await?);
+    if let Err(e) = store.health().await {
+        tracing::warn!("the database does not answer yet ({e}); requests get 503 until it does");
+    }
+    let metrics = Arc::new(Metrics::default());
+    let group = args.group_config();
+    let (commit, writers) = GroupCommit::start(store.clone(), group.clone(), metrics.clone());
+    let state = AppState::new(Inner {
+        rules,
+        commit: commit.clone(),
+        store,
+        metrics,
+        retry_after_secs: args.retry_after_secs,
+        db_timeout: group.db_timeout,
+        cors,
+        sdk_dir: args.sdk_dir.clone(),
+    });
+    let router = app::router(state.clone());
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+
+    let listener = std::net::TcpListener::bind(args.bind).with_context(|| format!("cannot listen on {}", args.bind))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let (served, https, reloader) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::tls::load(cert, key).await?;
+            let reloader = crate::tls::spawn_reloader(
+                tls.clone(),
+                cert.clone(),
+                key.clone(),
+                Duration::from_secs(args.tls_reload_secs),
+            );
+            let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
+            (tokio::spawn(server.serve(service)), true, Some(reloader))
+        }
+        _ => {
+            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            (tokio::spawn(server.serve(service)), false, None)
+        }
+    };
+    Ok(RunningServer {
+        addr,
+        https,
+        state,
+        handle,
+        served,
+        writers,
+        commit,
+        grace: Duration::from_secs(args.shutdown_grace_secs),
+        reloader,
+    })
+}
+
+/// Serve until SIGTERM or SIGINT, then shut down gracefully.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let server = start(&args).await?;
+    tracing::info!("hourofci-collector listening on {}", server.url());
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests and committing queued events");
+    server.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
