@@ -1,0 +1,162 @@
+//! `init(options)`: the options object as read by serde-wasm-bindgen, and its
+//! validation into a [`Config`]. Integer fields only (no `f64`), so no float
+//! parsing code is instantiated for options.
+
+use serde::Deserialize;
+
+/// Reads one optional field; a value of the wrong type fails with a message naming
+/// the option (serde's own message would not say which option was wrong).
+macro_rules! named_field {
+    ($fn_name:ident, $ty:ty, $js:literal, $what:literal) => {
+        fn $fn_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<$ty>, D::Error> {
+            Option::<$ty>::deserialize(d)
+                .map_err(|_| serde::de::Error::custom(concat!("option `", $js, "` must be ", $what)))
+        }
+    };
+}
+named_field!(de_endpoint, String, "endpoint", "a string, e.g. \"https://check.hourofci.org:4000\"");
+named_field!(de_test, bool, "test", "true or false");
+named_field!(de_user_agent, String, "userAgent", "a string");
+named_field!(de_max_queue, u32, "maxQueue", "a whole number");
+named_field!(de_retry_base_ms, u32, "retryBaseMs", "a whole number of milliseconds");
+named_field!(de_retry_cap_ms, u32, "retryCapMs", "a whole number of milliseconds");
+named_field!(de_batch_size, u32, "batchSize", "a whole number");
+
+/// The options object exactly as a lesson passes it (camelCase keys).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawOptions {
+    #[serde(default, deserialize_with = "de_endpoint")]
+    pub endpoint: Option<String>,
+    #[serde(default, deserialize_with = "de_test")]
+    pub test: Option<bool>,
+    #[serde(default, deserialize_with = "de_user_agent")]
+    pub user_agent: Option<String>,
+    #[serde(default, deserialize_with = "de_max_queue")]
+    pub max_queue: Option<u32>,
+    #[serde(default, deserialize_with = "de_retry_base_ms")]
+    pub retry_base_ms: Option<u32>,
+    #[serde(default, deserialize_with = "de_retry_cap_ms")]
+    pub retry_cap_ms: Option<u32>,
+    #[serde(default, deserialize_with = "de_batch_size")]
+    pub batch_size: Option<u32>,
+}
+
+/// The option names a lesson may pass; anything else is a typo worth reporting.
+pub const OPTION_NAMES: [&str; 7] = ["endpoint", "test", "userAgent", "maxQueue", "retryBaseMs", "retryCapMs", "batchSize"];
+
+/// The largest batch the collector accepts.
+pub const MAX_BATCH: u32 = 500;
+
+/// Validated settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Collector base URL without trailing slash.
+    pub endpoint: String,
+    pub test: bool,
+    pub user_agent: String,
+    pub max_queue: u32,
+    pub retry_base_ms: u32,
+    pub retry_cap_ms: u32,
+    pub batch_size: u32,
+}
+
+/// The first key of `keys` that is not a known option.
+pub fn unknown_option<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    keys.into_iter().find(|k| !OPTION_NAMES.contains(k))
+}
+
+impl Config {
+    /// Checks `raw`; `default_user_agent` is used when `userAgent` is absent.
+    /// The error names the option and what it must be.
+    pub fn from_raw(raw: RawOptions, default_user_agent: impl FnOnce() -> String) -> Result<Config, String> {
+        let endpoint = raw.endpoint.ok_or("option `endpoint` is required, e.g. \"https://check.hourofci.org:4000\"")?;
+        let endpoint = endpoint.trim().trim_end_matches('/').to_string();
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) || endpoint.len() < "http://x".len() {
+            return Err("option `endpoint` must be an http(s) URL, e.g. \"https://check.hourofci.org:4000\"".into());
+        }
+        let user_agent = match raw.user_agent {
+            Some(ua) if ua.is_empty() || ua.len() > 256 => return Err("option `userAgent` must be 1 to 256 bytes long".into()),
+            Some(ua) => ua,
+            None => default_user_agent(),
+        };
+        let at_least_one = |v: Option<u32>, default: u32, name: &str| match v {
+            Some(0) => Err(["option `", name, "` must be at least 1"].concat()),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        let retry_base_ms = at_least_one(raw.retry_base_ms, 1000, "retryBaseMs")?;
+        let retry_cap_ms = at_least_one(raw.retry_cap_ms, 60_000.max(retry_base_ms), "retryCapMs")?;
+        if retry_cap_ms < retry_base_ms {
+            return Err("option `retryCapMs` must not be less than `retryBaseMs`".into());
+        }
+        let batch_size = at_least_one(raw.batch_size, 100, "batchSize")?;
+        if batch_size > MAX_BATCH {
+            return Err("option `batchSize` must be at most 500".into());
+        }
+        Ok(Config {
+            endpoint,
+            test: raw.test.unwrap_or(false),
+            user_agent,
+            max_queue: at_least_one(raw.max_queue, 1000, "maxQueue")?,
+            retry_base_ms,
+            retry_cap_ms,
+            batch_size,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(endpoint: &str) -> RawOptions {
+        RawOptions { endpoint: Some(endpoint.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn defaults_follow_the_js_api() {
+        let c = Config::from_raw(raw("https://check.hourofci.org:4000/"), || "md5".into()).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                endpoint: "https://check.hourofci.org:4000".into(),
+                test: false,
+                user_agent: "md5".into(),
+                max_queue: 1000,
+                retry_base_ms: 1000,
+                retry_cap_ms: 60_000,
+                batch_size: 100,
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let cases: Vec<(RawOptions, &str)> = vec![
+            (RawOptions::default(), "`endpoint`"),
+            (raw("check.hourofci.org"), "`endpoint`"),
+            (RawOptions { user_agent: Some(String::new()), ..raw("http://h") }, "`userAgent`"),
+            (RawOptions { max_queue: Some(0), ..raw("http://h") }, "`maxQueue`"),
+            (RawOptions { batch_size: Some(501), ..raw("http://h") }, "`batchSize`"),
+            (RawOptions { retry_base_ms: Some(0), ..raw("http://h") }, "`retryBaseMs`"),
+            (RawOptions { retry_base_ms: Some(5000), retry_cap_ms: Some(10), ..raw("http://h") }, "`retryCapMs`"),
+        ];
+        for (r, name) in cases {
+            let err = Config::from_raw(r, || "x".into()).unwrap_err();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_large_base_raises_the_default_cap() {
+        let c = Config::from_raw(RawOptions { retry_base_ms: Some(90_000), ..raw("http://h") }, || "x".into()).unwrap();
+        assert_eq!(c.retry_cap_ms, 90_000);
+    }
+
+    #[test]
+    fn typos_are_found() {
+        assert_eq!(unknown_option(["endpoint", "endPoint", "test"]), Some("endPoint"));
+        assert_eq!(unknown_option(OPTION_NAMES), None);
+    }
+}

@@ -1,0 +1,98 @@
+//! Only one flusher at a time, across the tabs of an origin and within a tab:
+//! the Web Locks API where present, else a short lease in localStorage.
+//! Within a tab, callers also queue behind each other on a promise chain.
+
+use crate::browser::{deferred, now_ms, sleep};
+use js_sys::{Function, Promise, Reflect};
+use std::cell::RefCell;
+use std::future::Future;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::Storage;
+
+const LOCK_NAME: &str = "hourofci-log:flush";
+const LEASE_KEY: &str = "hourofci-log:lease:v1";
+/// How long a lease holds when its tab vanishes without releasing it.
+const LEASE_MS: u64 = 30_000;
+
+thread_local! {
+    /// Settles when the last in-tab holder is done.
+    static TAIL: RefCell<Option<Promise>> = const { RefCell::new(None) };
+    static TAB_ID: String = crate::uuid::uuid_v4(crate::browser::random_bytes());
+}
+
+/// Runs `work` while holding the flush lock. `storage` is the shared queue's
+/// localStorage (for the lease fallback); `None` means the queue is not shared.
+pub async fn exclusive<T>(storage: Option<Storage>, work: impl Future<Output = T>) -> T {
+    let (mine, release_tab) = deferred();
+    let before = TAIL.with(|t| t.replace(Some(mine)));
+    if let Some(p) = before {
+        let _ = JsFuture::from(p).await;
+    }
+    let out = match storage {
+        Some(ls) => cross_tab(&ls, work).await,
+        None => work.await,
+    };
+    let _ = release_tab.call0(&JsValue::NULL);
+    out
+}
+
+async fn cross_tab<T>(ls: &Storage, work: impl Future<Output = T>) -> T {
+    if let Some((locks, request)) = web_locks() {
+        let (acquired, on_acquired) = deferred();
+        let (held, release) = deferred();
+        let callback = Closure::once_into_js(move |_lock: JsValue| -> JsValue {
+            let _ = on_acquired.call0(&JsValue::NULL);
+            held.into()
+        });
+        if request.call2(&locks, &JsValue::from_str(LOCK_NAME), &callback).is_ok() {
+            let _ = JsFuture::from(acquired).await;
+            let out = work.await;
+            let _ = release.call0(&JsValue::NULL);
+            return out;
+        }
+    }
+    let me = TAB_ID.with(|t| t.clone());
+    while !take_lease(ls, &me) {
+        sleep(50).await;
+    }
+    let out = work.await;
+    if lease_holder(ls).is_some_and(|(owner, _)| owner == me) {
+        let _ = ls.remove_item(LEASE_KEY);
+    }
+    out
+}
+
+/// `navigator.locks` and its `request` method, when the browser has them (secure contexts).
+fn web_locks() -> Option<(JsValue, Function)> {
+    let nav = crate::browser::window()?.navigator();
+    let locks = Reflect::get(&nav, &JsValue::from_str("locks")).ok().filter(|l| l.is_object())?;
+    let request = Reflect::get(&locks, &JsValue::from_str("request")).ok()?.dyn_into::<Function>().ok()?;
+    Some((locks, request))
+}
+
+fn lease_holder(ls: &Storage) -> Option<(String, u64)> {
+    let v = ls.get_item(LEASE_KEY).ok()??;
+    let (owner, until) = v.split_once(' ')?;
+    Some((owner.to_string(), until.parse().ok()?))
+}
+
+/// Takes the lease when it is free, expired or already ours, and checks it stuck
+/// (another tab may have written at the same moment). Without working storage
+/// there is nothing to share, so the lease is granted.
+fn take_lease(ls: &Storage, me: &str) -> bool {
+    let now = now_ms() as u64;
+    match lease_holder(ls) {
+        Some((owner, until)) if owner != me && until > now => false,
+        _ => {
+            let mut v = String::from(me);
+            v.push(' ');
+            crate::json::write_u64(&mut v, now + LEASE_MS);
+            if ls.set_item(LEASE_KEY, &v).is_err() {
+                return true;
+            }
+            lease_holder(ls).is_none_or(|(owner, _)| owner == me)
+        }
+    }
+}

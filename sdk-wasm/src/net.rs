@@ -1,0 +1,49 @@
+//! One HTTP request to the collector through `fetch` (gloo-net), reduced to what
+//! the delivery loop needs: status, `Retry-After`, body text. Never fails:
+//! a network error is a reply without status.
+
+use crate::policy::retry_after_seconds_ms;
+use wasm_bindgen::JsValue;
+
+/// Gives up on a request after this long (a hung request would hold the flush lock).
+const REQUEST_TIMEOUT_MS: u32 = 20_000;
+
+pub struct Reply {
+    /// `None`: no response (offline, DNS, CORS, timeout).
+    pub status: Option<u16>,
+    pub retry_after_ms: Option<u32>,
+    pub body: String,
+}
+
+/// `POST url` with `headers` and an optional body. `keepalive` lets the request
+/// outlive the page (pagehide).
+pub async fn post(url: &str, headers: &[(&str, &str)], body: Option<&str>, keepalive: bool) -> Reply {
+    let failed = Reply { status: None, retry_after_ms: None, body: String::new() };
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    if keepalive {
+        // Not in web-sys' RequestInit bindings: set the plain JS property.
+        let _ = js_sys::Reflect::set(&init, &JsValue::from_str("keepalive"), &JsValue::TRUE);
+    }
+    if !keepalive {
+        init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(REQUEST_TIMEOUT_MS)));
+    }
+    let Ok(h) = web_sys::Headers::new() else { return failed };
+    for (k, v) in headers {
+        let _ = h.set(k, v);
+    }
+    init.set_headers(&h);
+    if let Some(b) = body {
+        init.set_body(&JsValue::from_str(b));
+    }
+    let Ok(request) = web_sys::Request::new_with_str_and_init(url, &init) else { return failed };
+    let Ok(response) = gloo_net::http::Request::from(request).send().await else { return failed };
+    let retry_after_ms = response.headers().get("retry-after").and_then(|v| {
+        retry_after_seconds_ms(&v).or_else(|| {
+            // An HTTP date instead of seconds.
+            let at = js_sys::Date::parse(&v);
+            (at.is_finite()).then(|| (at - js_sys::Date::now()).clamp(0.0, u32::MAX as f64) as u32)
+        })
+    });
+    Reply { status: Some(response.status()), retry_after_ms, body: response.text().await.unwrap_or_default() }
+}
