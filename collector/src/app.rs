@@ -43,6 +43,8 @@ pub struct Inner {
     /// Parsed `--allow-origin` values; `None` in the list position means `*`.
     pub cors: Option<AllowOrigin>,
     pub sdk_dir: Option<PathBuf>,
+    /// Rate limit, header size and body deadline (see [`crate::limits::guard`]).
+    pub limits: crate::limits::RequestLimits,
 }
 
 impl std::ops::Deref for AppState {
@@ -105,6 +107,7 @@ pub fn router(state: AppState) -> Router {
                 Invalid::with_code("method_not_allowed", None, "this route does not take that method"),
             )
         })
+        .layer(middleware::from_fn_with_state(state.limits.clone(), crate::limits::guard))
         .layer(middleware::from_fn_with_state(state.clone(), count_and_limit))
         .with_state(state.clone());
     if let Some(origins) = state.cors.clone() {

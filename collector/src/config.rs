@@ -132,6 +132,31 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long to wait for in-flight requests, in seconds.
     #[arg(long, env = "HOURCI_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+
+    /// Requests per second one client (IP address, IPv6 /64) may make, sustained;
+    /// over it: 429 with Retry-After. 0 turns the limit off (benchmarks).
+    #[arg(long, env = "HOURCI_RATE_LIMIT_PER_SECOND", default_value_t = 100.0)]
+    pub rate_limit_per_second: f64,
+    /// Requests one client may make in a burst after being idle.
+    #[arg(long, env = "HOURCI_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+    /// Behind a reverse proxy: take the client address from the last X-Forwarded-For
+    /// entry. Never set this when clients reach the collector directly: they could
+    /// then choose their own address.
+    #[arg(long, env = "HOURCI_TRUST_PROXY")]
+    pub trust_proxy: bool,
+    /// Most open connections; more are closed at once.
+    #[arg(long, env = "HOURCI_MAX_CONNECTIONS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a client has to send a request's headers (slow senders are cut off).
+    #[arg(long, env = "HOURCI_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's whole body; 408 after that.
+    #[arg(long, env = "HOURCI_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_secs: u64,
+    /// Largest total size of a request's headers, in bytes; 431 over it.
+    #[arg(long, env = "HOURCI_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
 }
 
 impl ServeArgs {
@@ -147,6 +172,15 @@ impl ServeArgs {
 
     pub fn pool_size(&self) -> u32 {
         self.db_pool_size.unwrap_or(self.writers + 1)
+    }
+
+    pub fn rate_limit_config(&self) -> crate::limits::RateLimitConfig {
+        crate::limits::RateLimitConfig {
+            per_second: self.rate_limit_per_second,
+            burst: self.rate_limit_burst,
+            trust_proxy: self.trust_proxy,
+            ..Default::default()
+        }
     }
 }
 

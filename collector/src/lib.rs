@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod group_commit;
+pub mod limits;
 pub mod metrics;
 pub mod migrate;
 pub mod server;

@@ -178,6 +178,84 @@ fn too_many_requests(wait: Duration) -> Response {
     res
 }
 
+/// Per-request limits applied by [`guard`]: the rate limit, the size of the headers,
+/// and a deadline for the whole body (a body that trickles in is cut off with 408).
+#[derive(Clone)]
+pub struct RequestLimits {
+    pub rate: RateLimiter,
+    /// Total bytes of header names and values (`--max-header-bytes`); 431 over it.
+    pub max_header_bytes: usize,
+    /// Time allowed for the whole request body (`--body-timeout-secs`).
+    pub body_timeout: Duration,
+    /// Largest body accepted (the `/batch` limit); 413 over it.
+    pub max_body_bytes: usize,
+}
+
+/// axum middleware: rate limit, then header size, then read the body against a
+/// deadline. The body is read here, whole, so no handler ever waits on a slow client.
+pub async fn guard(State(limits): State<RequestLimits>, req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let key = client_key(peer, req.headers(), limits.rate.config.trust_proxy);
+    if let Err(wait) = limits.rate.check(key, Instant::now()) {
+        return too_many_requests(wait);
+    }
+    let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if header_bytes > limits.max_header_bytes {
+        let body = Invalid::too_large(
+            Some("headers"),
+            format!("the request headers are larger than {} bytes", limits.max_header_bytes),
+        );
+        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Json(body)).into_response();
+    }
+    use axum::body::HttpBody as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(limits.body_timeout, read_body(body, limits.max_body_bytes)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(BodyError::TooLarge)) => {
+            let body = Invalid::too_large(Some("body"), format!("the request body is larger than {} bytes", limits.max_body_bytes));
+            (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response()
+        }
+        Ok(Err(BodyError::Broken)) => {
+            let body = Invalid::with_code("bad_body", Some("body"), "the request body could not be read");
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
+        Err(_) => {
+            let body = Invalid::with_code(
+                "timeout",
+                Some("body"),
+                format!("the request body did not arrive within {} s", limits.body_timeout.as_secs()),
+            );
+            let mut res = (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response();
+            res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            res
+        }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+/// The whole body, refusing as soon as it grows past `max` (nothing larger is kept).
+async fn read_body(mut body: axum::body::Body, max: usize) -> Result<axum::body::Bytes, BodyError> {
+    use axum::body::HttpBody as _;
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|_| BodyError::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.into())
+}
+
 /// Caps open connections (`--max-connections`). A connection over the cap is closed
 /// at once instead of waiting, so the client sees a failure it can retry, and the
 /// server holds no socket for it.

@@ -102,6 +102,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
         db_timeout: group.db_timeout,
         cors,
         sdk_dir: args.sdk_dir.clone(),
+        limits: crate::limits::RequestLimits {
+            rate: crate::limits::RateLimiter::new(args.rate_limit_config()),
+            max_header_bytes: args.max_header_bytes,
+            body_timeout: Duration::from_secs(args.body_timeout_secs),
+            max_body_bytes: app::MAX_BATCH_BYTES,
+        },
     });
     let router = app::router(state.clone());
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -110,6 +116,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
+    let connections = crate::limits::ConnectionLimit::new(args.max_connections as usize);
     let (served, https, reloader) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = crate::tls::load(cert, key).await?;
@@ -119,11 +126,14 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
                 key.clone(),
                 Duration::from_secs(args.tls_reload_secs),
             );
-            let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(connections.acceptor());
+            let mut server = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle.clone());
+            slow_client_timeouts(server.http_builder(), args);
             (tokio::spawn(server.serve(service)), true, Some(reloader))
         }
         _ => {
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            let mut server = axum_server::from_tcp(listener).acceptor(connections.acceptor()).handle(handle.clone());
+            slow_client_timeouts(server.http_builder(), args);
             (tokio::spawn(server.serve(service)), false, None)
         }
     };
@@ -138,6 +148,15 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
         grace: Duration::from_secs(args.shutdown_grace_secs),
         reloader,
     })
+}
+
+/// Cut off clients that dribble their request headers (slowloris): hyper enforces
+/// the header read timeout only when it has a timer.
+fn slow_client_timeouts(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>, args: &ServeArgs) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(args.header_timeout_secs));
 }
 
 /// Serve until SIGTERM or SIGINT, then shut down gracefully.
