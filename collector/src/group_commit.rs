@@ -8,7 +8,9 @@
 //!   refused at once ([`SubmitError::QueueFull`], answered 503) instead of growing memory.
 //! - A request's events (one, or a whole `/batch`) are never split across groups.
 //! - A failed commit fails exactly the requests of that group.
-//! - [`GroupCommit::close`] refuses new work; writers drain the queue, then stop.
+//! - Shutdown has two steps: [`GroupCommit::drain`] makes writers commit at once
+//!   instead of waiting to fill a group (requests still accepted), then
+//!   [`GroupCommit::close`] refuses new work; writers empty the queue, then stop.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,9 +70,19 @@ struct Job {
 pub struct GroupCommit {
     queue: mpsc::UnboundedSender<Job>,
     room: Arc<Semaphore>,
-    closed: watch::Sender<bool>,
+    phase: watch::Sender<Phase>,
     config: GroupConfig,
     metrics: Arc<Metrics>,
+}
+
+/// Lifecycle of the write path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Running,
+    /// Shutting down: commit what is queued without waiting for more.
+    Draining,
+    /// No new work; writers exit once the queue is empty.
+    Closed,
 }
 
 /// The writer tasks; await [`Writers::join`] after [`GroupCommit::close`].
@@ -93,7 +105,7 @@ impl GroupCommit {
     /// Start `config.writers` writer tasks on the current runtime.
     pub fn start(store: Arc<Store>, config: GroupConfig, metrics: Arc<Metrics>) -> (GroupCommit, Writers) {
         let (queue, rx) = mpsc::unbounded_channel();
-        let (closed, closed_rx) = watch::channel(false);
+        let (phase, phase_rx) = watch::channel(Phase::Running);
         let intake = Arc::new(Mutex::new(Intake { rx, carry: None }));
         let mut tasks = JoinSet::new();
         for _ in 0..config.writers.max(1) {
@@ -102,12 +114,12 @@ impl GroupCommit {
                 store: store.clone(),
                 config: config.clone(),
                 metrics: metrics.clone(),
-                closed: closed_rx.clone(),
+                phase: phase_rx.clone(),
             };
             tasks.spawn(writer.run());
         }
         let room = Arc::new(Semaphore::new(config.queue_capacity.max(1)));
-        (GroupCommit { queue, room, closed, config, metrics }, Writers { tasks })
+        (GroupCommit { queue, room, phase, config, metrics }, Writers { tasks })
     }
 
     /// Queue `events` (kept together in one group) and wait for their commit.
@@ -115,7 +127,7 @@ impl GroupCommit {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        if *self.closed.borrow() {
+        if *self.phase.borrow() == Phase::Closed {
             return Err(SubmitError::ShuttingDown);
         }
         // A batch larger than the whole queue still fits when the queue is empty.
@@ -137,9 +149,18 @@ impl GroupCommit {
         }
     }
 
+    /// Commit queued events at once instead of waiting to fill groups; still accept new ones.
+    pub fn drain(&self) {
+        self.phase.send_if_modified(|p| {
+            let changed = *p < Phase::Draining;
+            *p = (*p).max(Phase::Draining);
+            changed
+        });
+    }
+
     /// Stop taking new events; the writers commit what is queued, then exit.
     pub fn close(&self) {
-        self.closed.send_replace(true);
+        self.phase.send_replace(Phase::Closed);
     }
 }
 
@@ -155,7 +176,7 @@ struct Writer {
     store: Arc<Store>,
     config: GroupConfig,
     metrics: Arc<Metrics>,
-    closed: watch::Receiver<bool>,
+    phase: watch::Receiver<Phase>,
 }
 
 impl Writer {
@@ -178,13 +199,13 @@ impl Writer {
         let first = match intake.carry.take() {
             Some(job) => job,
             None => {
-                let closing = *self.closed.borrow();
-                if closing {
+                let closed = *self.phase.borrow() == Phase::Closed;
+                if closed {
                     intake.rx.try_recv().ok()?
                 } else {
                     tokio::select! {
                         job = intake.rx.recv() => job?,
-                        _ = self.closed.wait_for(|c| *c) => intake.rx.try_recv().ok()?,
+                        _ = self.phase.wait_for(|p| *p == Phase::Closed) => intake.rx.try_recv().ok()?,
                     }
                 }
             }
@@ -197,12 +218,16 @@ impl Writer {
                 Ok(job) => job,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    if *self.closed.borrow() {
+                    if *self.phase.borrow() >= Phase::Draining {
                         break;
                     }
-                    match tokio::time::timeout_at(deadline, intake.rx.recv()).await {
-                        Ok(Some(job)) => job,
-                        _ => break,
+                    // Shutting down: commit what we have rather than wait for more.
+                    tokio::select! {
+                        got = tokio::time::timeout_at(deadline, intake.rx.recv()) => match got {
+                            Ok(Some(job)) => job,
+                            _ => break,
+                        },
+                        _ = self.phase.wait_for(|p| *p >= Phase::Draining) => break,
                     }
                 }
             };
