@@ -45,6 +45,8 @@ impl RunningServer {
     /// Graceful stop: refuse new connections, let in-flight requests finish (their
     /// events get committed), then drain the write queue and stop the writers.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        // Commit queued events now rather than after their group's wait.
+        self.commit.drain();
         self.handle.graceful_shutdown(Some(self.grace));
         let served = self.served.await;
         self.commit.close();
