@@ -23,6 +23,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Serve HTTP(S) (the default).
     Serve(ServeArgs),

@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(parse_batch(b"not json", 10).unwrap_err().code, "bad_json");
         assert_eq!(parse_batch(b"[1]", 10).unwrap_err().code, "bad_json");
         assert_eq!(parse_batch(br#"{"events":{}}"#, 10).unwrap_err().code, "bad_json");
-        let many = format!("{{\"events\":[{}]}}", vec!["{}"; 11].join(","));
+        let many = format!("{{\"events\":[{}]}}", ["{}"; 11].join(","));
         assert_eq!(parse_batch(many.as_bytes(), 10).unwrap_err().code, "too_large");
         assert_eq!(parse_batch(br#"{"events":[],"dropped":-1}"#, 10).unwrap_err().field, Some("dropped"));
     }

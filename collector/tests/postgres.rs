@@ -38,7 +38,8 @@ async fn legacy_url_of_an_old_lesson_stores_the_original_seven_values() {
     assert_eq!(res.status(), 200);
     let after = Utc::now().naive_utc();
 
-    let got: Vec<(String, NaiveDate, NaiveTime, String, String, String, String, Option<Uuid>, bool)> = sqlx::query_as(
+    type LegacyRow = (String, NaiveDate, NaiveTime, String, String, String, String, Option<Uuid>, bool);
+    let got: Vec<LegacyRow> = sqlx::query_as(
         "SELECT user_agent, date_log, time_log, lesson, lesson_level, question, answer, event_id,
                 (date_log + time_log) = (received_at AT TIME ZONE 'UTC')
          FROM loggingtable ORDER BY id",
