@@ -220,8 +220,18 @@ pub struct CollectorProc {
 impl CollectorProc {
     /// Start `hourofci-collector serve --bind addr ARGS` with `RUST_LOG=info`.
     pub fn spawn(addr: SocketAddr, args: &[String], log: &Path, cwd: &Path) -> CollectorProc {
+        Self::spawn_as(addr, args, log, cwd, None)
+    }
+
+    /// Same, as another user (uid, gid) when given.
+    pub fn spawn_as(addr: SocketAddr, args: &[String], log: &Path, cwd: &Path, user: Option<(u32, u32)>) -> CollectorProc {
+        use std::os::unix::process::CommandExt;
         let out = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hourofci-collector"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hourofci-collector"));
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
+        let child = cmd
             .arg("serve")
             .arg("--bind")
             .arg(addr.to_string())
