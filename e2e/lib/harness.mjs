@@ -10,7 +10,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { createRequire } from "node:module";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -216,13 +216,15 @@ export class Collector {
     args.push(...this.extraArgs);
     this.child = startLogged("collector", this.bin, args, { env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" } });
     this.child.keepStdout();
+    let gone = false;
     const exited = once(this.child, "exit").then(([code]) => {
+      gone = true;
       throw new Error(`collector exited with ${code} while starting:\n${this.child.logTail()}`);
     });
     // `GET /` answers as soon as it listens, even before the database is reachable.
     await Promise.race([
       exited,
-      waitFor(async () => (await fetch(`${this.url}/`)).ok, {
+      waitFor(async () => gone || (await fetch(`${this.url}/`)).ok, {
         timeoutMs: 30_000,
         describe: () => `collector on ${this.url} never answered GET /:\n${this.child.logTail()}`,
       }),
@@ -293,7 +295,8 @@ export const CHROMIUM_ARGS = [
 
 /** A persistent Chromium context with a fresh profile (localStorage lives there). */
 export async function launchBrowser(prereq) {
-  const { chromium } = await import(prereq.playwright);
+  const mod = await import(pathToFileURL(prereq.playwright).href);
+  const chromium = mod.chromium ?? mod.default.chromium;
   const profile = tmpDir("chromium");
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: prereq.chromium,

@@ -113,6 +113,7 @@ function render({ model, el }) {
   show(`Lesson ${model.get("lesson")} (${model.get("level")}): connecting to the answer recorder…`);
   let unsubscribe = () => {};
   loadSdk(model.get("endpoint"), model.get("test")).catch(() => null).then((sdk) => {
+    line.dataset.state = sdk ? "ready" : "unavailable";
     if (!sdk) return show("Answers can't be recorded right now (the answer server could not be reached).");
     show(`Lesson ${model.get("lesson")} (${model.get("level")}): your answers are recorded.`);
     unsubscribe = sdk.onStatus((e) => show(describe(e)));
@@ -127,7 +128,14 @@ async function currentAnswer(model, input) {
   if (input) return input.value;
   const ref = model.get("source");            // "IPY_MODEL_<id>" of the widget holding the answer
   const other = await model.widget_manager.get_model(ref.replace(/^IPY_MODEL_/, ""));
-  return other.get("value");
+  const value = other.get("value");
+  if (value !== undefined) return value;
+  // Selection widgets (RadioButtons, Dropdown, SelectMultiple...) sync only the chosen
+  // index in the browser: record the chosen label(s).
+  const labels = other.get("_options_labels") || [];
+  const index = other.get("index");
+  if (Array.isArray(index)) return index.length ? index.map((i) => labels[i]) : null;
+  return index === null || index === undefined ? null : labels[index];
 }
 function render({ model, el }) {
   const sdkReady = loadSdk(model.get("endpoint"), model.get("test")).catch((err) => {

@@ -1,0 +1,168 @@
+// The example lesson notebook in a real JupyterLab (from the project's venv), in headless
+// Chromium: run all cells, use the Submit widget and the animation, and find every answer
+// in PostgreSQL, sent from the browser through the SDK.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import fs from "node:fs";
+import path from "node:path";
+import readline from "node:readline";
+import { requireAll, startStack, launchBrowser, freePort, tmpDir, waitFor, examplesDir, repoRoot } from "./lib/harness.mjs";
+
+const NOTEBOOK = "notebook/template-lessons/template/lesson.ipynb";
+
+function jupyterBin() {
+  const candidates = [process.env.HOURCI_JUPYTER_BIN, path.join(repoRoot, ".venv/bin/jupyter")].filter(Boolean);
+  return {
+    path: candidates.find((p) => fs.existsSync(p)) || null,
+    how: "HOURCI_JUPYTER_BIN (or .venv: python3 -m venv .venv && .venv/bin/pip install -r examples/notebook/requirements.txt)",
+  };
+}
+
+async function startJupyterLab(bin, { root, port, env }) {
+  const home = tmpDir("jupyter-home");
+  const child = spawn(
+    bin,
+    [
+      "lab",
+      "--no-browser",
+      "--ip=127.0.0.1",
+      `--port=${port}`,
+      "--ServerApp.port_retries=0",
+      "--IdentityProvider.token=",
+      "--ServerApp.password=",
+      // CI and this machine run as root; Jupyter refuses that without the flag.
+      ...(process.getuid && process.getuid() === 0 ? ["--allow-root"] : []),
+      `--ServerApp.root_dir=${root}`,
+      "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+      // A private home, config and runtime dir: no user settings leak in, nothing is left behind.
+      env: { ...process.env, ...env, HOME: home, JUPYTER_CONFIG_DIR: path.join(home, "config"), JUPYTER_RUNTIME_DIR: path.join(home, "runtime"), IPYTHONDIR: path.join(home, "ipython") },
+    },
+  );
+  const log = [];
+  for (const s of [child.stdout, child.stderr]) {
+    readline.createInterface({ input: s }).on("line", (l) => {
+      log.push(l);
+      if (log.length > 300) log.shift();
+      if (process.env.HOURCI_E2E_VERBOSE) console.error(`[jupyter] ${l}`);
+    });
+  }
+  const tail = (n = 40) => log.slice(-n).join("\n");
+  const url = `http://127.0.0.1:${port}`;
+  let gone = false;
+  const exited = once(child, "exit").then(([code]) => {
+    gone = true;
+    throw new Error(`JupyterLab exited with ${code} while starting:\n${tail()}`);
+  });
+  await Promise.race([
+    exited,
+    waitFor(async () => gone || (await fetch(`${url}/api/status`)).ok, { timeoutMs: 120_000, describe: () => `JupyterLab never answered /api/status:\n${tail()}` }),
+  ]);
+  exited.catch(() => {});
+  const stop = async () => {
+    if (child.exitCode === null && !child.signalCode) {
+      const gone = once(child, "exit");
+      child.kill("SIGTERM");
+      await gone;
+    }
+    fs.rmSync(home, { recursive: true, force: true });
+  };
+  return { url, tail, stop };
+}
+
+test("JupyterLab: run all cells of the example lesson, submit, use the animation: every answer in PostgreSQL", async (t) => {
+  const prereq = requireAll(t, ["collector", "pgcluster", "sdk", "chromium", "playwright", "jupyter"], { jupyter: jupyterBin() });
+  if (!prereq) return;
+
+  // The lesson tree as a hub would hold it: notebook/ and animation/ side by side.
+  const root = tmpDir("jupyter-root");
+  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
+  fs.cpSync(path.join(examplesDir, "notebook"), path.join(root, "notebook"), { recursive: true });
+  fs.cpSync(path.join(examplesDir, "animation"), path.join(root, "animation"), { recursive: true });
+
+  const jupyterPort = await freePort();
+  const jupyterOrigin = `http://127.0.0.1:${jupyterPort}`;
+  const stack = await startStack(prereq, { name: "e2e_jupyter", allowOrigins: [jupyterOrigin] });
+  t.after(() => stack.cleanup());
+  const lab = await startJupyterLab(prereq.jupyter, { root, port: jupyterPort, env: { HOURCI_LOG_ENDPOINT: stack.collector.url } });
+  t.after(() => lab.stop());
+
+  const { context, close } = await launchBrowser(prereq);
+  t.after(close);
+  const page = await context.newPage();
+  if (process.env.HOURCI_E2E_VERBOSE) page.on("console", (m) => console.error(`[page ${m.type()}] ${m.text()}`));
+  await page.setViewportSize({ width: 1280, height: 2400 });
+  await page.goto(`${lab.url}/lab/tree/${NOTEBOOK}`);
+
+  // The notebook is shown and its kernel is ready (the status bar says "<kernel> | Idle").
+  const ready = page.waitForFunction(
+    () => document.querySelectorAll(".jp-Notebook .jp-Cell").length > 0 && /\| Idle/.test(document.querySelector(".jp-StatusBar-Widget")?.parentElement?.textContent || ""),
+    null,
+    { timeout: 120_000 },
+  );
+  await ready.catch(async (e) => {
+    throw new Error(`the notebook's kernel never became idle (${e.message})\nJupyterLab log:\n${lab.tail()}`);
+  });
+
+  await page.locator(".lm-MenuBar-itemLabel", { hasText: /^Run$/ }).click();
+  await page.locator(".lm-Menu-itemLabel", { hasText: /^Run All Cells$/ }).click();
+
+  const failed = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']");
+  const submit = page.locator(".hourofci-submit-button");
+  await submit.waitFor({ timeout: 120_000 }).catch(async () => {
+    if (process.env.HOURCI_E2E_SCREENSHOTS) await page.screenshot({ path: path.join(process.env.HOURCI_E2E_SCREENSHOTS, "jupyterlab-no-submit.png") });
+    const errors = await failed.allTextContents();
+    throw new Error(`the Submit widget never rendered after Run All.\nCell errors: ${errors.join("\n") || "(none)"}\nJupyterLab log:\n${lab.tail(20)}`);
+  });
+
+  // The status line of start(): the SDK is loaded as soon as the widget renders.
+  await waitFor(async () => (await page.locator(".hourofci-status").first().getAttribute("data-state")) === "ready", {
+    describe: async () => `the lesson status line says: ${await page.locator(".hourofci-status").first().textContent()}; collector log:\n${stack.collector.logTail(10)}`,
+  });
+
+  await page.getByRole("radio", { name: "A supercomputer" }).check();
+  await submit.click();
+  await waitFor(async () => (await page.locator(".hourofci-submit-status").textContent()) !== "", { describe: "the Submit widget never reported what happened" });
+  const submitStatus = await page.locator(".hourofci-submit-status").textContent();
+  assert.equal(submitStatus, "Submitted.", `the Submit widget should say the answer was recorded, it says: ${submitStatus}`);
+
+  // The animation is inlined in an iframe; answer its first task there.
+  const animation = page.frameLocator(".hourofci-animation iframe");
+  await animation.locator('body[data-logging="ready"]').waitFor({ timeout: 60_000 }).catch(async () => {
+    throw new Error(`the animation in the notebook never loaded the SDK; its status line says: ${await animation.locator("#status").textContent().catch(() => "(no iframe)")}`);
+  });
+  await animation.locator('[data-spot="data-center"] rect').click();
+
+  const expected = [
+    ["4A", "answered from a JavaScript cell", "the JavaScript cell"],
+    ["5A", "A supercomputer", "the Submit widget"],
+    ["6A", "run", "running the cell tagged 6A"],
+    ["1A", "true", "the animation in the iframe"],
+  ];
+  const missingFrom = (rows) => expected.filter(([q, a]) => !rows.some((r) => r.question === q && r.answer === a));
+  const rows = await waitFor(
+    async () => {
+      const r = await stack.rows("loggingtable");
+      return missingFrom(r).length === 0 && r;
+    },
+    {
+      timeoutMs: 60_000,
+      describe: async () => {
+        const r = await stack.rows("loggingtable");
+        return `missing rows: ${missingFrom(r).map(([q, a, from]) => `${q}=${JSON.stringify(a)} (from ${from})`).join(", ")}; rows found: ${JSON.stringify(r.map((x) => [x.question, x.answer]))}`;
+      },
+    },
+  );
+  for (const [q, a, from] of expected) {
+    const matching = rows.filter((r) => r.question === q && r.answer === a);
+    assert.equal(matching.length, 1, `${from} should write exactly one row, wrote ${matching.length}`);
+    assert.equal(matching[0].lesson, "template", `${from}: lesson comes from the notebook's folder template-lessons/template/`);
+    assert.equal(matching[0].lesson_level, "template", `${from}: level comes from the notebook's folder`);
+  }
+  assert.equal((await stack.rows("loggingtable_test")).length, 0, "nothing may go to the test table");
+});
