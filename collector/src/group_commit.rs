@@ -137,10 +137,12 @@ impl GroupCommit {
             SubmitError::QueueFull
         })?;
         let (reply, answer) = oneshot::channel();
-        self.metrics.queued_events.add(events.len() as i64);
-        self.queue
-            .send(Job { events, reply, _permit: permit })
-            .map_err(|_| SubmitError::ShuttingDown)?;
+        let n = events.len() as i64;
+        self.metrics.queued_events.add(n);
+        if self.queue.send(Job { events, reply, _permit: permit }).is_err() {
+            self.metrics.queued_events.add(-n);
+            return Err(SubmitError::ShuttingDown);
+        }
         match tokio::time::timeout(self.config.db_timeout, answer).await {
             Err(_) => Err(SubmitError::Timeout(self.config.db_timeout)),
             Ok(Err(_)) => Err(SubmitError::ShuttingDown),
