@@ -144,6 +144,7 @@ export class PgCluster {
     if (!info.port) throw new Error(`pgcluster did not start: ${first}\n${child.logTail()}`);
     pg.port = info.port;
     pg.superuserUrl = info.superuser_url;
+    pg.binDir = info.bin_dir;
     return pg;
   }
 
