@@ -8,8 +8,9 @@
 //! usually owns a whole /64.
 //!
 //! Slowloris: hyper's `header_read_timeout` (set where the server is built) closes
-//! connections that dribble their headers; [`ConnectionLimit`] bounds how many sockets
-//! anyone can hold open at once.
+//! connections that dribble their headers, [`guard`] gives a body a deadline, and
+//! [`ConnectionLimit`] bounds how many sockets anyone can hold open at once and how
+//! long a silent one may stay.
 
 use std::collections::HashMap;
 use std::io;
@@ -256,18 +257,25 @@ async fn read_body(mut body: axum::body::Body, max: usize) -> Result<axum::body:
     Ok(buf.into())
 }
 
-/// Caps open connections (`--max-connections`). A connection over the cap is closed
-/// at once instead of waiting, so the client sees a failure it can retry, and the
-/// server holds no socket for it.
+/// Caps open connections (`--max-connections`) and gives each new connection
+/// `first_byte_timeout` to send its first byte. A connection over the cap is closed at
+/// once instead of waiting, so the client sees a failure it can retry and the server
+/// holds no socket for it.
+///
+/// The first-byte deadline closes a gap hyper leaves: its header read timeout starts
+/// only once the connection is known to speak HTTP/1, and the automatic HTTP/1-or-2
+/// detection waits for the first bytes with no limit, so a silent socket would hold
+/// a connection slot forever.
 #[derive(Clone, Debug)]
 pub struct ConnectionLimit {
     permits: Arc<Semaphore>,
     max: usize,
+    first_byte_timeout: Duration,
 }
 
 impl ConnectionLimit {
-    pub fn new(max: usize) -> Self {
-        ConnectionLimit { permits: Arc::new(Semaphore::new(max)), max }
+    pub fn new(max: usize, first_byte_timeout: Duration) -> Self {
+        ConnectionLimit { permits: Arc::new(Semaphore::new(max)), max, first_byte_timeout }
     }
 
     /// Connections open now.
@@ -279,42 +287,73 @@ impl ConnectionLimit {
         self.max
     }
 
-    fn try_admit<I>(&self, io: I) -> Option<Limited<I>> {
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(Limited { inner: io, _permit: permit }),
-            Err(_) => {
-                tracing::warn!(max = self.max, "connection refused: --max-connections reached");
-                None
-            }
-        }
-    }
-
-    /// Wrap a listener for `axum::serve`.
-    pub fn listener<L: axum::serve::Listener>(&self, inner: L) -> LimitedListener<L> {
-        LimitedListener { inner, limit: self.clone() }
+    /// An `axum_server` acceptor around `inner` (the default acceptor, or the TLS one:
+    /// the permit is taken before the TLS handshake, the first-byte deadline applies to
+    /// the decrypted stream).
+    pub fn acceptor<A>(&self, inner: A) -> GuardedAcceptor<A> {
+        GuardedAcceptor { inner, limit: self.clone() }
     }
 }
 
-/// A connection that holds one [`ConnectionLimit`] permit until it is dropped.
+/// See [`ConnectionLimit::acceptor`].
+#[derive(Clone, Debug)]
+pub struct GuardedAcceptor<A> {
+    inner: A,
+    limit: ConnectionLimit,
+}
+
+impl<A, I, S> axum_server::accept::Accept<I, S> for GuardedAcceptor<A>
+where
+    A: axum_server::accept::Accept<I, S>,
+    A::Future: Send + 'static,
+    A::Stream: Send + 'static,
+    A::Service: Send + 'static,
+{
+    type Stream = Guarded<A::Stream>;
+    type Service = A::Service;
+    type Future = Pin<Box<dyn std::future::Future<Output = io::Result<(Self::Stream, Self::Service)>> + Send>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let Ok(permit) = self.limit.permits.clone().try_acquire_owned() else {
+            tracing::warn!(max = self.limit.max, "connection refused: --max-connections reached");
+            drop(stream); // closes the socket
+            return Box::pin(std::future::ready(Err(io::Error::other("too many connections"))));
+        };
+        let timeout = self.limit.first_byte_timeout;
+        let accepted = self.inner.accept(stream, service);
+        Box::pin(async move {
+            let (stream, service) = accepted.await?;
+            let first_byte = Some(Box::pin(tokio::time::sleep(timeout)));
+            Ok((Guarded { inner: stream, _permit: permit, first_byte }, service))
+        })
+    }
+}
+
+/// A connection that holds one [`ConnectionLimit`] permit until it is dropped, and
+/// fails its reads if no byte arrived before the first-byte deadline.
 #[derive(Debug)]
-pub struct Limited<I> {
+pub struct Guarded<I> {
     inner: I,
     _permit: OwnedSemaphorePermit,
+    first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<I> Limited<I> {
-    pub fn get_ref(&self) -> &I {
-        &self.inner
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Limited<I> {
+impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        if let Some(deadline) = self.first_byte.as_mut() {
+            if std::future::Future::poll(deadline.as_mut(), cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "no request within the header timeout")));
+            }
+        }
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if read.is_ready() {
+            self.first_byte = None;
+        }
+        read
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Limited<I> {
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -333,57 +372,6 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Limited<I> {
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-/// `axum::serve` listener that closes connections over the cap.
-pub struct LimitedListener<L> {
-    inner: L,
-    limit: ConnectionLimit,
-}
-
-impl<L: axum::serve::Listener> axum::serve::Listener for LimitedListener<L> {
-    type Io = Limited<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (io, addr) = self.inner.accept().await;
-            if let Some(limited) = self.limit.try_admit(io) {
-                return (limited, addr);
-            }
-            // Dropping `io` closes the socket.
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// `axum_server` acceptor (put it inside the TLS acceptor:
-/// `RustlsAcceptor::new(cfg).acceptor(limit.acceptor())`).
-#[derive(Clone, Debug)]
-pub struct LimitedAcceptor {
-    limit: ConnectionLimit,
-}
-
-impl ConnectionLimit {
-    pub fn acceptor(&self) -> LimitedAcceptor {
-        LimitedAcceptor { limit: self.clone() }
-    }
-}
-
-impl<I, S> axum_server::accept::Accept<I, S> for LimitedAcceptor {
-    type Stream = Limited<I>;
-    type Service = S;
-    type Future = std::future::Ready<io::Result<(Limited<I>, S)>>;
-
-    fn accept(&self, stream: I, service: S) -> Self::Future {
-        std::future::ready(match self.limit.try_admit(stream) {
-            Some(s) => Ok((s, service)),
-            None => Err(io::Error::other("too many connections")),
-        })
     }
 }
 

@@ -118,7 +118,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
-    let connections = crate::limits::ConnectionLimit::new(args.max_connections as usize);
+    let connections =
+        crate::limits::ConnectionLimit::new(args.max_connections as usize, Duration::from_secs(args.header_timeout_secs));
     let (served, https, reloader) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = crate::tls::load(cert, key).await?;
@@ -128,13 +129,14 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
                 key.clone(),
                 Duration::from_secs(args.tls_reload_secs),
             );
-            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(connections.acceptor());
+            let acceptor = connections.acceptor(axum_server::tls_rustls::RustlsAcceptor::new(tls));
             let mut server = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle.clone());
             slow_client_timeouts(server.http_builder(), args);
             (tokio::spawn(server.serve(service)), true, Some(reloader))
         }
         _ => {
-            let mut server = axum_server::from_tcp(listener).acceptor(connections.acceptor()).handle(handle.clone());
+            let acceptor = connections.acceptor(axum_server::accept::DefaultAcceptor::new());
+            let mut server = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle.clone());
             slow_client_timeouts(server.http_builder(), args);
             (tokio::spawn(server.serve(service)), false, None)
         }

@@ -225,6 +225,18 @@ impl CollectorProc {
 
     /// Same, as another user (uid, gid) when given.
     pub fn spawn_as(addr: SocketAddr, args: &[String], log: &Path, cwd: &Path, user: Option<(u32, u32)>) -> CollectorProc {
+        Self::spawn_full(addr, args, log, cwd, user, "info")
+    }
+
+    /// Same, with `RUST_LOG=rust_log`.
+    pub fn spawn_full(
+        addr: SocketAddr,
+        args: &[String],
+        log: &Path,
+        cwd: &Path,
+        user: Option<(u32, u32)>,
+        rust_log: &str,
+    ) -> CollectorProc {
         use std::os::unix::process::CommandExt;
         let out = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hourofci-collector"));
@@ -237,7 +249,7 @@ impl CollectorProc {
             .arg(addr.to_string())
             .args(args)
             .current_dir(cwd)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
