@@ -1,45 +1,29 @@
-//! `init(options)`: the options object as read by serde-wasm-bindgen, and its
-//! validation into a [`Config`]. Integer fields only (no `f64`), so no float
-//! parsing code is instantiated for options.
-
-use serde::Deserialize;
-
-/// Reads one optional field; a value of the wrong type fails with a message naming
-/// the option (serde's own message would not say which option was wrong).
-macro_rules! named_field {
-    ($fn_name:ident, $ty:ty, $js:literal, $what:literal) => {
-        fn $fn_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<$ty>, D::Error> {
-            Option::<$ty>::deserialize(d)
-                .map_err(|_| serde::de::Error::custom(concat!("option `", $js, "` must be ", $what)))
-        }
-    };
-}
-named_field!(de_endpoint, String, "endpoint", "a string, e.g. \"https://check.hourofci.org:4000\"");
-named_field!(de_test, bool, "test", "true or false");
-named_field!(de_user_agent, String, "userAgent", "a string");
-named_field!(de_max_queue, u32, "maxQueue", "a whole number");
-named_field!(de_retry_base_ms, u32, "retryBaseMs", "a whole number of milliseconds");
-named_field!(de_retry_cap_ms, u32, "retryCapMs", "a whole number of milliseconds");
-named_field!(de_batch_size, u32, "batchSize", "a whole number");
+//! `init(options)`: the options as read from the JS object, and their validation
+//! into a [`Config`]. Every error names the option.
+//!
+//! The options are read field by field in the glue (`lib.rs`) rather than through
+//! serde-wasm-bindgen's `Deserializer`: its type errors format `f64`s, which pulls
+//! core's float formatting into the wasm (+17 KB gzipped, measured; docs/BENCHMARKS.md).
 
 /// The options object exactly as a lesson passes it (camelCase keys).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default)]
 pub struct RawOptions {
-    #[serde(default, deserialize_with = "de_endpoint")]
     pub endpoint: Option<String>,
-    #[serde(default, deserialize_with = "de_test")]
     pub test: Option<bool>,
-    #[serde(default, deserialize_with = "de_user_agent")]
     pub user_agent: Option<String>,
-    #[serde(default, deserialize_with = "de_max_queue")]
     pub max_queue: Option<u32>,
-    #[serde(default, deserialize_with = "de_retry_base_ms")]
     pub retry_base_ms: Option<u32>,
-    #[serde(default, deserialize_with = "de_retry_cap_ms")]
     pub retry_cap_ms: Option<u32>,
-    #[serde(default, deserialize_with = "de_batch_size")]
     pub batch_size: Option<u32>,
+}
+
+/// A JS number given for option `name` as a u32: whole, not negative, not huge.
+pub fn whole_number(name: &str, value: f64) -> Result<u32, String> {
+    if value >= 0.0 && value <= u32::MAX as f64 && value == (value as u32) as f64 {
+        Ok(value as u32)
+    } else {
+        Err(crate::cat(&["option `", name, "` must be a whole number"]))
+    }
 }
 
 /// The option names a lesson may pass; anything else is a typo worth reporting.
@@ -81,7 +65,7 @@ impl Config {
             None => default_user_agent(),
         };
         let at_least_one = |v: Option<u32>, default: u32, name: &str| match v {
-            Some(0) => Err(["option `", name, "` must be at least 1"].concat()),
+            Some(0) => Err(crate::cat(&["option `", name, "` must be at least 1"])),
             Some(v) => Ok(v),
             None => Ok(default),
         };
@@ -152,6 +136,15 @@ mod tests {
     fn a_large_base_raises_the_default_cap() {
         let c = Config::from_raw(RawOptions { retry_base_ms: Some(90_000), ..raw("http://h") }, || "x".into()).unwrap();
         assert_eq!(c.retry_cap_ms, 90_000);
+    }
+
+    #[test]
+    fn numbers_must_be_whole() {
+        assert_eq!(whole_number("maxQueue", 10.0), Ok(10));
+        assert_eq!(whole_number("maxQueue", 0.0), Ok(0));
+        for bad in [2.5, -1.0, f64::NAN, f64::INFINITY, 5e9] {
+            assert!(whole_number("maxQueue", bad).unwrap_err().contains("`maxQueue`"), "{bad}");
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct Sdk {
     /// The collector's `Retry-After`: new answers wait until then (ms since epoch).
     not_before: f64,
     hooks_installed: bool,
+    /// Recent verdicts of this tab, newest last: a `logAnswer` whose event went out in
+    /// another call's pass (e.g. init's) still learns whether it was sent or rejected.
+    recent: Vec<(String, Outcome)>,
 }
 
 thread_local! {
@@ -45,6 +48,7 @@ thread_local! {
         retry_timer: None,
         not_before: 0.0,
         hooks_installed: false,
+        recent: Vec::new(),
     });
 }
 
@@ -90,8 +94,21 @@ pub fn unsubscribe(id: u32) {
     with(|s| s.listeners.retain(|(i, _)| *i != id));
 }
 
-/// How an event of this tab's pass ended.
+/// How the events of one pass ended.
 pub type Settled = Vec<(String, Outcome)>;
+
+/// How many verdicts [`Sdk::recent`] keeps.
+const RECENT: usize = 1024;
+
+fn record(settled: &mut Settled, id: &str, outcome: Outcome) {
+    settled.push((id.to_string(), outcome));
+    with(|s| {
+        if s.recent.len() >= RECENT {
+            s.recent.drain(..RECENT / 2);
+        }
+        s.recent.push((id.to_string(), outcome));
+    });
+}
 
 enum Step {
     /// Nothing (left) to send.
@@ -152,7 +169,7 @@ async fn send_single(cfg: &Config, e: &Event, keepalive: bool, settled: &mut Set
         return Step::Retry(reply.retry_after_ms);
     }
     let pending = settle(&[&e.id], 0);
-    settled.push((e.id.clone(), outcome));
+    record(settled, &e.id, outcome);
     if outcome == Outcome::Done {
         emit(Status { kind: "sent", id: Some(&e.id), pending, ..Default::default() });
     } else {
@@ -209,12 +226,14 @@ async fn step(keepalive: bool, settled: &mut Settled) -> Step {
             }
             let all: Vec<&str> = delivered.iter().copied().chain(rejected.iter().map(|(id, _)| *id)).collect();
             let pending = settle(&all, q.dropped);
-            settled.extend(delivered.iter().map(|id| (id.to_string(), Outcome::Done)));
+            for id in &delivered {
+                record(settled, id, Outcome::Done);
+            }
             if !delivered.is_empty() {
                 emit(Status { kind: "sent", count: Some(delivered.len() as u32), pending, ..Default::default() });
             }
             for (id, reason) in rejected {
-                settled.push((id.to_string(), Outcome::Rejected));
+                record(settled, id, Outcome::Rejected);
                 emit(Status { kind: "rejected", id: Some(id), reason: Some(reason), pending, ..Default::default() });
             }
             Step::Progress
@@ -289,7 +308,7 @@ pub fn enqueue(event: Event, max_queue: u32) -> js_sys::Promise {
         if with(|s| now_ms() >= s.not_before) {
             flush_pass(&mut settled).await;
         }
-        let mine = settled.iter().find(|(i, _)| *i == id).map(|(_, o)| *o);
+        let mine = with(|s| s.recent.iter().rev().find(|(i, _)| *i == id).map(|(_, o)| *o));
         let still_queued = with(|s| s.store.load().contains(&id));
         let delivery = match mine {
             Some(Outcome::Rejected) => "rejected",

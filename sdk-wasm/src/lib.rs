@@ -18,6 +18,12 @@ pub mod policy;
 pub mod queue;
 pub mod uuid;
 
+#[cfg(target_arch = "wasm32")]
+mod alloc;
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClassAlloc = alloc::SizeClassAlloc::new();
+
 mod browser;
 mod deliver;
 mod lock;
@@ -28,8 +34,17 @@ use js_sys::{Function, Object, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
+/// Joins string pieces (`[..].concat()` costs a generic 1 KB in the wasm).
+pub(crate) fn cat(parts: &[&str]) -> String {
+    let mut out = String::new();
+    for p in parts {
+        out.push_str(p);
+    }
+    out
+}
+
 fn err(message: &str) -> JsError {
-    JsError::new(&["hourofci: ", message].concat())
+    JsError::new(&cat(&["hourofci: ", message]))
 }
 
 fn not_initialized() -> JsError {
@@ -46,11 +61,10 @@ pub async fn init(options: JsValue) -> Result<(), JsError> {
     for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
         let key = key.as_string().unwrap_or_default();
         if config::unknown_option([key.as_str()]).is_some() {
-            return Err(err(&["unknown option `", &key, "` (known: ", &config::OPTION_NAMES.join(", "), ")"].concat()));
+            return Err(err(&cat(&["unknown option `", &key, "` (known: endpoint, test, userAgent, maxQueue, retryBaseMs, retryCapMs, batchSize)"])));
         }
     }
-    let raw: config::RawOptions = serde_wasm_bindgen::from_value(options)
-        .map_err(|e| err(&String::from(js_sys::Error::from(JsValue::from(e)).message())))?;
+    let raw = read_options(&options).map_err(|m| err(&m))?;
     let cfg = config::Config::from_raw(raw, || md5::md5_hex(&browser::user_agent())).map_err(|m| err(&m))?;
     deliver::with(|s| s.config = Some(cfg));
     deliver::install_hooks();
@@ -61,8 +75,37 @@ pub async fn init(options: JsValue) -> Result<(), JsError> {
     Ok(())
 }
 
+/// Reads the known options off the JS object; `undefined`/`null` mean "not given".
+fn read_options(options: &JsValue) -> Result<config::RawOptions, String> {
+    let get = |name: &str| {
+        let v = js_sys::Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+        (!v.is_undefined() && !v.is_null()).then_some(v)
+    };
+    let wrong = |name: &str, what: &str| cat(&["option `", name, "` must be ", what]);
+    let string = |name: &str| match get(name) {
+        None => Ok(None),
+        Some(v) => v.as_string().map(Some).ok_or_else(|| wrong(name, "a string")),
+    };
+    let number = |name: &str| match get(name) {
+        None => Ok(None),
+        Some(v) => config::whole_number(name, v.as_f64().ok_or_else(|| wrong(name, "a whole number"))?).map(Some),
+    };
+    Ok(config::RawOptions {
+        endpoint: string("endpoint")?,
+        test: match get("test") {
+            None => None,
+            Some(v) => Some(v.as_bool().ok_or_else(|| wrong("test", "true or false"))?),
+        },
+        user_agent: string("userAgent")?,
+        max_queue: number("maxQueue")?,
+        retry_base_ms: number("retryBaseMs")?,
+        retry_cap_ms: number("retryCapMs")?,
+        batch_size: number("batchSize")?,
+    })
+}
+
 fn string_arg(function: &str, name: &str, value: JsValue) -> Result<String, JsError> {
-    value.as_string().ok_or_else(|| err(&[function, ": ", name, " must be a string"].concat()))
+    value.as_string().ok_or_else(|| err(&cat(&[function, ": ", name, " must be a string"])))
 }
 
 /// JSON text of any serializable value (`JSON.stringify`).
@@ -70,7 +113,7 @@ fn json_arg(function: &str, name: &str, value: &JsValue) -> Result<String, JsErr
     js_sys::JSON::stringify(value)
         .ok()
         .and_then(|s| s.as_string())
-        .ok_or_else(|| err(&[function, ": ", name, " must be a string or a JSON-serializable value"].concat()))
+        .ok_or_else(|| err(&cat(&[function, ": ", name, " must be a string or a JSON-serializable value"])))
 }
 
 fn log(function: &str, lesson: JsValue, level: JsValue, question: JsValue, answer: String) -> Result<Promise, JsError> {

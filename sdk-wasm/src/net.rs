@@ -1,9 +1,10 @@
-//! One HTTP request to the collector through `fetch` (gloo-net), reduced to what
+//! One HTTP request to the collector through `fetch` (web-sys), reduced to what
 //! the delivery loop needs: status, `Retry-After`, body text. Never fails:
 //! a network error is a reply without status.
 
 use crate::policy::retry_after_seconds_ms;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
 
 /// Gives up on a request after this long (a hung request would hold the flush lock).
 const REQUEST_TIMEOUT_MS: u32 = 20_000;
@@ -36,14 +37,19 @@ pub async fn post(url: &str, headers: &[(&str, &str)], body: Option<&str>, keepa
     if let Some(b) = body {
         init.set_body(&JsValue::from_str(b));
     }
-    let Ok(request) = web_sys::Request::new_with_str_and_init(url, &init) else { return failed };
-    let Ok(response) = gloo_net::http::Request::from(request).send().await else { return failed };
-    let retry_after_ms = response.headers().get("retry-after").and_then(|v| {
+    let Some(window) = web_sys::window() else { return failed };
+    let Ok(response) = JsFuture::from(window.fetch_with_str_and_init(url, &init)).await else { return failed };
+    let response: web_sys::Response = response.unchecked_into();
+    let retry_after_ms = response.headers().get("retry-after").ok().flatten().and_then(|v| {
         retry_after_seconds_ms(&v).or_else(|| {
             // An HTTP date instead of seconds.
             let at = js_sys::Date::parse(&v);
             (at.is_finite()).then(|| (at - js_sys::Date::now()).clamp(0.0, u32::MAX as f64) as u32)
         })
     });
-    Reply { status: Some(response.status()), retry_after_ms, body: response.text().await.unwrap_or_default() }
+    let body = match response.text() {
+        Ok(p) => JsFuture::from(p).await.ok().and_then(|t| t.as_string()).unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    Reply { status: Some(response.status()), retry_after_ms, body }
 }

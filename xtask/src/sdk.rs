@@ -1,5 +1,205 @@
-//! `cargo xtask sdk`.
+//! `cargo xtask build-sdk`: builds the browser SDK into `js/dist/`.
+//!
+//! Steps: `cargo build` for wasm32-unknown-unknown (profile `wasm-release`: opt-level z,
+//! fat LTO, panic abort), `wasm-bindgen --target web` at exactly the version in
+//! Cargo.lock, `wasm-opt -Oz` from the npm package `binaryen` (Debian's binaryen 108
+//! silently corrupts wasm-bindgen output: binaryen#4711, fixed in 110), then the shim
+//! and types next to them. Prints the gzipped size of what a browser downloads and
+//! fails when it exceeds the budget.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask sdk` is not built yet")
+use crate::util::{self, cargo, output, root};
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// wasm + glue + shim, gzip -9, must stay under this (issue 3).
+pub const BUDGET_GZIP_BYTES: usize = 40 * 1024;
+/// Oldest binaryen whose output works with wasm-bindgen (table export index fix).
+const MIN_BINARYEN: u32 = 110;
+
+const HELP: &str = "\
+cargo xtask build-sdk [--dev]
+
+Builds the browser SDK into js/dist/ (hourofci-log.js is the entry) and prints the
+gzipped size of everything a browser downloads. Installs what is missing first:
+the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, npm binaryen.
+  --dev   unoptimized build (no wasm-opt, no size budget): faster, for debugging
+";
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut release = true;
+    for a in args {
+        match a.as_str() {
+            "--dev" => release = false,
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(());
+            }
+            other => bail!("unknown option `{other}`\n\n{HELP}"),
+        }
+    }
+    let dist = build(release)?;
+    println!("SDK built in {}", dist.display());
+    Ok(())
+}
+
+/// The wasm-bindgen version Cargo.lock resolved (the CLI must be the same).
+pub fn locked_wasm_bindgen_version() -> Result<String> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).context("reading Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "name = \"wasm-bindgen\"" {
+            if let Some(v) = lines.next().and_then(|l| l.trim().strip_prefix("version = \"")) {
+                return Ok(v.trim_end_matches('"').to_string());
+            }
+        }
+    }
+    bail!("wasm-bindgen not found in Cargo.lock (is sdk-wasm a workspace member?)")
+}
+
+fn wasm_opt_path() -> PathBuf {
+    root().join("node_modules/.bin/wasm-opt")
+}
+
+/// Installs the wasm32 target, wasm-bindgen-cli (exact version) and npm binaryen
+/// when missing, and refuses versions known not to work.
+pub fn ensure_toolchain() -> Result<()> {
+    let targets = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !targets.lines().any(|t| t.trim() == "wasm32-unknown-unknown") {
+        util::run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
+    }
+
+    let want = locked_wasm_bindgen_version()?;
+    let have = output(Command::new("wasm-bindgen").arg("--version")).ok();
+    match have.as_deref().and_then(|v| v.split_whitespace().nth(1)) {
+        Some(v) if v == want => {}
+        Some(v) => bail!(
+            "wasm-bindgen CLI {v} differs from the wasm-bindgen {want} in Cargo.lock; \
+             run `cargo install wasm-bindgen-cli --version {want} --force`"
+        ),
+        None => {
+            // Not --locked: its lockfile names a webpki-roots that some index mirrors lack.
+            util::run(cargo().args(["install", "wasm-bindgen-cli", "--version", &want]))?;
+        }
+    }
+
+    if !wasm_opt_path().exists() {
+        util::run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(root()))?;
+    }
+    let version = output(Command::new(wasm_opt_path()).arg("--version"))?;
+    // "wasm-opt version 132 (version_132)"
+    let major: u32 = version
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("cannot read the wasm-opt version from `{version}`"))?;
+    if major < MIN_BINARYEN {
+        bail!("wasm-opt {major} is older than {MIN_BINARYEN} and corrupts wasm-bindgen output; run `npm ci` at the repo root");
+    }
+    Ok(())
+}
+
+/// Builds the SDK into `js/dist` and returns that path. `release`: optimized and
+/// size-checked; otherwise a quick unoptimized build.
+pub fn build(release: bool) -> Result<PathBuf> {
+    ensure_toolchain()?;
+    let root = root();
+    let (profile, profile_dir) = if release { ("wasm-release", "wasm-release") } else { ("dev", "debug") };
+    util::run(cargo().args(["build", "-p", "hourofci-sdk", "--target", "wasm32-unknown-unknown", "--profile", profile]))?;
+    let raw = root.join("target/wasm32-unknown-unknown").join(profile_dir).join("hourofci_sdk.wasm");
+
+    let bindgen_dir = root.join("target/hourofci-sdk-bindgen");
+    let _ = std::fs::remove_dir_all(&bindgen_dir);
+    util::run(
+        Command::new("wasm-bindgen")
+            .args(["--target", "web", "--no-typescript", "--out-name", "hourofci_sdk", "--out-dir"])
+            .arg(&bindgen_dir)
+            .arg(&raw),
+    )?;
+
+    let dist = root.join("js/dist");
+    let _ = std::fs::remove_dir_all(&dist);
+    std::fs::create_dir_all(&dist)?;
+    let wasm_out = dist.join("hourofci_sdk_bg.wasm");
+    if release {
+        util::run(
+            Command::new(wasm_opt_path())
+                .args(["-Oz", "--converge", "--low-memory-unused", "--strip-debug", "--strip-producers"])
+                .arg(bindgen_dir.join("hourofci_sdk_bg.wasm"))
+                .arg("-o")
+                .arg(&wasm_out),
+        )?;
+    } else {
+        std::fs::copy(bindgen_dir.join("hourofci_sdk_bg.wasm"), &wasm_out)?;
+    }
+    let glue = std::fs::read_to_string(bindgen_dir.join("hourofci_sdk.js"))?;
+    let shim = std::fs::read_to_string(root.join("js/hourofci-log.js")).context("reading js/hourofci-log.js")?;
+    let (glue, shim) = if release { (strip_js(&glue), strip_js(&shim)) } else { (glue, shim) };
+    std::fs::write(dist.join("hourofci_sdk.js"), glue)?;
+    std::fs::write(dist.join("hourofci-log.js"), shim)?;
+    std::fs::copy(root.join("js/index.d.ts"), dist.join("index.d.ts")).context("copying js/index.d.ts")?;
+
+    let total = report_sizes(&dist)?;
+    if release && total > BUDGET_GZIP_BYTES {
+        bail!("the SDK is {total} bytes gzipped, over the budget of {BUDGET_GZIP_BYTES}");
+    }
+    Ok(dist)
+}
+
+/// Drops whole-line comments, blank lines and indentation from generated or shim
+/// JavaScript: about 1.2 KB gzipped off the download. Only whole lines are touched,
+/// so code and string literals (no multi-line templates in these files) are unchanged.
+pub fn strip_js(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut in_block = false;
+    for line in source.lines() {
+        let t = line.trim();
+        if in_block {
+            in_block = !t.contains("*/");
+            continue;
+        }
+        if t.starts_with("/*") {
+            in_block = !t.contains("*/");
+            continue;
+        }
+        if t.is_empty() || t.starts_with("//") {
+            continue;
+        }
+        out.push_str(t);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_js;
+
+    #[test]
+    fn strips_only_whole_line_comments_and_indentation() {
+        let src = "/**\n * doc\n */\nexport function f(a) {\n    // note\n    return `${a} // not a comment`; /* kept */\n}\n\n/* one */\nconst u = 'http://x';\n";
+        assert_eq!(strip_js(src), "export function f(a) {\nreturn `${a} // not a comment`; /* kept */\n}\nconst u = 'http://x';\n");
+    }
+}
+
+/// Gzip -9 size of `bytes`.
+pub fn gzip_len(bytes: &[u8]) -> Result<usize> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes)?;
+    Ok(enc.finish()?.len())
+}
+
+/// Prints raw and gzipped sizes of what a browser downloads; returns the gzipped total.
+fn report_sizes(dist: &Path) -> Result<usize> {
+    let mut total = 0;
+    println!("{:<24} {:>9} {:>9}", "js/dist file", "bytes", "gzip -9");
+    for f in ["hourofci_sdk_bg.wasm", "hourofci_sdk.js", "hourofci-log.js"] {
+        let bytes = std::fs::read(dist.join(f))?;
+        let gz = gzip_len(&bytes)?;
+        total += gz;
+        println!("{f:<24} {:>9} {gz:>9}", bytes.len());
+    }
+    println!("{:<24} {:>9} {total:>9}  (budget {BUDGET_GZIP_BYTES})", "downloaded total", "");
+    Ok(total)
 }

@@ -1,0 +1,60 @@
+// Types for hourofci-log (see docs/DESIGN.md, "SDK JavaScript API").
+
+export interface InitOptions {
+  /** Required, e.g. "https://check.hourofci.org:4000" (no trailing slash needed). */
+  endpoint: string;
+  /** true: log to loggingtable_test (paths /test/...). */
+  test?: boolean;
+  /** Default: lowercase MD5 hex of navigator.userAgent. */
+  userAgent?: string;
+  /** Default 1000; over it the oldest events are dropped and counted. */
+  maxQueue?: number;
+  /** Default 1000. */
+  retryBaseMs?: number;
+  /** Default 60000. */
+  retryCapMs?: number;
+  /** Default 100, at most 500. */
+  batchSize?: number;
+}
+
+/** "sent": the collector stored it; "queued": kept, will be retried; "rejected": the collector refused it as invalid. */
+export type Delivery = "sent" | "queued" | "rejected";
+
+export interface StatusEvent {
+  kind: "sent" | "queued" | "dropped" | "rejected";
+  /** Event id (not for "dropped", nor for a batch "sent"). */
+  id?: string;
+  /** How many (for "dropped" and batch "sent"). */
+  count?: number;
+  /** For "rejected": the collector's reason. */
+  reason?: string;
+  /** Queue length after this change. */
+  pending: number;
+}
+
+/** Loads the wasm once; may be called again to reconfigure. Rejects on bad options, naming the option. */
+export function init(options: InitOptions): Promise<void>;
+/** Strings go as they are, other values as their JSON text. */
+export function logAnswer(lesson: string, level: string, question: string, answer: unknown): Promise<Delivery>;
+/** For animation widgets: `detail` is stored as its JSON text. */
+export function logInteraction(lesson: string, level: string, question: string, detail: unknown): Promise<Delivery>;
+export function flush(): Promise<{ sent: number; pending: number }>;
+export function pending(): number;
+/** Returns the unsubscribe function. */
+export function onStatus(callback: (e: StatusEvent) => void): () => void;
+
+declare const hourofci: {
+  init: typeof init;
+  logAnswer: typeof logAnswer;
+  logInteraction: typeof logInteraction;
+  flush: typeof flush;
+  pending: typeof pending;
+  onStatus: typeof onStatus;
+};
+export default hourofci;
+
+declare global {
+  interface Window {
+    hourofci: typeof hourofci;
+  }
+}

@@ -1,0 +1,265 @@
+// End-to-end delivery tests of the browser SDK (js/dist) against the REAL collector
+// on PostgreSQL, in headless Chromium through playwright-core. Nothing is mocked:
+// offline is Chromium's own network emulation, a database outage is PostgreSQL stopped.
+//
+// Run (after `cargo xtask build-sdk`, `cargo build -p hourofci-collector -p testkit`):
+//   node --test sdk-wasm/e2e/
+// Variables (DESIGN.md, "Test drivers"): HOURCI_COLLECTOR_BIN, HOURCI_PGCLUSTER_BIN,
+// HOURCI_SDK_DIST, CHROMIUM, CI (true: a missing prerequisite fails instead of skipping).
+// Fallbacks: target/debug/..., js/dist, /usr/bin/chromium.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { requireAll, startStack, launchBrowser, serveStatic, freePort, waitFor, compareAnswers } from "../../e2e/lib/harness.mjs";
+
+const NEEDS = ["collector", "pgcluster", "sdk", "chromium", "playwright"];
+const pageDir = path.join(path.dirname(fileURLToPath(import.meta.url)), "page");
+const QUEUE_KEY = "hourofci-log:queue:v1";
+
+// One PostgreSQL + collector for the whole file (starting them dominates the run time);
+// every test uses its own answers and its own fresh browser profile.
+let shared = null;
+async function stackFor(t) {
+  const prereq = requireAll(t, NEEDS);
+  if (!prereq) return null;
+  shared ??= (async () => {
+    const pages = await serveStatic(pageDir, await freePort());
+    const stack = await startStack(prereq, { name: "sdk_e2e", allowOrigins: [pages.url] });
+    stack.sdkPages = pages;
+    return stack;
+  })();
+  const stack = await shared;
+  return { prereq, stack };
+}
+
+test.after(async () => {
+  if (!shared) return;
+  const stack = await shared.catch(() => null);
+  if (stack) {
+    await stack.sdkPages.close();
+    await stack.cleanup();
+  }
+});
+
+/** A fresh browser profile with one page that has loaded and initialised the SDK from the collector. */
+async function browserWithSdk(t, env, options = {}, { initScript } = {}) {
+  const { context, close } = await launchBrowser(env.prereq);
+  t.after(close);
+  if (initScript) await context.addInitScript(initScript);
+  const page = await openSdkPage(context, env, options);
+  return { context, page };
+}
+
+async function openSdkPage(context, env, options = {}) {
+  const page = await context.newPage();
+  await page.goto(`${env.stack.sdkPages.url}/index.html`);
+  await page.evaluate(
+    async ({ collector, options }) => {
+      const h = await import(`${collector}/sdk/hourofci-log.js`);
+      window.statuses = [];
+      h.onStatus((e) => window.statuses.push(e));
+      await h.init({ endpoint: collector, retryBaseMs: 200, retryCapMs: 2000, ...options });
+      window.sdk = h;
+    },
+    { collector: env.stack.collector.url, options },
+  );
+  return page;
+}
+
+const log = (page, lesson, question, answer) =>
+  page.evaluate(([l, q, a]) => window.sdk.logAnswer(l, "beginner", q, a), [lesson, question, answer]);
+const pending = (page) => page.evaluate(() => window.sdk.pending());
+const statuses = (page) => page.evaluate(() => window.statuses);
+
+/** Rows whose answer starts with `prefix`, once there are at least `n`. */
+async function rowsWithPrefix(env, prefix, n, describe) {
+  const where = `answer LIKE '${prefix.replace(/'/g, "''")}%'`;
+  return waitFor(
+    async () => {
+      const r = await env.stack.rows("loggingtable", where);
+      return r.length >= n && r;
+    },
+    { timeoutMs: 60_000, describe: async () => `${describe}: ${compareAnswers(await env.stack.rows("loggingtable", where), [])}` },
+  );
+}
+
+/** Every POST that reached the collector (failed offline attempts excluded), with the event ids it carries. */
+function recordPosts(context, collectorUrl) {
+  const posts = [];
+  context.on("requestfinished", (req) => {
+    if (req.method() !== "POST" || !req.url().startsWith(collectorUrl)) return;
+    const key = req.headers()["idempotency-key"];
+    const body = req.postData();
+    const ids = key ? [key] : body ? JSON.parse(body).events.map((e) => e.id) : [];
+    posts.push({ url: req.url(), ids });
+  });
+  return posts;
+}
+
+test("answers with any characters arrive byte for byte, with their client time", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const { page } = await browserWithSdk(t, env);
+  const answers = ["e2e-bytes / ? # % & + \n 😀 naïve \"q\" );", "e2e-bytes 2 %2F..%2F"];
+  for (const a of answers) assert.equal(await log(page, "gateway", "1A", a), "sent");
+  const rows = await rowsWithPrefix(env, "e2e-bytes", 2, "answers");
+  assert.deepEqual(rows.map((r) => r.answer).sort(), [...answers].sort());
+  const ua = await page.evaluate(() => navigator.userAgent);
+  assert.match(rows[0].user_agent, /^[0-9a-f]{32}$/, "default user agent is an MD5 hex");
+  assert.notEqual(rows[0].user_agent, ua);
+  assert.ok(rows.every((r) => r.event_id && r.client_time), "event id and client time stored");
+});
+
+test("events persist across a reload and are delivered by the next page load", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const { context, page } = await browserWithSdk(t, env);
+  // The collector is unreachable for POSTs only, so the page itself can still reload.
+  const block = (route) => (route.request().method() === "POST" ? route.abort("internetdisconnected") : route.continue());
+  await context.route(`${env.stack.collector.url}/**`, block);
+  const answers = ["e2e-reload one", "e2e-reload two"];
+  for (const a of answers) assert.equal(await log(page, "gateway", "2B", a), "queued");
+  const stored = await page.evaluate((k) => localStorage.getItem(k), QUEUE_KEY);
+  for (const a of answers) assert.ok(stored.includes(a), `${a} stored in localStorage`);
+  await page.close();
+  await context.unroute(`${env.stack.collector.url}/**`, block);
+
+  const next = await openSdkPage(context, env);
+  const rows = await rowsWithPrefix(env, "e2e-reload", 2, "after reload");
+  assert.equal(compareAnswers(rows, answers), "");
+  await waitFor(async () => (await pending(next)) === 0, { describe: "queue empties after delivery" });
+});
+
+test("offline then online delivers everything exactly once", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const { context, page } = await browserWithSdk(t, env);
+  const posts = recordPosts(context, env.stack.collector.url);
+  await context.setOffline(true);
+  const answers = Array.from({ length: 7 }, (_, i) => `e2e-offline ${i} /?#%\n`);
+  for (const a of answers) assert.equal(await log(page, "big-data", "3C", a), "queued");
+  assert.equal(await pending(page), 7);
+  const queued = (await statuses(page)).filter((s) => s.kind === "queued");
+  assert.equal(queued.length, 7, "each answer reported as queued");
+  await context.setOffline(false); // the `online` event triggers delivery; no flush() call
+  const rows = await rowsWithPrefix(env, "e2e-offline", 7, "after going online");
+  assert.equal(compareAnswers(rows, answers), "");
+  await waitFor(async () => (await pending(page)) === 0, { describe: "queue empties" });
+  assert.deepEqual(await page.evaluate(() => window.sdk.flush()), { sent: 0, pending: 0 });
+  assert.equal((await env.stack.rows("loggingtable", "answer LIKE 'e2e-offline%'")).length, 7, "no duplicates later");
+  assert.ok(posts.some((p) => p.url.endsWith("/batch")), "a backlog goes through /batch");
+});
+
+test("a database outage (503) is retried until it recovers", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const { page } = await browserWithSdk(t, env);
+  await env.stack.pg.command("stop");
+  let restarted = false;
+  t.after(async () => {
+    if (!restarted) await env.stack.pg.command("start");
+  });
+  assert.equal(await log(page, "geospatial-data", "4D", "e2e-outage 1"), "queued");
+  await env.stack.pg.command("start");
+  restarted = true;
+  const rows = await rowsWithPrefix(env, "e2e-outage", 1, "after the database came back");
+  assert.equal(rows.length, 1);
+  await waitFor(async () => (await pending(page)) === 0, { describe: "queue empties" });
+});
+
+test("an invalid event is rejected, reported through onStatus and never retried", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const { context, page } = await browserWithSdk(t, env);
+  const posts = recordPosts(context, env.stack.collector.url);
+  assert.equal(await log(page, "nope", "1A", "e2e-invalid"), "rejected");
+  const rejected = (await statuses(page)).filter((s) => s.kind === "rejected");
+  assert.equal(rejected.length, 1);
+  assert.ok(rejected[0].id && rejected[0].reason, `reason given: ${JSON.stringify(rejected[0])}`);
+  assert.equal(rejected[0].pending, 0);
+  assert.equal(await pending(page), 0);
+  assert.deepEqual(await page.evaluate(() => window.sdk.flush()), { sent: 0, pending: 0 });
+  // A valid answer afterwards goes out alone: the rejected one is not resent with it.
+  assert.equal(await log(page, "gateway", "1A", "e2e-invalid-then-valid"), "sent");
+  assert.equal(posts.filter((p) => p.ids.includes(rejected[0].id)).length, 1, "sent once, never retried");
+  assert.equal((await env.stack.rows("loggingtable", "answer = 'e2e-invalid'")).length, 0);
+});
+
+test("full localStorage: answers are kept in memory and still delivered", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const { context, page } = await browserWithSdk(t, env);
+  const filled = await page.evaluate(() => {
+    const chunk = "x".repeat(256 * 1024);
+    let n = 0;
+    try {
+      for (;;) localStorage.setItem(`filler-${n++}`, chunk);
+    } catch {}
+    try {
+      for (let i = 0; ; i++) localStorage.setItem(`f-${i}`, "y".repeat(64));
+    } catch {}
+    return n;
+  });
+  assert.ok(filled > 1, "localStorage filled up");
+  await context.setOffline(true);
+  for (const a of ["e2e-full 1", "e2e-full 2"]) assert.equal(await log(page, "gateway", "5E", a), "queued");
+  assert.equal(await pending(page), 2);
+  assert.equal(await page.evaluate((k) => localStorage.getItem(k), QUEUE_KEY), null, "nothing fitted in localStorage");
+  await context.setOffline(false);
+  const rows = await rowsWithPrefix(env, "e2e-full", 2, "full storage");
+  assert.equal(compareAnswers(rows, ["e2e-full 1", "e2e-full 2"]), "");
+  assert.equal(await log(page, "gateway", "5E", "e2e-full 3"), "sent");
+});
+
+test("missing localStorage (disabled): the SDK still works", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const disable = () =>
+    Object.defineProperty(window, "localStorage", {
+      get() {
+        throw new DOMException("The user denied storage", "SecurityError");
+      },
+    });
+  const { context, page } = await browserWithSdk(t, env, {}, { initScript: disable });
+  await assert.rejects(page.evaluate(() => localStorage), /SecurityError|denied/, "storage really is disabled");
+  assert.equal(await log(page, "gateway", "6F", "e2e-nostorage 1"), "sent");
+  const rows = await rowsWithPrefix(env, "e2e-nostorage", 1, "without localStorage");
+  assert.equal(rows.length, 1);
+  assert.deepEqual(context.pageErrors, []);
+});
+
+for (const locks of ["Web Locks", "localStorage lease"]) {
+  test(`two tabs do not double-send (${locks})`, async (t) => {
+    const env = await stackFor(t);
+    if (!env) return;
+    // Without Web Locks the SDK falls back to a lease in localStorage.
+    const noLocks = () => Object.defineProperty(Navigator.prototype, "locks", { get: () => undefined });
+    const { context, page: tabA } = await browserWithSdk(t, env, {}, locks === "Web Locks" ? {} : { initScript: noLocks });
+    const tabB = await openSdkPage(context, env);
+    assert.equal(await tabB.evaluate(() => "locks" in navigator && !!navigator.locks), locks === "Web Locks");
+    const posts = recordPosts(context, env.stack.collector.url);
+    const prefix = `e2e-tabs ${locks}`;
+    await context.setOffline(true);
+    const answers = [];
+    for (let i = 0; i < 4; i++) {
+      for (const [name, tab] of [["A", tabA], ["B", tabB]]) {
+        const a = `${prefix} ${name}${i}`;
+        answers.push(a);
+        assert.equal(await log(tab, "spatial-thinking", "7G", a), "queued");
+      }
+    }
+    assert.equal(await pending(tabA), 8, "one queue shared by both tabs");
+    await context.setOffline(false); // both tabs see `online` and both try to flush
+    const rows = await rowsWithPrefix(env, prefix, 8, "two tabs");
+    assert.equal(compareAnswers(rows, answers), "");
+    await waitFor(async () => (await pending(tabA)) === 0 && (await pending(tabB)) === 0, { describe: "both tabs see an empty queue" });
+    const sends = new Map();
+    for (const p of posts) for (const id of p.ids) sends.set(id, (sends.get(id) || 0) + 1);
+    const twice = [...sends].filter(([, n]) => n > 1);
+    assert.deepEqual(twice, [], "no event was sent by both tabs");
+    assert.equal(sends.size, 8);
+  });
+}
