@@ -25,7 +25,7 @@ import anywidget
 import ipywidgets
 import traitlets
 from IPython import get_ipython
-from IPython.display import HTML, display
+from IPython.display import HTML, Javascript, display
 
 DEFAULT_ENDPOINT = "https://check.hourofci.org:4000"
 LESSONS = {
@@ -313,6 +313,10 @@ def start(lesson=None, level=None, *, endpoint=None, test=None):
     if shell is not None:
         shell.events.register("post_run_cell", current._after_cell)
     _active = current
+    # Published at once for JavaScript cells: the widget's module loads asynchronously, and
+    # with "Run All" the next cell's JavaScript may run before it.
+    settings = json.dumps(current._settings()).replace("</", "<\\/")
+    display(Javascript(f"window.hourofciLesson = {settings};"))
     display(current.logger)
     return current
 
