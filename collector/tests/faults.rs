@@ -407,6 +407,13 @@ fn sqlite_on_a_full_disk_answers_503_with_a_log_line_and_no_panic() {
     );
     assert_eq!(full.status, 503);
     assert!(full.header("retry-after").is_some() && full.json_error().is_some());
+    // Exactly the acknowledged events are stored; the refused one is not.
+    let rows: i64 = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display())).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM loggingtable").fetch_one(&pool).await.unwrap()
+    });
+    eprintln!("disk full: rows {rows}");
+    assert_eq!(rows, written);
     // Still serving, no panic, and the reason is in the log.
     assert_eq!(raw_get(addr, "/").map(|r| r.status), Some(200));
     assert!(proc.child.try_wait().unwrap().is_none(), "the collector died");
