@@ -419,7 +419,7 @@ fn sqlite_on_a_full_disk_answers_503_with_a_log_line_and_no_panic() {
     assert!(proc.child.try_wait().unwrap().is_none(), "the collector died");
     let log = proc.log_text();
     assert!(!log.contains("panicked"), "panic:\n{log}");
-    let line = log.lines().filter(|l| l.contains("full")).last();
+    let line = log.lines().rfind(|l| l.contains("full"));
     eprintln!("log: {line:?}");
     assert!(line.is_some(), "no log line names the full disk:\n{log}");
 }
@@ -453,7 +453,7 @@ fn sqlite_file_read_only_at_start_answers_503_with_a_log_line_and_no_panic() {
     let mut proc = CollectorProc::spawn_as(addr, &args, &log, &data, Some((uid, gid)));
     proc.wait_serving(Duration::from_secs(30));
     let refused = post_status(addr, "while read-only");
-    let line = proc.log_text().lines().filter(|l| l.contains("readonly") || l.contains("read-only")).last().map(str::to_string);
+    let line = proc.log_text().lines().rfind(|l| l.contains("readonly") || l.contains("read-only")).map(str::to_string);
     eprintln!("read-only file: {} {}; log: {line:?}", refused.status, refused.text());
     assert_eq!(refused.status, 503);
     assert!(refused.header("retry-after").is_some() && refused.json_error().is_some());

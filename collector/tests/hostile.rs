@@ -105,7 +105,7 @@ fn cases() -> Vec<Case> {
     add("overlong UTF-8 slash (%C0%AF) in the answer", post_event(&seg("", "%C0%AF"), id(), ""), Expect::Json(422, Some("answer")));
     add("invalid UTF-8 (%C3%28) in the lesson", post_event(&format!("/{UA}/%C3%28/beginner/1A/x"), id(), ""), Expect::Json(422, Some("lesson")));
     add("NUL (%00) in the answer", post_event(&seg("", "a%00b"), id(), ""), Expect::Json(422, Some("answer")));
-    add("NUL (%00) in the user agent (legacy GET)", get(&format!("/u%00a/gateway/beginner/1A/x"), ""), Expect::Json(404, Some("user_agent")));
+    add("NUL (%00) in the user agent (legacy GET)", get("/u%00a/gateway/beginner/1A/x", ""), Expect::Json(404, Some("user_agent")));
     add("raw NUL byte in the request line", b"GET /a\0b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), Expect::Transport(400));
     add("raw non-ASCII bytes in the path", b"GET /\xff\xfe/gateway/beginner/1A/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), Expect::Transport(400));
     add("`..` as the lesson", post_event(&format!("/{UA}/../beginner/1A/x"), id(), ""), Expect::Json(422, Some("lesson")));
