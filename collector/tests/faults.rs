@@ -164,7 +164,25 @@ async fn sigterm_commits_in_flight_and_queued_events_and_refuses_new_connections
             (id.to_string(), res.map(|r| r.status().as_u16()).unwrap_or(0))
         }));
     }
-    sleep_ms(500).await; // every request has reached the collector and waits for its commit
+    // Every request has reached the collector and waits for its commit.
+    let queued = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = raw_get(addr, "/metrics").map(|r| r.text()).unwrap_or_default();
+            let queued: i64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("hourofci_queued_events "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if queued >= EVENTS as i64 || Instant::now() > deadline {
+                return queued;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(queued, EVENTS as i64, "not every request reached the write queue");
     assert_eq!(done.load(Ordering::SeqCst), 0, "requests finished before the signal; the delay is too short");
     proc.signal(libc::SIGTERM);
 
