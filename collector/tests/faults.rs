@@ -84,6 +84,36 @@ async fn postgres_restarts_while_events_flow_lose_and_duplicate_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn database_connections_cut_mid_flow_lose_and_duplicate_nothing() {
+    let pg = Pg::start().await;
+    // Every connection to PostgreSQL goes through the proxy, which resets them all at
+    // once: statements and commits in flight are cut, some after the commit happened.
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], pg.cluster.port()))).unwrap();
+    let url = pg.writer_url_via(proxy.port());
+    let args = serve_args(&[
+        "--bind", "127.0.0.1:0", "--database-url", &url, "--db-timeout-ms", "2000", "--rate-limit-per-second", "0",
+    ]);
+    let server = hourofci_collector::start(&args).await.expect("start collector");
+    let fleet = Fleet::start(Arc::new(Mutex::new(server.url())), 16, Duration::from_secs(60));
+    wait_for_progress(&fleet, 50, Duration::from_secs(30)).await;
+    for _ in 0..8 {
+        proxy.sever_all();
+        wait_for_progress(&fleet, 20, Duration::from_secs(30)).await;
+    }
+    let report = fleet.finish().await;
+    let stored = pg.stored_ids("loggingtable");
+    eprintln!(
+        "connections cut 8 times: {}; rows {}; proxy accepted {} connections",
+        report.summary(),
+        stored.values().sum::<u64>(),
+        proxy.connections_accepted()
+    );
+    assert!(proxy.connections_accepted() > 8, "the collector never reconnected");
+    assert_exactly_once(&report, &stored);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn collector_sigkill_while_events_flow_then_restart_loses_and_duplicates_nothing_postgres() {
     let pg = Pg::start().await;
     let url = pg.writer_url();
