@@ -15,6 +15,9 @@ const LOCK_NAME: &str = "hourofci-log:flush";
 const LEASE_KEY: &str = "hourofci-log:lease:v1";
 /// How long a lease holds when its tab vanishes without releasing it.
 const LEASE_MS: u64 = 30_000;
+/// Time for another tab's localStorage writes to reach this tab (other process):
+/// waited after taking the lock, and before a new lease counts.
+const SETTLE_MS: u32 = 60;
 
 thread_local! {
     /// Settles when the last in-tab holder is done.
@@ -48,14 +51,26 @@ async fn cross_tab<T>(ls: &Storage, work: impl Future<Output = T>) -> T {
         });
         if request.call2(&locks, &JsValue::from_str(LOCK_NAME), &callback).is_ok() {
             let _ = JsFuture::from(acquired).await;
+            // The lock is granted at once, but the previous holder's localStorage writes
+            // reach this tab's copy (another process) a moment later; without this pause
+            // a tab could resend what the other just delivered (harmless, but wasteful).
+            sleep(SETTLE_MS).await;
             let out = work.await;
             let _ = release.call0(&JsValue::NULL);
             return out;
         }
     }
     let me = TAB_ID.with(|t| t.clone());
-    while !take_lease(ls, &me) {
-        sleep(50).await;
+    loop {
+        if take_lease(ls, &me) {
+            // Tabs in other processes see localStorage writes a little later: if two
+            // wrote at once, the last write wins everywhere after this pause.
+            sleep(SETTLE_MS).await;
+            if lease_holder(ls).is_some_and(|(owner, _)| owner == me) {
+                break;
+            }
+        }
+        sleep(SETTLE_MS).await;
     }
     let out = work.await;
     if lease_holder(ls).is_some_and(|(owner, _)| owner == me) {
