@@ -78,6 +78,11 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn record_request(&self, route: &'static str, method: &str, status: u16) {
+        // Clients choose the method string: keep the label set bounded.
+        let method = match method {
+            "GET" | "POST" | "OPTIONS" | "HEAD" | "PUT" | "DELETE" | "PATCH" => method,
+            _ => "OTHER",
+        };
         let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry((route, method.to_string(), status)).or_default() += 1;
     }
@@ -161,11 +166,14 @@ mod tests {
         let m = Metrics::default();
         m.record_request("event", "POST", 201);
         m.record_request("event", "POST", 201);
+        m.record_request("event", "BREW", 405);
+        m.record_request("event", "SPAM", 405);
         m.write_seconds.observe(0.003);
         m.duplicates.add(4);
         let text = m.render();
         assert_eq!(sample(&text, "hourofci_events_duplicate_total"), Some(4.0));
         assert_eq!(sample(&text, "hourofci_http_requests_total{route=\"event\",method=\"POST\",status=\"201\"}"), Some(2.0));
+        assert_eq!(sample(&text, "hourofci_http_requests_total{route=\"event\",method=\"OTHER\",status=\"405\"}"), Some(2.0));
         assert_eq!(sample(&text, "hourofci_write_seconds_bucket{le=\"0.002\"}"), Some(0.0));
         assert_eq!(sample(&text, "hourofci_write_seconds_bucket{le=\"0.005\"}"), Some(1.0));
         assert_eq!(sample(&text, "hourofci_write_seconds_count"), Some(1.0));
