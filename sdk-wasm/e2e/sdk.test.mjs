@@ -153,6 +153,61 @@ test("offline then online delivers everything exactly once", async (t) => {
   assert.ok(posts.some((p) => p.url.endsWith("/batch")), "a backlog goes through /batch");
 });
 
+test("a backlog larger than batchSize goes out through /batch in chunks, oldest first", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const { context, page } = await browserWithSdk(t, env, { batchSize: 40 });
+  const posts = recordPosts(context, env.stack.collector.url);
+  await context.setOffline(true);
+  const answers = Array.from({ length: 95 }, (_, i) => `e2e-backlog ${String(i).padStart(3, "0")}`);
+  const deliveries = await page.evaluate((list) => Promise.all(list.map((a) => window.sdk.logAnswer("big-data", "advanced", "8H", a))), answers);
+  assert.ok(deliveries.every((d) => d === "queued"));
+  await context.setOffline(false);
+  const rows = await rowsWithPrefix(env, "e2e-backlog", 95, "backlog");
+  assert.equal(compareAnswers(rows, answers), "");
+  assert.deepEqual(rows.map((r) => r.answer), answers, "stored in the order answered (oldest first)");
+  const batches = posts.filter((p) => p.url.endsWith("/batch"));
+  assert.ok(batches.length >= 3, `95 events in chunks of at most 40: ${batches.length} batches`);
+  assert.ok(batches.every((b) => b.ids.length <= 40));
+});
+
+test("over maxQueue the oldest are dropped, reported, and counted at the collector", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const metric = async () => {
+    const text = await (await fetch(`${env.stack.collector.url}/metrics`)).text();
+    const line = text.split("\n").find((l) => l.startsWith("hourofci_client_dropped_events_total"));
+    return line ? Number(line.split(/\s+/).pop()) : 0;
+  };
+  const before = await metric();
+  const { context, page } = await browserWithSdk(t, env, { maxQueue: 3 });
+  await context.setOffline(true);
+  const answers = Array.from({ length: 5 }, (_, i) => `e2e-drop ${i}`);
+  for (const a of answers) assert.equal(await log(page, "gateway", "9I", a), "queued");
+  assert.equal(await pending(page), 3);
+  const dropped = (await statuses(page)).filter((s) => s.kind === "dropped");
+  assert.deepEqual(dropped.map((d) => [d.count, d.pending]), [[1, 3], [1, 3]]);
+  await context.setOffline(false);
+  const rows = await rowsWithPrefix(env, "e2e-drop", 3, "newest three");
+  assert.equal(compareAnswers(rows, answers.slice(2)), "", "the newest three are kept");
+  await waitFor(async () => (await metric()) >= before + 2, { describe: async () => `dropped metric ${await metric()}, was ${before}` });
+});
+
+test("pending events go out with keepalive when the page is closed", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  // Retries a minute apart: after the first failure nothing but pagehide sends again.
+  const { context, page } = await browserWithSdk(t, env, { retryBaseMs: 60_000, retryCapMs: 60_000 });
+  const block = (route) => (route.request().method() === "POST" ? route.abort("internetdisconnected") : route.continue());
+  await context.route(`${env.stack.collector.url}/**`, block);
+  assert.equal(await log(page, "gateway", "1B", "e2e-pagehide"), "queued");
+  await context.unroute(`${env.stack.collector.url}/**`, block);
+  // No flush and no other page: only the pagehide/visibilitychange send can deliver it.
+  await page.close({ runBeforeUnload: true });
+  const rows = await rowsWithPrefix(env, "e2e-pagehide", 1, "sent on pagehide");
+  assert.equal(rows.length, 1);
+});
+
 test("a database outage (503) is retried until it recovers", async (t) => {
   const env = await stackFor(t);
   if (!env) return;
