@@ -58,16 +58,39 @@ pub fn with<R>(f: impl FnOnce(&mut Sdk) -> R) -> R {
 }
 
 /// What `onStatus` callbacks receive (`StatusEvent` in index.d.ts).
-#[derive(Serialize, Default)]
+#[derive(Default)]
 pub struct Status<'a> {
     pub kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
     pub pending: u32,
+}
+
+/// Written as a map, not derived: serde-wasm-bindgen's struct path interns field
+/// names in a hash map, about 4 KB of wasm; its map path (as a plain object) does not.
+impl Serialize for Status<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("kind", self.kind)?;
+        if let Some(id) = self.id {
+            map.serialize_entry("id", id)?;
+        }
+        if let Some(count) = self.count {
+            map.serialize_entry("count", &count)?;
+        }
+        if let Some(reason) = self.reason {
+            map.serialize_entry("reason", reason)?;
+        }
+        map.serialize_entry("pending", &self.pending)?;
+        map.end()
+    }
+}
+
+/// A JS value from anything serializable, maps as plain objects.
+pub fn to_js<T: Serialize>(value: &T) -> Option<JsValue> {
+    value.serialize(&serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true)).ok()
 }
 
 pub fn emit(status: Status) {
@@ -75,7 +98,7 @@ pub fn emit(status: Status) {
     if listeners.is_empty() {
         return;
     }
-    let Ok(value) = serde_wasm_bindgen::to_value(&status) else { return };
+    let Some(value) = to_js(&status) else { return };
     for f in listeners {
         // A throwing callback is the lesson's bug; it must not stop delivery.
         let _ = f.call1(&JsValue::NULL, &value);

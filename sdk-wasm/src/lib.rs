@@ -151,10 +151,21 @@ pub fn log_interaction(lesson: JsValue, level: JsValue, question: JsValue, detai
     log("logInteraction", lesson, level, question, text)
 }
 
-#[derive(serde::Serialize)]
+
+/// `flush()`'s result, `{sent, pending}`.
 struct FlushResult {
     sent: u32,
     pending: u32,
+}
+
+impl serde::Serialize for FlushResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("sent", &self.sent)?;
+        map.serialize_entry("pending", &self.pending)?;
+        map.end()
+    }
 }
 
 /// `flush()`: tries to send everything now; resolves to `{sent, pending}`.
@@ -164,7 +175,8 @@ pub async fn flush() -> Result<JsValue, JsError> {
         return Err(not_initialized());
     }
     let (sent, pending) = deliver::flush_now().await;
-    serde_wasm_bindgen::to_value(&FlushResult { sent, pending }).map_err(|_| err("flush: could not build the result"))
+    // `{sent, pending}` (a map serializes to a plain object, see `deliver::Status`).
+    deliver::to_js(&FlushResult { sent, pending }).ok_or_else(|| err("flush: could not build the result"))
 }
 
 /// `pending()`: how many events wait in the queue (all tabs of this origin).

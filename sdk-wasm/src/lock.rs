@@ -46,11 +46,24 @@ async fn cross_tab<T>(ls: &Storage, work: impl Future<Output = T>) -> T {
         let (acquired, on_acquired) = deferred();
         let (held, release) = deferred();
         let callback = Closure::once_into_js(move |_lock: JsValue| -> JsValue {
-            let _ = on_acquired.call0(&JsValue::NULL);
+            let _ = on_acquired.call1(&JsValue::NULL, &JsValue::TRUE);
             held.into()
         });
-        if request.call2(&locks, &JsValue::from_str(LOCK_NAME), &callback).is_ok() {
-            let _ = JsFuture::from(acquired).await;
+        // `request` rejects instead of granting in some contexts (opaque origins):
+        // then `granted` ends false and the lease below is used instead.
+        let granted = request.call2(&locks, &JsValue::from_str(LOCK_NAME), &callback).ok().and_then(|done| {
+            let refused = Closure::once_into_js(|_error: JsValue| JsValue::FALSE);
+            let catch = Reflect::get(&done, &JsValue::from_str("catch")).ok()?.dyn_into::<Function>().ok()?;
+            let refused = catch.call1(&done, &refused).ok()?;
+            let either = js_sys::Array::new();
+            either.push(&acquired);
+            either.push(&refused);
+            Some(Promise::race(&either))
+        });
+        if let Some(granted) = granted {
+            if JsFuture::from(granted).await.ok().and_then(|v| v.as_bool()) != Some(true) {
+                return lease(ls, work).await;
+            }
             // The lock is granted at once, but the previous holder's localStorage writes
             // reach this tab's copy (another process) a moment later; without this pause
             // a tab could resend what the other just delivered (harmless, but wasteful).
@@ -60,6 +73,11 @@ async fn cross_tab<T>(ls: &Storage, work: impl Future<Output = T>) -> T {
             return out;
         }
     }
+    lease(ls, work).await
+}
+
+/// The fallback without Web Locks: a lease in localStorage that expires if its tab vanishes.
+async fn lease<T>(ls: &Storage, work: impl Future<Output = T>) -> T {
     let me = TAB_ID.with(|t| t.clone());
     loop {
         if take_lease(ls, &me) {
