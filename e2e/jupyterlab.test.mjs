@@ -75,6 +75,8 @@ async function startJupyterLab(bin, { root, port, env }) {
 }
 
 
+const FREE_TEXT = "a/b? #1 100% \"sure\"\nsecond line 🌍";
+
 // One PostgreSQL, collector and Jupyter server for both front ends; each front end opens
 // its own copy of the lesson, kept in a different folder layout so that each copy's rows
 // carry their own lesson and level (and both path conventions are exercised).
@@ -150,7 +152,7 @@ async function runExampleLesson(t, prereq, { frontEnd, urlPath, copy }) {
 
   const failed = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']");
   const submit = page.locator(".hourofci-submit-button");
-  await submit.waitFor({ timeout: 120_000 }).catch(async () => {
+  await submit.nth(1).waitFor({ timeout: 120_000 }).catch(async () => {
     await shot("no-submit");
     const errors = await failed.allTextContents();
     throw new Error(`${frontEnd}: the Submit widget never rendered after Run All.\nCell errors: ${errors.join("\n") || "(none)"}\nJupyter log:\n${lab.tail(20)}`);
@@ -161,11 +163,19 @@ async function runExampleLesson(t, prereq, { frontEnd, urlPath, copy }) {
     describe: async () => `${frontEnd}: the lesson status line says: ${await page.locator(".hourofci-status").first().textContent()}; collector log:\n${stack.collector.logTail(10)}`,
   });
 
+  // The first Submit reads the RadioButtons above it; the second has its own text box.
   await page.getByRole("radio", { name: "A supercomputer" }).check();
-  await submit.click();
-  await waitFor(async () => (await page.locator(".hourofci-submit-status").textContent()) !== "", { describe: `${frontEnd}: the Submit widget never reported what happened` });
-  const submitStatus = await page.locator(".hourofci-submit-status").textContent();
-  assert.equal(submitStatus, "Submitted.", `${frontEnd}: the Submit widget should say the answer was recorded, it says: ${submitStatus}`);
+  const submitted = async (index) => {
+    const status = page.locator(".hourofci-submit-status").nth(index);
+    await waitFor(async () => (await status.textContent()) !== "", { describe: `${frontEnd}: Submit widget ${index + 1} never reported what happened` });
+    const text = await status.textContent();
+    assert.equal(text, "Submitted.", `${frontEnd}: Submit widget ${index + 1} should say the answer was recorded, it says: ${text}`);
+  };
+  await submit.nth(0).click();
+  await submitted(0);
+  await page.locator(".hourofci-submit textarea").fill(FREE_TEXT);
+  await submit.nth(1).click();
+  await submitted(1);
 
   // The animation is inlined in an iframe; answer its first task there.
   const animation = page.frameLocator(".hourofci-animation iframe");
@@ -178,6 +188,7 @@ async function runExampleLesson(t, prereq, { frontEnd, urlPath, copy }) {
   const expected = [
     ["4A", "answered from a JavaScript cell", "the JavaScript cell"],
     ["5A", "A supercomputer", "the Submit widget"],
+    ["7A", FREE_TEXT, "the Submit widget's own text box"],
     ["6A", "run", "running the cell tagged 6A"],
     ["1A", "true", "the animation in the iframe"],
   ];
