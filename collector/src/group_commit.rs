@@ -1,8 +1,8 @@
 //! Group commit: THE write path. Requests put their events on a bounded queue; each of
-//! `writers` tasks takes whatever has queued (up to `max_events`, waiting at most
-//! `max_wait` for more) and commits it in one transaction, then answers every request
-//! of the group. So a commit is never spent on a single event when others are waiting,
-//! and throughput tracks the database's commit rate times the group size.
+//! `writers` tasks takes whatever has queued (up to `max_events`) and commits it in one
+//! transaction, then answers every request of the group. So a commit is never spent on
+//! a single event when others are waiting, and throughput tracks the database's commit
+//! rate times the group size. A writer waits at most `max_wait` for a group to fill.
 //!
 //! - Bounded: the queue holds at most `queue_capacity` events; beyond that a request is
 //!   refused at once ([`SubmitError::QueueFull`], answered 503) instead of growing memory.
@@ -243,8 +243,12 @@ impl Writer {
         Some(jobs)
     }
 
-    async fn commit(&self, jobs: Vec<Job>) {
-        let events: Vec<NewEvent> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+    async fn commit(&self, mut jobs: Vec<Job>) {
+        let mut events: Vec<NewEvent> = Vec::with_capacity(jobs.iter().map(|j| j.events.len()).sum());
+        let sizes: Vec<usize> = jobs.iter().map(|j| j.events.len()).collect();
+        for job in &mut jobs {
+            events.append(&mut job.events);
+        }
         let started = Instant::now();
         let result = match tokio::time::timeout(self.config.db_timeout, self.store.write_group(&events)).await {
             Ok(Ok(outcomes)) if outcomes.len() == events.len() => Ok(outcomes),
@@ -258,8 +262,8 @@ impl Writer {
             Ok(outcomes) => {
                 self.metrics.record_commit(&events, &outcomes);
                 let mut rest = outcomes.into_iter();
-                for job in jobs {
-                    let mine: Vec<Outcome> = rest.by_ref().take(job.events.len()).collect();
+                for (job, size) in jobs.into_iter().zip(sizes) {
+                    let mine: Vec<Outcome> = rest.by_ref().take(size).collect();
                     let _ = job.reply.send(Ok(mine));
                 }
             }
