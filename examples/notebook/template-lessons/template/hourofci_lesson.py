@@ -20,6 +20,7 @@ import json
 import os
 import re
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 import anywidget
 import ipywidgets
@@ -98,6 +99,9 @@ function initialize({ model }) {
   );
   const onMessage = async (msg) => {
     if (!msg || msg.kind !== "run") return;
+    // Every open view of the notebook gets the message; only the one that ran the cell logs.
+    const mine = model.widget_manager?.kernel?.clientId;
+    if (msg.client && mine && msg.client !== mine) return;
     const sdk = await ready;
     if (sdk) await sdk.logAnswer(model.get("lesson"), model.get("level"), msg.question, "run");
   };
@@ -248,7 +252,7 @@ class Lesson:
             raise ValueError(f"question must look like 1A..9Z, got {question!r}")
         return SubmitButton(question=question, source=source, description=description, **self._settings())
 
-    def animation(self, src, height=620, question=None):
+    def animation(self, src, height=620):
         """Show an HTML animation in an iframe that reports through the SDK.
 
         ``src`` is either an http(s) URL (the lesson settings are added as query
@@ -290,9 +294,15 @@ class Lesson:
     def _after_cell(self, result):
         if self.logger is None:
             return
-        for tag in self._tags(result.info):
-            if QUESTION_ID.fullmatch(tag):
-                self.logger.send({"kind": "run", "question": tag})
+        questions = [tag for tag in self._tags(result.info) if QUESTION_ID.fullmatch(tag)]
+        if not questions:
+            return
+        # The browser connection that asked for this execution (its kernel client id).
+        kernel = getattr(get_ipython(), "kernel", None)
+        parent = kernel.get_parent() if kernel is not None and hasattr(kernel, "get_parent") else {}
+        client = (parent or {}).get("header", {}).get("session")
+        for question in questions:
+            self.logger.send({"kind": "run", "question": question, "client": client})
 
 
 _active: Lesson | None = None
@@ -322,8 +332,6 @@ def start(lesson=None, level=None, *, endpoint=None, test=None):
 
 
 def _quote(value):
-    from urllib.parse import quote
-
     return quote(str(value), safe="")
 
 
