@@ -212,22 +212,23 @@ pub fn parse_batch(body: &[u8], max_events: usize) -> Result<BatchRequest, Inval
 }
 
 fn parse_batch_event(value: Value) -> BatchItem {
-    let Value::Object(obj) = value else {
+    let Value::Object(mut obj) = value else {
         return BatchItem::Unreadable { id: String::new(), reason: Invalid::field("event", "each event must be an object") };
     };
     let raw_id = obj.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-    let text = |field: &'static str| -> Result<String, Invalid> {
-        match obj.get(field) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            _ => Err(Invalid::field(field, format!("\"{field}\" must be a string"))),
-        }
-    };
     let parsed = (|| {
         let id = parse_event_id(&raw_id)?;
         let client_time = match obj.get("client_time") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(parse_client_time(s)?),
             Some(_) => return Err(Invalid::field("client_time", "\"client_time\" must be an RFC 3339 string")),
+        };
+        // Take the strings out of the parsed object rather than copy them.
+        let mut text = |field: &'static str| -> Result<String, Invalid> {
+            match obj.remove(field) {
+                Some(Value::String(s)) => Ok(s),
+                _ => Err(Invalid::field(field, format!("\"{field}\" must be a string"))),
+            }
         };
         Ok(NewEvent {
             id: Some(id),
