@@ -144,6 +144,7 @@ test("offline then online delivers everything exactly once", async (t) => {
   assert.equal(await pending(page), 7);
   const queued = (await statuses(page)).filter((s) => s.kind === "queued");
   assert.equal(queued.length, 7, "each answer reported as queued");
+  assert.equal((await env.stack.rows("loggingtable", "answer LIKE 'e2e-offline%'")).length, 0, "nothing arrived while offline");
   await context.setOffline(false); // the `online` event triggers delivery; no flush() call
   const rows = await rowsWithPrefix(env, "e2e-offline", 7, "after going online");
   assert.equal(compareAnswers(rows, answers), "");
@@ -211,13 +212,18 @@ test("pending events go out with keepalive when the page is closed", async (t) =
 test("a database outage (503) is retried until it recovers", async (t) => {
   const env = await stackFor(t);
   if (!env) return;
-  const { page } = await browserWithSdk(t, env);
+  const { context, page } = await browserWithSdk(t, env);
+  const statusesSeen = [];
+  context.on("response", (r) => {
+    if (r.request().method() === "POST" && r.url().startsWith(env.stack.collector.url)) statusesSeen.push(r.status());
+  });
   await env.stack.pg.command("stop");
   let restarted = false;
   t.after(async () => {
     if (!restarted) await env.stack.pg.command("start");
   });
   assert.equal(await log(page, "geospatial-data", "4D", "e2e-outage 1"), "queued");
+  assert.ok(statusesSeen.includes(503), `the collector answered 503 while its database was down: ${statusesSeen}`);
   await env.stack.pg.command("start");
   restarted = true;
   const rows = await rowsWithPrefix(env, "e2e-outage", 1, "after the database came back");
