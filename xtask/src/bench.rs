@@ -133,10 +133,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if opts.collector || opts.sdk {
         util::run(util::cargo().args(["build", "--release", "-p", "hourofci-collector"]))?;
     }
-    let sdk_dist = root.join("js/dist");
-    if opts.sdk {
-        util::run(util::cargo().args(["run", "--quiet", "-p", "xtask", "--", "build-sdk"]))?;
-    }
+    let sdk_dist = if opts.sdk { crate::sdk::build(true)? } else { root.join("js/dist") };
 
     let mut results = Results {
         command: std::iter::once("cargo xtask bench".to_string()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" "),
@@ -350,7 +347,7 @@ fn measure_sdk(pg: &PgCluster, collector: &Collector, dist: &Path, checks: &mut 
         let path = entry?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
         if name.ends_with(".js") || name.ends_with(".wasm") {
-            gzip_files.push((name, gzip_len(&std::fs::read(&path)?)?));
+            gzip_files.push((name, crate::sdk::gzip_len(&std::fs::read(&path)?)? as u64));
         }
     }
     gzip_files.sort();
@@ -385,12 +382,6 @@ fn measure_sdk(pg: &PgCluster, collector: &Collector, dist: &Path, checks: &mut 
     };
     eprintln!("sdk: {figures:?}");
     Ok(figures)
-}
-
-fn gzip_len(bytes: &[u8]) -> Result<u64> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    enc.write_all(bytes)?;
-    Ok(enc.finish()?.len() as u64)
 }
 
 fn count_rows(pg: &PgCluster, table: &str) -> Result<u64> {
@@ -432,6 +423,8 @@ impl Collector {
         let log = std::fs::File::create(work_dir.join("collector.log"))?;
         let mut cmd = Command::new(bin);
         cmd.args(["serve", "--bind", &addr.to_string(), "--database-url", database_url]);
+        // Every request comes from 127.0.0.1: the per-client limit would answer 429.
+        cmd.args(["--rate-limit-per-second", "0"]);
         if let Some(dir) = sdk_dir {
             cmd.arg("--sdk-dir").arg(dir);
         }
