@@ -18,6 +18,14 @@ test("two tabs logging at once: no lost and no duplicate rows", async (t) => {
   const url = stack.animationUrl({ lesson: "big-data", level: "beginner" });
   const tabA = await openAnimation(context, url);
   const tabB = await openAnimation(context, url);
+  // Kept for the failure message: a lost answer may have been rejected or dropped.
+  for (const tab of [tabA, tabB]) {
+    await tab.evaluate(() => {
+      window.e2eStatuses = [];
+      window.hourofci.onStatus((e) => window.e2eStatuses.push(e));
+    });
+  }
+  const notSent = async (tab) => JSON.stringify(await tab.evaluate(() => window.e2eStatuses.filter((e) => e.kind === "rejected" || e.kind === "dropped")));
   const answerAll = async (page, list) => {
     for (const a of list) await answerFreeText(page, a);
   };
@@ -39,7 +47,8 @@ test("two tabs logging at once: no lost and no duplicate rows", async (t) => {
     },
     {
       timeoutMs: 120_000,
-      describe: async () => `two tabs: ${compareAnswers(await stack.rows("loggingtable"), expected)}; pending A=${await tabA.evaluate(() => window.hourofci.pending())} B=${await tabB.evaluate(() => window.hourofci.pending())}`,
+      describe: async () =>
+        `two tabs: ${compareAnswers(await stack.rows("loggingtable"), expected)}; pending A=${await tabA.evaluate(() => window.hourofci.pending())} B=${await tabB.evaluate(() => window.hourofci.pending())}; rejected/dropped A=${await notSent(tabA)} B=${await notSent(tabB)}; collector log:\n${stack.collector.logTail(10)}`,
     },
   );
   assert.equal(compareAnswers(rows, expected), "", "both tabs' answers, each exactly once");
