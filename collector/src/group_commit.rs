@@ -36,7 +36,7 @@ impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
             max_events: 256,
-            max_wait: Duration::from_millis(2),
+            max_wait: Duration::ZERO,
             writers: 4,
             queue_capacity: 10_000,
             db_timeout: Duration::from_millis(5000),
