@@ -133,7 +133,10 @@ pub fn run(args: &[String]) -> Result<()> {
     if opts.collector || opts.sdk {
         util::run(util::cargo().args(["build", "--release", "-p", "hourofci-collector"]))?;
     }
-    let sdk_dist = if opts.sdk { crate::sdk::build(true)? } else { root.join("js/dist") };
+    let sdk_dist = work_dir.join("sdk-dist");
+    if opts.sdk {
+        build_sdk_copy(&sdk_dist)?;
+    }
 
     let mut results = Results {
         command: std::iter::once("cargo xtask bench".to_string()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" "),
@@ -159,6 +162,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let step = Duration::from_secs(opts.seconds);
+    let mut sdk_error = None;
     if opts.pgbench {
         measure_pgbench(&pg, &work_dir, step, &mut results)?;
     }
@@ -169,7 +173,10 @@ pub fn run(args: &[String]) -> Result<()> {
                 measure_collector(&pg, &collector, step, opts.profile, &work_dir, &mut results)?;
             }
             if opts.sdk {
-                results.sdk = Some(measure_sdk(&pg, &collector, &sdk_dist, &mut results.row_checks)?);
+                match measure_sdk(&pg, &collector, &sdk_dist, &mut results.row_checks) {
+                    Ok(figures) => results.sdk = Some(figures),
+                    Err(e) => sdk_error = Some(e),
+                }
             }
             results.peak_rss_kib = collector.peak_rss_kib();
             Ok(())
@@ -194,6 +201,9 @@ pub fn run(args: &[String]) -> Result<()> {
         .collect();
     if !mismatches.is_empty() {
         bail!("ROWS IN THE DATABASE DO NOT MATCH THE 2xx ANSWERS:\n  {}", mismatches.join("\n  "));
+    }
+    if let Some(e) = sdk_error {
+        return Err(e.context("the SDK part failed (the other figures above were recorded)"));
     }
     Ok(())
 }
@@ -244,9 +254,12 @@ fn measure_collector(
     results: &mut Results,
 ) -> Result<()> {
     let addr = collector.addr;
+    let ids = std::sync::Arc::new(load::IdSource::new());
     let mut http = |label: String, kind: Kind, connections: usize, duration: Duration, pace: Pace| -> Result<HttpFigures> {
         let before = count_rows(pg, "loggingtable")?;
-        let outcome = load::run(&Plan { addr, kind, connections, duration, pace })?;
+        let cpu_before = CpuTimes::now(collector.pid());
+        let outcome = load::run(&Plan { addr, kind, connections, duration, pace, ids: ids.clone() })?;
+        let cpu = CpuTimes::now(collector.pid()).since(&cpu_before);
         let found = count_rows(pg, "loggingtable")? - before;
         results.row_checks.push(RowCheck { phase: label.clone(), expected: outcome.events_written, found });
         let figures = HttpFigures {
@@ -259,9 +272,13 @@ fn measure_collector(
             errors: outcome.errors(),
             error_summary: outcome.error_summary(),
             peak_rss_kib: collector.peak_rss_kib(),
+            cpu_ms_per_1000: (outcome.events_written > 0).then(|| {
+                let per = 1000.0 / outcome.events_written as f64;
+                [cpu.collector_ms * per, cpu.generator_ms * per, cpu.postgres_ms * per]
+            }),
         };
         eprintln!(
-            "{:<48} {:>8.0}/s  p50 {:>7.2}  p99 {:>7.2}  max {:>8.2} ms  errors {} {}  rss {:.1} MB",
+            "{:<48} {:>8.0}/s  p50 {:>7.2}  p99 {:>7.2}  max {:>8.2} ms  errors {} {}  rss {:.1} MB  cpu ms/1000 ev {:.0?}",
             figures.label,
             figures.events_per_sec,
             figures.p50_ms,
@@ -269,7 +286,8 @@ fn measure_collector(
             figures.max_ms,
             figures.errors,
             figures.error_summary,
-            figures.peak_rss_kib.unwrap_or(0) as f64 / 1024.0
+            figures.peak_rss_kib.unwrap_or(0) as f64 / 1024.0,
+            figures.cpu_ms_per_1000.unwrap_or_default(),
         );
         Ok(figures)
     };
@@ -339,6 +357,25 @@ fn profile_run(
         }
     }
     Ok(())
+}
+
+/// Build the SDK and copy `js/dist` to `dest`: other builds (tests, engineers) may
+/// rewrite `js/dist` while the benchmark serves it. Retried when the copy is incomplete.
+fn build_sdk_copy(dest: &Path) -> Result<()> {
+    const FILES: [&str; 3] = ["hourofci-log.js", "hourofci_sdk.js", "hourofci_sdk_bg.wasm"];
+    for attempt in 1..=3 {
+        let dist = crate::sdk::build(true)?;
+        let _ = std::fs::remove_dir_all(dest);
+        std::fs::create_dir_all(dest)?;
+        let copied = FILES.iter().all(|f| {
+            std::fs::copy(dist.join(f), dest.join(f)).map(|n| n > 0).unwrap_or(false)
+        });
+        if copied {
+            return Ok(());
+        }
+        eprintln!("bench: js/dist changed under us (attempt {attempt}); building the SDK again");
+    }
+    bail!("could not get a complete SDK build out of js/dist (something else keeps rewriting it)")
 }
 
 fn measure_sdk(pg: &PgCluster, collector: &Collector, dist: &Path, checks: &mut Vec<RowCheck>) -> Result<SdkFigures> {
@@ -486,6 +523,48 @@ fn healthz_ok(addr: SocketAddr) -> bool {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer.starts_with("HTTP/1.1 200")
+}
+
+/// CPU time (user + system, ms) of the collector, this process (the load generator)
+/// and every `postgres` process, to see where the two cores go during a run.
+struct CpuTimes {
+    collector_ms: f64,
+    generator_ms: f64,
+    postgres_ms: f64,
+}
+
+impl CpuTimes {
+    fn now(collector_pid: u32) -> Self {
+        let mut postgres_ms = 0.0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            if stat.contains(" (postgres) ") {
+                postgres_ms += stat_cpu_ms(&stat);
+            }
+        }
+        let collector = std::fs::read_to_string(format!("/proc/{collector_pid}/stat")).unwrap_or_default();
+        let generator = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        CpuTimes { collector_ms: stat_cpu_ms(&collector), generator_ms: stat_cpu_ms(&generator), postgres_ms }
+    }
+
+    fn since(&self, earlier: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            collector_ms: self.collector_ms - earlier.collector_ms,
+            generator_ms: self.generator_ms - earlier.generator_ms,
+            // Backends that exit during a run take their time with them; the pool's
+            // connections live through it, so this is close.
+            postgres_ms: (self.postgres_ms - earlier.postgres_ms).max(0.0),
+        }
+    }
+}
+
+/// utime + stime of a `/proc/PID/stat` line, in ms (0 when unreadable).
+fn stat_cpu_ms(stat: &str) -> f64 {
+    let Some(after_comm) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return 0.0 };
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks * 1000.0 / per_sec
 }
 
 fn load_average() -> String {

@@ -35,6 +35,8 @@ pub struct HttpFigures {
     pub error_summary: String,
     /// Collector's VmHWM after this run, in KiB.
     pub peak_rss_kib: Option<u64>,
+    /// CPU ms per 1000 events written: collector, load generator, PostgreSQL.
+    pub cpu_ms_per_1000: Option<[f64; 3]>,
 }
 
 #[derive(Clone, Debug)]
@@ -227,6 +229,19 @@ impl Results {
                 sdk.calls, sdk.queued_p50_ms, sdk.queued_p99_ms, sdk.queued_max_ms
             );
             let _ = writeln!(s, "| 4 | drain a {}-event offline backlog once online | {:.0} ms | | 0 | |", sdk.calls, sdk.drain_ms);
+        }
+        let _ = writeln!(
+            s,
+            "\nWhere the two cores go: CPU time (user + system) per 1000 events written, from \
+             `/proc/PID/stat` before and after each run (PostgreSQL: all its processes).\n"
+        );
+        let _ = writeln!(s, "| run | collector ms | load generator ms | PostgreSQL ms |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        let runs = self.http_single.iter().chain(&self.http_batch).chain(self.http_paced.iter().map(|(_, f)| f));
+        for f in runs {
+            if let Some([c, g, p]) = f.cpu_ms_per_1000 {
+                let _ = writeln!(s, "| {} | {c:.0} | {g:.0} | {p:.0} |", f.label);
+            }
         }
         let _ = writeln!(s, "\nRows in the database against the answers the load generator got:\n");
         let _ = writeln!(s, "| phase | expected rows | rows found | |");
