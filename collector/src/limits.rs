@@ -1,5 +1,6 @@
 //! Abuse limits for a public, unauthenticated write endpoint: a per-client token
-//! bucket (429 + `Retry-After`), and a cap on concurrent connections.
+//! bucket (429 + `Retry-After`), caps on header and body size, deadlines for slow
+//! clients, and a cap on concurrent connections.
 //!
 //! The client is the peer IP address. `X-Forwarded-For` is honoured only with
 //! `--trust-proxy` (otherwise any client could pick its own bucket), and then only its
@@ -45,7 +46,7 @@ pub struct RateLimitConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { per_second: 50.0, burst: 200, trust_proxy: false, max_clients: 100_000 }
+        RateLimitConfig { per_second: 100.0, burst: 200, trust_proxy: false, max_clients: 100_000 }
     }
 }
 
@@ -150,20 +151,6 @@ pub fn client_key(peer: Option<IpAddr>, headers: &HeaderMap, trust_proxy: bool) 
             }
         },
         v4 => v4,
-    }
-}
-
-/// axum middleware: `.layer(axum::middleware::from_fn_with_state(limiter, limits::rate_limit))`.
-///
-/// Needs the peer address (`into_make_service_with_connect_info::<SocketAddr>()`);
-/// without it every request shares one bucket. 429 answers carry `Retry-After` in
-/// whole seconds (at least 1) and the usual JSON error body.
-pub async fn rate_limit(State(limiter): State<RateLimiter>, req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let key = client_key(peer, req.headers(), limiter.config.trust_proxy);
-    match limiter.check(key, Instant::now()) {
-        Ok(()) => next.run(req).await,
-        Err(wait) => too_many_requests(wait),
     }
 }
 
