@@ -1,9 +1,14 @@
 //! `init(options)`: the options as read from the JS object, and their validation
 //! into a [`Config`]. Every error names the option.
 //!
-//! The options are read field by field in the glue (`lib.rs`) rather than through
-//! serde-wasm-bindgen's `Deserializer`: its type errors format `f64`s, which pulls
-//! core's float formatting into the wasm (+17 KB gzipped, measured; docs/BENCHMARKS.md).
+//! The glue (`lib.rs`) walks `Object.entries(options)` and hands each value's JS
+//! type to [`RawOptions::set`], rather than using serde-wasm-bindgen's `Deserializer`.
+//! That cannot be made cheap: every `Deserializer` method that yields a value
+//! (`deserialize_any`, `_map`, `_struct`, `_str`, `_bool`, the numbers…) has a
+//! reachable `invalid_type` branch (e.g. for a Symbol), and that one non-generic
+//! function formats `serde::de::Unexpected` through `fmt::Arguments`, whose `Float`
+//! arm links core's float printing. Measured with a hand-written `Deserialize` whose
+//! visitor overrides every method: +19.0 KB gzipped (docs/BENCHMARKS.md).
 
 /// The options object exactly as a lesson passes it (camelCase keys).
 #[derive(Debug, Default)]
@@ -17,6 +22,59 @@ pub struct RawOptions {
     pub batch_size: Option<u32>,
 }
 
+/// One option value, by JS type (`undefined` and `null` are [`Value::Absent`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// `undefined` or `null`: the option is not given.
+    Absent,
+    Bool(bool),
+    Number(f64),
+    Str(String),
+    /// An object, array, function…: never a valid option.
+    Other,
+}
+
+impl RawOptions {
+    /// Sets option `key` from `value`; an unknown key or a value of the wrong type is
+    /// an error naming the option.
+    pub fn set(&mut self, key: &str, value: Value) -> Result<(), String> {
+        let wrong = |what: &str| crate::cat(&["option `", key, "` must be ", what]);
+        let string = |v: Value| match v {
+            Value::Absent => Ok(None),
+            Value::Str(s) => Ok(Some(s)),
+            _ => Err(wrong("a string")),
+        };
+        let number = |v: Value| match v {
+            Value::Absent => Ok(None),
+            Value::Number(n) => whole_number(key, n).map(Some),
+            _ => Err(wrong("a whole number")),
+        };
+        match key {
+            "endpoint" => self.endpoint = string(value)?,
+            "userAgent" => self.user_agent = string(value)?,
+            "test" => {
+                self.test = match value {
+                    Value::Absent => None,
+                    Value::Bool(b) => Some(b),
+                    _ => return Err(wrong("true or false")),
+                }
+            }
+            "maxQueue" => self.max_queue = number(value)?,
+            "retryBaseMs" => self.retry_base_ms = number(value)?,
+            "retryCapMs" => self.retry_cap_ms = number(value)?,
+            "batchSize" => self.batch_size = number(value)?,
+            _ => {
+                return Err(crate::cat(&[
+                    "unknown option `",
+                    key,
+                    "` (known: endpoint, test, userAgent, maxQueue, retryBaseMs, retryCapMs, batchSize)",
+                ]))
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A JS number given for option `name` as a u32: whole, not negative, not huge.
 pub fn whole_number(name: &str, value: f64) -> Result<u32, String> {
     if value >= 0.0 && value <= u32::MAX as f64 && value == (value as u32) as f64 {
@@ -25,9 +83,6 @@ pub fn whole_number(name: &str, value: f64) -> Result<u32, String> {
         Err(crate::cat(&["option `", name, "` must be a whole number"]))
     }
 }
-
-/// The option names a lesson may pass; anything else is a typo worth reporting.
-pub const OPTION_NAMES: [&str; 7] = ["endpoint", "test", "userAgent", "maxQueue", "retryBaseMs", "retryCapMs", "batchSize"];
 
 /// The largest batch the collector accepts.
 pub const MAX_BATCH: u32 = 500;
@@ -45,17 +100,20 @@ pub struct Config {
     pub batch_size: u32,
 }
 
-/// The first key of `keys` that is not a known option.
-pub fn unknown_option<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    keys.into_iter().find(|k| !OPTION_NAMES.contains(k))
-}
-
 impl Config {
     /// Checks `raw`; `default_user_agent` is used when `userAgent` is absent.
     /// The error names the option and what it must be.
     pub fn from_raw(raw: RawOptions, default_user_agent: impl FnOnce() -> String) -> Result<Config, String> {
         let endpoint = raw.endpoint.ok_or("option `endpoint` is required, e.g. \"https://check.hourofci.org:4000\"")?;
-        let endpoint = endpoint.trim().trim_end_matches('/').to_string();
+        // Without surrounding spaces and trailing slashes (a byte loop: `trim` and
+        // `trim_end_matches` are a few hundred bytes of wasm).
+        let b = endpoint.as_bytes();
+        let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+        let mut end = b.len();
+        while end > start && (b[end - 1].is_ascii_whitespace() || b[end - 1] == b'/') {
+            end -= 1;
+        }
+        let endpoint = endpoint.get(start..end).unwrap_or_default().to_string();
         if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) || endpoint.len() < "http://x".len() {
             return Err("option `endpoint` must be an http(s) URL, e.g. \"https://check.hourofci.org:4000\"".into());
         }
@@ -149,7 +207,28 @@ mod tests {
 
     #[test]
     fn typos_are_found() {
-        assert_eq!(unknown_option(["endpoint", "endPoint", "test"]), Some("endPoint"));
-        assert_eq!(unknown_option(OPTION_NAMES), None);
+        let err = RawOptions::default().set("endPoint", Value::Str("http://h".into())).unwrap_err();
+        assert!(err.contains("unknown option `endPoint`"), "{err}");
+    }
+
+    #[test]
+    fn values_are_typed_and_errors_name_the_option() {
+        let mut r = RawOptions::default();
+        r.set("endpoint", Value::Str("http://h".into())).unwrap();
+        r.set("test", Value::Bool(true)).unwrap();
+        r.set("maxQueue", Value::Number(10.0)).unwrap();
+        r.set("userAgent", Value::Absent).unwrap();
+        assert_eq!((r.endpoint.as_deref(), r.test, r.max_queue, r.user_agent.as_deref()), (Some("http://h"), Some(true), Some(10), None));
+        for (key, value) in [
+            ("maxQueue", Value::Number(2.5)),
+            ("maxQueue", Value::Str("ten".into())),
+            ("test", Value::Number(1.0)),
+            ("endpoint", Value::Other),
+            ("userAgent", Value::Bool(false)),
+            ("retryCapMs", Value::Other),
+        ] {
+            let err = r.set(key, value.clone()).unwrap_err();
+            assert!(err.contains(&format!("`{key}`")), "{key} {value:?}: {err}");
+        }
     }
 }

@@ -16,6 +16,8 @@ use crate::{lock, net};
 use js_sys::Function;
 use serde::Serialize;
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
 
@@ -306,11 +308,28 @@ fn schedule_retry(retry_after_ms: Option<u32>) {
     };
     let timer = set_timer(delay, || {
         with(|s| s.retry_timer = None);
-        spawn_local(async {
-            flush_pass(&mut Vec::new()).await;
-        });
+        flush_soon();
     });
     with(|s| s.retry_timer = timer);
+}
+
+/// Runs `future` in the background. Every task goes through this one
+/// (type-erased) call, so the executor's spawn code is in the wasm once rather
+/// than once per future type.
+pub fn spawn(future: Pin<Box<dyn Future<Output = ()>>>) {
+    spawn_local(future);
+}
+
+/// A JS promise settled by `future`; like [`spawn`], one instance for all callers.
+pub fn promise(future: Pin<Box<dyn Future<Output = Result<JsValue, JsValue>>>>) -> js_sys::Promise {
+    wasm_bindgen_futures::future_to_promise(future)
+}
+
+/// Starts a flush pass in the background.
+pub fn flush_soon() {
+    spawn(Box::pin(async {
+        flush_pass(&mut Vec::new()).await;
+    }));
 }
 
 /// Queues `event` (persisted before anything is sent) and tries to deliver it.
@@ -326,7 +345,7 @@ pub fn enqueue(event: Event, max_queue: u32) -> js_sys::Promise {
     if dropped > 0 {
         emit(Status { kind: "dropped", count: Some(dropped as u32), pending, ..Default::default() });
     }
-    wasm_bindgen_futures::future_to_promise(async move {
+    promise(Box::pin(async move {
         let mut settled = Vec::new();
         if with(|s| now_ms() >= s.not_before) {
             flush_pass(&mut settled).await;
@@ -344,7 +363,7 @@ pub fn enqueue(event: Event, max_queue: u32) -> js_sys::Promise {
             }
         };
         Ok(JsValue::from_str(delivery))
-    })
+    }))
 }
 
 /// `flush()`: one pass now, whatever the backoff timer says.
@@ -367,16 +386,14 @@ pub fn install_hooks() {
             s.attempt = 0;
             s.not_before = 0.0;
         });
-        spawn_local(async {
-            flush_pass(&mut Vec::new()).await;
-        });
+        flush_soon();
     });
     let send_before_leaving = || {
         // No lock: the page may be frozen before a lock is granted, and a resend is
         // harmless (the event id makes the collector answer "duplicate").
-        spawn_local(async {
+        spawn(Box::pin(async {
             let _ = step(true, &mut Vec::new()).await;
-        });
+        }));
     };
     browser::listen(&window, "pagehide", send_before_leaving);
     if let Some(document) = window.document() {

@@ -40,7 +40,7 @@ impl Json {
     /// A non-negative integer written without fraction or exponent.
     pub fn as_u64(&self) -> Option<u64> {
         match self {
-            Json::Number(n) => n.parse().ok(),
+            Json::Number(n) => parse_uint(n, 10),
             _ => None,
         }
     }
@@ -53,15 +53,32 @@ impl Json {
     }
 }
 
+/// A number of ASCII digits in `radix` (no sign, no spaces); `None` when empty,
+/// anything else, or over `u64::MAX`. One small loop instead of core's `parse`
+/// and `from_str_radix` (several hundred bytes of wasm each).
+pub fn parse_uint(s: &str, radix: u32) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in s.bytes() {
+        let d = (b as char).to_digit(radix)?;
+        n = n.checked_mul(radix as u64)?.checked_add(d as u64)?;
+    }
+    Some(n)
+}
+
 /// Parses a whole JSON document; `None` for anything malformed (never panics).
 pub fn parse(text: &str) -> Option<Json> {
-    let mut p = Parser { s: text.as_bytes(), i: 0, depth: 0 };
+    let mut p = Parser { t: text, s: text.as_bytes(), i: 0, depth: 0 };
     let v = p.value()?;
     p.ws();
     (p.i == p.s.len()).then_some(v)
 }
 
 struct Parser<'a> {
+    /// The text, sliced with `get` (no `from_utf8` re-validation: its code is large).
+    t: &'a str,
     s: &'a [u8],
     i: usize,
     depth: u32,
@@ -150,16 +167,16 @@ impl Parser<'_> {
                 while matches!(self.s.get(self.i), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
                     self.i += 1;
                 }
-                Some(Json::Number(core::str::from_utf8(&self.s[start..self.i]).ok()?.to_string()))
+                Some(Json::Number(self.t.get(start..self.i)?.to_string()))
             }
             _ => None,
         }
     }
 
     fn hex4(&mut self) -> Option<u32> {
-        let h = self.s.get(self.i..self.i + 4)?;
+        let h = self.t.get(self.i..self.i + 4)?;
         self.i += 4;
-        u32::from_str_radix(core::str::from_utf8(h).ok()?, 16).ok()
+        parse_uint(h, 16).map(|n| n as u32)
     }
 
     fn string(&mut self) -> Option<String> {
@@ -176,7 +193,7 @@ impl Parser<'_> {
                 }
                 self.i += 1;
             }
-            out.push_str(core::str::from_utf8(&self.s[start..self.i]).ok()?);
+            out.push_str(self.t.get(start..self.i)?);
             match *self.s.get(self.i)? {
                 b'"' => {
                     self.i += 1;
@@ -262,6 +279,17 @@ pub fn write_u64(out: &mut String, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uints_are_digits_only() {
+        assert_eq!(parse_uint("0", 10), Some(0));
+        assert_eq!(parse_uint("18446744073709551615", 10), Some(u64::MAX));
+        assert_eq!(parse_uint("00ff", 16), Some(255));
+        assert_eq!(parse_uint("D83D", 16), Some(0xD83D));
+        for bad in ["", "+1", "-1", " 1", "1.0", "1e3", "18446744073709551616", "0x1f"] {
+            assert_eq!(parse_uint(bad, 10), None, "{bad}");
+        }
+    }
 
     #[test]
     fn reads_collector_replies() {

@@ -51,57 +51,53 @@ fn not_initialized() -> JsError {
     err("call init() first")
 }
 
+/// `init(options)` for JS: a promise that rejects when an option is wrong.
+#[wasm_bindgen(js_name = init)]
+pub fn init_js(options: JsValue) -> Promise {
+    match init_now(options) {
+        Ok(()) => Promise::resolve(&JsValue::UNDEFINED),
+        Err(e) => Promise::reject(&e.into()),
+    }
+}
+
 /// `init(options)`: reads and checks the options, then delivers what earlier
 /// pages left queued. May be called again to reconfigure.
-#[wasm_bindgen(js_name = init)]
 pub async fn init(options: JsValue) -> Result<(), JsError> {
+    init_now(options)
+}
+
+fn init_now(options: JsValue) -> Result<(), JsError> {
     if !options.is_object() {
         return Err(err("init(options): options must be an object such as {endpoint: \"https://check.hourofci.org:4000\"}"));
     }
-    for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
-        let key = key.as_string().unwrap_or_default();
-        if config::unknown_option([key.as_str()]).is_some() {
-            return Err(err(&cat(&["unknown option `", &key, "` (known: endpoint, test, userAgent, maxQueue, retryBaseMs, retryCapMs, batchSize)"])));
-        }
+    let mut raw = config::RawOptions::default();
+    for entry in Object::entries(options.unchecked_ref::<Object>()).iter() {
+        let entry: js_sys::Array = entry.unchecked_into();
+        let key = entry.get(0).as_string().unwrap_or_default();
+        raw.set(&key, option_value(entry.get(1))).map_err(|m| err(&m))?;
     }
-    let raw = read_options(&options).map_err(|m| err(&m))?;
     let cfg = config::Config::from_raw(raw, || md5::md5_hex(&browser::user_agent())).map_err(|m| err(&m))?;
     deliver::with(|s| s.config = Some(cfg));
     deliver::install_hooks();
     // What earlier page loads left queued goes out now, without holding up init.
-    wasm_bindgen_futures::spawn_local(async {
-        deliver::flush_pass(&mut Vec::new()).await;
-    });
+    deliver::flush_soon();
     Ok(())
 }
 
-/// Reads the known options off the JS object; `undefined`/`null` mean "not given".
-fn read_options(options: &JsValue) -> Result<config::RawOptions, String> {
-    let get = |name: &str| {
-        let v = js_sys::Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
-        (!v.is_undefined() && !v.is_null()).then_some(v)
-    };
-    let wrong = |name: &str, what: &str| cat(&["option `", name, "` must be ", what]);
-    let string = |name: &str| match get(name) {
-        None => Ok(None),
-        Some(v) => v.as_string().map(Some).ok_or_else(|| wrong(name, "a string")),
-    };
-    let number = |name: &str| match get(name) {
-        None => Ok(None),
-        Some(v) => config::whole_number(name, v.as_f64().ok_or_else(|| wrong(name, "a whole number"))?).map(Some),
-    };
-    Ok(config::RawOptions {
-        endpoint: string("endpoint")?,
-        test: match get("test") {
-            None => None,
-            Some(v) => Some(v.as_bool().ok_or_else(|| wrong("test", "true or false"))?),
-        },
-        user_agent: string("userAgent")?,
-        max_queue: number("maxQueue")?,
-        retry_base_ms: number("retryBaseMs")?,
-        retry_cap_ms: number("retryCapMs")?,
-        batch_size: number("batchSize")?,
-    })
+/// What [`config::RawOptions::set`] checks: the JS type of one option value.
+fn option_value(v: JsValue) -> config::Value {
+    use config::Value;
+    if v.is_undefined() || v.is_null() {
+        Value::Absent
+    } else if let Some(b) = v.as_bool() {
+        Value::Bool(b)
+    } else if let Some(n) = v.as_f64() {
+        Value::Number(n)
+    } else if let Some(s) = v.as_string() {
+        Value::Str(s)
+    } else {
+        Value::Other
+    }
 }
 
 fn string_arg(function: &str, name: &str, value: JsValue) -> Result<String, JsError> {
@@ -168,8 +164,13 @@ impl serde::Serialize for FlushResult {
     }
 }
 
-/// `flush()`: tries to send everything now; resolves to `{sent, pending}`.
+/// `flush()` for JS (through the shared [`deliver::promise`]).
 #[wasm_bindgen(js_name = flush)]
+pub fn flush_js() -> Promise {
+    deliver::promise(Box::pin(async { flush().await.map_err(JsValue::from) }))
+}
+
+/// `flush()`: tries to send everything now; resolves to `{sent, pending}`.
 pub async fn flush() -> Result<JsValue, JsError> {
     if deliver::with(|s| s.config.is_none()) {
         return Err(not_initialized());

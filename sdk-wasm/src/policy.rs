@@ -24,11 +24,19 @@ pub fn classify(status: Option<u16>) -> Outcome {
 
 /// Reads a `Retry-After` header given in seconds; HTTP dates are read by the glue.
 pub fn retry_after_seconds_ms(value: &str) -> Option<u32> {
-    let v = value.trim();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+    let v = value.trim_ascii();
+    if v.is_empty() {
         return None;
     }
-    Some(v.parse::<u32>().unwrap_or(u32::MAX).saturating_mul(1000))
+    // A digit loop rather than `parse` (smaller wasm); huge values saturate.
+    let mut seconds: u32 = 0;
+    for b in v.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        seconds = seconds.saturating_mul(10).saturating_add((b - b'0') as u32);
+    }
+    Some(seconds.saturating_mul(1000))
 }
 
 /// Longest wait we ever schedule, whatever a server asks for (one hour).

@@ -31,7 +31,7 @@ impl Store {
             if let (Ok(events), Ok(dropped)) = (ls.get_item(QUEUE_KEY), ls.get_item(DROPPED_KEY)) {
                 return Queue {
                     events: events.map(|t| decode_events(&t)).unwrap_or_default(),
-                    dropped: dropped.and_then(|d| d.parse().ok()).unwrap_or(0),
+                    dropped: dropped.and_then(|d| crate::json::parse_uint(&d, 10)).unwrap_or(0),
                 };
             }
             self.degraded = true;
