@@ -118,10 +118,13 @@ pub fn build(release: bool) -> Result<PathBuf> {
             .arg(&raw),
     )?;
 
+    // Built beside js/dist and swapped in at the end, so a page or test using the SDK
+    // never sees a half-written directory.
     let dist = root.join("js/dist");
-    let _ = std::fs::remove_dir_all(&dist);
-    std::fs::create_dir_all(&dist)?;
-    let wasm_out = dist.join("hourofci_sdk_bg.wasm");
+    let staging = root.join("js/dist.partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    let wasm_out = staging.join("hourofci_sdk_bg.wasm");
     if release {
         util::run(
             Command::new(wasm_opt_path())
@@ -136,14 +139,21 @@ pub fn build(release: bool) -> Result<PathBuf> {
     let glue = std::fs::read_to_string(bindgen_dir.join("hourofci_sdk.js"))?;
     let shim = std::fs::read_to_string(root.join("js/hourofci-log.js")).context("reading js/hourofci-log.js")?;
     let (glue, shim) = if release { (strip_js(&glue), strip_js(&shim)) } else { (glue, shim) };
-    std::fs::write(dist.join("hourofci_sdk.js"), glue)?;
-    std::fs::write(dist.join("hourofci-log.js"), shim)?;
-    std::fs::copy(root.join("js/index.d.ts"), dist.join("index.d.ts")).context("copying js/index.d.ts")?;
+    std::fs::write(staging.join("hourofci_sdk.js"), glue)?;
+    std::fs::write(staging.join("hourofci-log.js"), shim)?;
+    std::fs::copy(root.join("js/index.d.ts"), staging.join("index.d.ts")).context("copying js/index.d.ts")?;
 
-    let total = report_sizes(&dist)?;
+    let total = report_sizes(&staging)?;
     if release && total > BUDGET_GZIP_BYTES {
         bail!("the SDK is {total} bytes gzipped, over the budget of {BUDGET_GZIP_BYTES}");
     }
+    let old = root.join("js/dist.old");
+    let _ = std::fs::remove_dir_all(&old);
+    if dist.exists() {
+        std::fs::rename(&dist, &old)?;
+    }
+    std::fs::rename(&staging, &dist)?;
+    let _ = std::fs::remove_dir_all(&old);
     Ok(dist)
 }
 
