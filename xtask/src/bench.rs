@@ -229,6 +229,7 @@ fn measure_pgbench(pg: &PgCluster, work_dir: &Path, step: Duration, results: &mu
         PG_BATCH_CLIENTS.iter().map(|&c| (c, &batch_script, BATCH_SIZE as u64)),
     );
     for (clients, script, rows) in runs {
+        settle(pg)?;
         let before = count_rows(pg, "loggingtable")?;
         let run = pgbench::run(&target, script, rows, clients, step)?;
         let found = count_rows(pg, "loggingtable")? - before;
@@ -261,6 +262,7 @@ fn measure_collector(
     let addr = collector.addr;
     let ids = std::sync::Arc::new(load::IdSource::new());
     let mut http = |label: String, kind: Kind, connections: usize, duration: Duration, pace: Pace| -> Result<HttpFigures> {
+        settle(pg)?;
         let before = count_rows(pg, "loggingtable")?;
         let cpu_before = CpuTimes::now(collector.pid());
         let outcome = load::run(&Plan { addr, kind, connections, duration, pace, ids: ids.clone() })?;
@@ -303,11 +305,6 @@ fn measure_collector(
         let label = format!("collector single-event POST, {connections} connections");
         single.push(http(label, Kind::Single, connections, step, Pace::ClosedLoop)?);
     }
-    let mut batch = Vec::new();
-    for connections in HTTP_BATCH_CONNECTIONS {
-        let label = format!("collector /batch of {BATCH_SIZE}, {connections} connections");
-        batch.push(http(label, Kind::Batch { size: BATCH_SIZE }, connections, step, Pace::ClosedLoop)?);
-    }
     let best = single.iter().map(|f| f.events_per_sec).fold(0.0, f64::max);
     let paced = if best > 0.0 {
         let rate = (best / 2.0).max(1.0);
@@ -316,6 +313,11 @@ fn measure_collector(
     } else {
         None
     };
+    let mut batch = Vec::new();
+    for connections in HTTP_BATCH_CONNECTIONS {
+        let label = format!("collector /batch of {BATCH_SIZE}, {connections} connections");
+        batch.push(http(label, Kind::Batch { size: BATCH_SIZE }, connections, step, Pace::ClosedLoop)?);
+    }
     if profile {
         profile_run(&mut http, collector, step, work_dir)?;
     }
@@ -358,7 +360,7 @@ fn profile_run(
         std::fs::write(&path, &text)?;
         eprintln!("--- {} (top) ---", path.display());
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty() && l.contains('%')).take(25) {
-            eprintln!("{line}");
+            eprintln!("{}", line.trim_end().trim_end_matches(['-', ' ']));
         }
     }
     Ok(())
@@ -429,6 +431,13 @@ fn measure_sdk(pg: &PgCluster, collector: &Collector, dist: &Path, checks: &mut 
     };
     eprintln!("sdk: {figures:?}");
     Ok(figures)
+}
+
+/// Start each step from the same state: a checkpoint now, so none is forced by the
+/// previous step's WAL in the middle of this one.
+fn settle(pg: &PgCluster) -> Result<()> {
+    pg.try_psql(DATABASE, "CHECKPOINT")?;
+    Ok(())
 }
 
 fn count_rows(pg: &PgCluster, table: &str) -> Result<u64> {
