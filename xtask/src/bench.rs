@@ -56,7 +56,9 @@ const PG_SINGLE_CLIENTS: [u32; 5] = [1, 4, 16, 32, 64];
 const PG_BATCH_CLIENTS: [u32; 3] = [1, 4, 16];
 const HTTP_SINGLE_CONNECTIONS: [usize; 4] = [1, 16, 64, 256];
 const HTTP_BATCH_CONNECTIONS: [usize; 2] = [4, 16];
-const PACED_CONNECTIONS: usize = 64;
+/// Open-loop run: as many connections as the largest closed-loop run, so the
+/// generator's connection count never caps the rate (each learner is a connection).
+const PACED_CONNECTIONS: usize = 256;
 const SDK_CALLS: u64 = 1000;
 
 struct Options {
