@@ -17,7 +17,11 @@ import { requireAll, startStack, launchBrowser, serveStatic, freePort, waitFor, 
 
 const NEEDS = ["collector", "pgcluster", "sdk", "chromium", "playwright"];
 const pageDir = path.join(path.dirname(fileURLToPath(import.meta.url)), "page");
-const QUEUE_KEY = "hourofci-log:queue:v1";
+// Every queued event is its own localStorage entry: `hourofci-log:ev:<order>:<id>`.
+const EVENT_PREFIX = "hourofci-log:ev:";
+/** The values of the stored event entries, oldest first, in one string. */
+const storedEvents = (page) =>
+  page.evaluate((prefix) => Object.keys(localStorage).filter((k) => k.startsWith(prefix)).sort().map((k) => localStorage.getItem(k)).join("\n"), EVENT_PREFIX);
 
 // One PostgreSQL + collector for the whole file (starting them dominates the run time);
 // every test uses its own answers and its own fresh browser profile.
@@ -122,7 +126,7 @@ test("events persist across a reload and are delivered by the next page load", a
   await context.route(`${env.stack.collector.url}/**`, block);
   const answers = ["e2e-reload one", "e2e-reload two"];
   for (const a of answers) assert.equal(await log(page, "gateway", "2B", a), "queued");
-  const stored = await page.evaluate((k) => localStorage.getItem(k), QUEUE_KEY);
+  const stored = await storedEvents(page);
   for (const a of answers) assert.ok(stored.includes(a), `${a} stored in localStorage`);
   await page.close();
   await context.unroute(`${env.stack.collector.url}/**`, block);
@@ -268,7 +272,7 @@ test("full localStorage: answers are kept in memory and still delivered", async 
   await context.setOffline(true);
   for (const a of ["e2e-full 1", "e2e-full 2"]) assert.equal(await log(page, "gateway", "5E", a), "queued");
   assert.equal(await pending(page), 2);
-  assert.equal(await page.evaluate((k) => localStorage.getItem(k), QUEUE_KEY), null, "nothing fitted in localStorage");
+  assert.equal(await storedEvents(page), "", "nothing fitted in localStorage");
   await context.setOffline(false);
   const rows = await rowsWithPrefix(env, "e2e-full", 2, "full storage");
   assert.equal(compareAnswers(rows, ["e2e-full 1", "e2e-full 2"]), "");
@@ -324,3 +328,35 @@ for (const locks of ["Web Locks", "localStorage lease"]) {
     assert.equal(sends.size, 8);
   });
 }
+
+// The single-key queue lost answers here: two tabs (two renderer processes) appending
+// at the same moment, each rewriting the shared queue from a stale copy.
+test("two tabs logging at the same moment: every answer arrives exactly once", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const { context, page: tabA } = await browserWithSdk(t, env);
+  const tabB = await openSdkPage(context, env);
+  const prefix = "e2e-burst";
+  const burst = (tab, name, n) =>
+    tab.evaluate(
+      ([p, name, n]) => Promise.all(Array.from({ length: n }, (_, i) => window.sdk.logAnswer("spatial-thinking", "beginner", "7G", `${p} ${name}${i}`))),
+      [prefix, name, n],
+    );
+  const answers = [];
+  for (const [phase, offline] of [["online", false], ["offline", true]]) {
+    await context.setOffline(offline);
+    for (let round = 0; round < 3; round++) {
+      const n = 8;
+      for (const name of ["A", "B"]) for (let i = 0; i < n; i++) answers.push(`${prefix} ${phase}${round}${name}${i}`);
+      await Promise.all([burst(tabA, `${phase}${round}A`, n), burst(tabB, `${phase}${round}B`, n)]);
+    }
+  }
+  await context.setOffline(false);
+  const rows = await rowsWithPrefix(env, prefix, answers.length, "burst from two tabs");
+  await waitFor(async () => (await pending(tabA)) === 0 && (await pending(tabB)) === 0, { describe: "both tabs see an empty queue" });
+  const final = await env.stack.rows("loggingtable", `answer LIKE '${prefix}%'`);
+  assert.equal(compareAnswers(final, answers), "", "each answer exactly once");
+  const lost = [...(await statuses(tabA)), ...(await statuses(tabB))].filter((s) => s.kind === "dropped" || s.kind === "rejected");
+  assert.deepEqual(lost, []);
+  assert.equal(rows.length, answers.length);
+});

@@ -129,7 +129,8 @@ fn record(settled: &mut Settled, id: &str, outcome: Outcome) {
     settled.push((id.to_string(), outcome));
     with(|s| {
         if s.recent.len() >= RECENT {
-            s.recent.drain(..RECENT / 2);
+            // The oldest goes (not `drain`: a generic instance more in the wasm).
+            s.recent.remove(0);
         }
         s.recent.push((id.to_string(), outcome));
     });
@@ -145,27 +146,19 @@ enum Step {
 }
 
 fn pending_len() -> u32 {
-    with(|s| s.store.load().events.len() as u32)
+    with(|s| s.store.len())
 }
 
-/// Removes `ids` from the stored queue (re-read, as other tabs may have appended).
+/// Removes the settled `ids` from the queue; returns how many events are left.
 fn settle(ids: &[&str], dropped_reported: u64) -> u32 {
-    with(|s| {
-        let mut q = s.store.load();
-        for id in ids {
-            q.settle(id);
-        }
-        q.dropped = q.dropped.saturating_sub(dropped_reported);
-        s.store.save(&q);
-        q.events.len() as u32
-    })
+    with(|s| s.store.remove(ids, dropped_reported))
 }
 
 /// The collector's reason for refusing an event, from its JSON error body.
 fn reason_of(body: &str, status: Option<u16>) -> String {
-    let v = json::parse(body);
-    let field = |k| v.as_ref().and_then(|v| v.get(k)).and_then(Json::as_str).map(str::to_string);
-    field("rule").or_else(|| field("reason")).or_else(|| field("error")).unwrap_or_else(|| {
+    // Every 4xx body of the collector is `{"error":..,"field":..,"rule":"<sentence>"}`.
+    let rule = json::parse(body).and_then(|v| v.get("rule").and_then(Json::as_str).map(str::to_string));
+    rule.unwrap_or_else(|| {
         let mut s = String::from("HTTP ");
         json::write_u64(&mut s, status.unwrap_or(0) as u64);
         s
@@ -336,12 +329,7 @@ pub fn flush_soon() {
 /// Resolves to "sent", "queued" or "rejected".
 pub fn enqueue(event: Event, max_queue: u32) -> js_sys::Promise {
     let id = event.id.clone();
-    let (dropped, pending) = with(|s| {
-        let mut q = s.store.load();
-        let dropped = q.push(event, max_queue as usize);
-        s.store.save(&q);
-        (dropped, q.events.len() as u32)
-    });
+    let (dropped, pending) = with(|s| s.store.add(event, max_queue as usize));
     if dropped > 0 {
         emit(Status { kind: "dropped", count: Some(dropped as u32), pending, ..Default::default() });
     }

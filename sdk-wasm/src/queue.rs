@@ -29,27 +29,6 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Appends `event`; over `max_len`, drops the oldest. Returns how many were dropped now.
-    pub fn push(&mut self, event: Event, max_len: usize) -> u64 {
-        self.events.push(event);
-        let excess = self.events.len().saturating_sub(max_len.max(1));
-        self.events.drain(..excess);
-        self.dropped += excess as u64;
-        excess as u64
-    }
-
-    /// Removes the event `id` (acknowledged or rejected). False when it was not queued
-    /// (another tab delivered it already).
-    pub fn settle(&mut self, id: &str) -> bool {
-        match self.events.iter().position(|e| e.id == id) {
-            Some(i) => {
-                self.events.remove(i);
-                true
-            }
-            None => false,
-        }
-    }
-
     pub fn contains(&self, id: &str) -> bool {
         self.events.iter().any(|e| e.id == id)
     }
@@ -71,6 +50,57 @@ impl Queue {
         }
         chunk
     }
+}
+
+// ---- Storage layout: one localStorage entry per event ----
+//
+// Tabs of one origin share localStorage, but a tab in another renderer process
+// sees the other's writes a moment later. A read-modify-write of one shared
+// entry can therefore erase what another tab just wrote; so nothing shared is
+// ever rewritten: an event is its own key (`setItem` once, `removeItem` once
+// settled, both idempotent), and the queue is the set of keys with [`EVENT_PREFIX`].
+
+/// Prefix of every event entry: `hourofci-log:ev:<order>:<event id>`. The queue,
+/// oldest first, is these keys sorted as strings (the store sorts them with the
+/// browser's `Array.prototype.sort`, which for these ASCII keys is byte order, as here).
+pub const EVENT_PREFIX: &str = "hourofci-log:ev:";
+/// Digits of the order field, zero-padded so that keys sort as their order does.
+const ORDER_DIGITS: usize = 16;
+
+/// The order of an event logged at `now_ms` (client clock) by a tab whose last
+/// event had order `last`: client ms × 1000, plus a per-tab sequence so that the
+/// events of one tab keep the order they were logged in, even within one ms or
+/// when the clock steps back.
+pub fn next_order(last: u64, now_ms: f64) -> u64 {
+    let now = if now_ms > 0.0 { now_ms as u64 } else { 0 };
+    // Capped to 16 digits (a clock past the year 2286): the key must stay readable.
+    now.saturating_mul(1000).max(last.saturating_add(1)).min(MAX_ORDER)
+}
+
+const MAX_ORDER: u64 = 9_999_999_999_999_999;
+
+/// The localStorage key of an event: `hourofci-log:ev:<order, 16 digits>:<id>`.
+pub fn event_key(order: u64, id: &str) -> String {
+    let mut digits = String::new();
+    json::write_u64(&mut digits, order);
+    let mut key = String::from(EVENT_PREFIX);
+    key.push_str("0000000000000000".get(digits.len()..).unwrap_or(""));
+    key.push_str(&digits);
+    key.push(':');
+    key.push_str(id);
+    key
+}
+
+/// The event id in an event key; `None` for any other key.
+pub fn key_id(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(EVENT_PREFIX)?;
+    // The order field is fixed-width: no search (and no `memchr` in the wasm).
+    (rest.as_bytes().get(ORDER_DIGITS) == Some(&b':')).then(|| rest.get(ORDER_DIGITS + 1..)).flatten().filter(|id| !id.is_empty())
+}
+
+/// How many of the oldest of `len` pending events go when at most `max` may stay.
+pub fn excess(len: usize, max: usize) -> usize {
+    len.saturating_sub(max.max(1))
 }
 
 fn event_json_len(e: &Event) -> usize {
@@ -104,42 +134,44 @@ fn write_event(out: &mut String, e: &Event, with_test: bool) {
     out.push('}');
 }
 
-/// The stored form of the queue: a JSON array of events (localStorage `hourofci-log:queue:v1`).
-pub fn encode_events(events: &[Event]) -> String {
-    let mut out = String::from("[");
-    for (i, e) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_event(&mut out, e, true);
-    }
-    out.push(']');
+/// The stored form of one event (the value of its key): a JSON object.
+pub fn encode_event(e: &Event) -> String {
+    let mut out = String::new();
+    write_event(&mut out, e, true);
     out
 }
 
-/// Reads the stored queue. Corrupt storage never fails: unreadable text gives an
-/// empty queue and unreadable entries are skipped, so one bad write loses at most itself.
-pub fn decode_events(text: &str) -> Vec<Event> {
-    let Some(Json::Array(items)) = json::parse(text) else { return Vec::new() };
-    items.iter().filter_map(event_from_json).collect()
+/// Reads one stored event; `None` when unreadable.
+pub fn decode_event(text: &str) -> Option<Event> {
+    event_from_json(&json::parse(text)?)
 }
 
-fn event_from_json(v: &Json) -> Option<Event> {
-    let s = |k: &str| v.get(k).and_then(Json::as_str).map(str::to_string);
-    let id = s("id")?;
-    if id.is_empty() {
+/// An event from its JSON object (stored per key, or an item of the single array
+/// SDKs before per-event keys kept under `hourofci-log:queue:v1`); `None` when
+/// unreadable, so one bad write loses at most itself.
+pub fn event_from_json(v: &Json) -> Option<Event> {
+    // Every field checked first, then taken: no partly built event to drop (smaller wasm).
+    let fields = ["id", "user_agent", "lesson", "level", "question", "answer", "client_time"];
+    if fields.iter().any(|k| string_field(v, k).is_none()) || string_field(v, "id") == Some("") {
         return None;
     }
+    let s = |k| string_field(v, k).unwrap_or_default().to_string();
     Some(Event {
-        id,
+        id: s("id"),
         test: v.get("test").and_then(Json::as_bool).unwrap_or(false),
-        user_agent: s("user_agent")?,
-        lesson: s("lesson")?,
-        level: s("level")?,
-        question: s("question")?,
-        answer: s("answer")?,
-        client_time: s("client_time")?,
+        user_agent: s("user_agent"),
+        lesson: s("lesson"),
+        level: s("level"),
+        question: s("question"),
+        answer: s("answer"),
+        client_time: s("client_time"),
     })
+}
+
+/// Not inlined: once in the wasm rather than once per field.
+#[inline(never)]
+fn string_field<'a>(v: &'a Json, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Json::as_str)
 }
 
 /// The body of `POST /batch`: `{"events":[...],"dropped":N}`.
@@ -174,49 +206,87 @@ mod tests {
         }
     }
 
-    #[test]
-    fn over_max_drops_the_oldest_and_counts_them() {
-        let mut q = Queue::default();
-        for n in 0..5 {
-            q.push(ev(n, false), 3);
-        }
-        assert_eq!(q.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![ev(2, false).id, ev(3, false).id, ev(4, false).id]);
-        assert_eq!(q.dropped, 2);
+    fn queue(events: Vec<Event>) -> Queue {
+        Queue { events, dropped: 0 }
     }
 
     #[test]
-    fn settle_removes_only_that_event() {
-        let mut q = Queue::default();
-        for n in 0..3 {
-            q.push(ev(n, false), 10);
+    fn event_keys_carry_the_id_and_sort_by_order() {
+        let id = ev(7, false).id;
+        let key = event_key(1_764_316_484_123_000, &id);
+        assert_eq!(key, format!("hourofci-log:ev:1764316484123000:{id}"));
+        assert_eq!(key_id(&key), Some(id.as_str()));
+        // Zero-padded: an order with fewer digits still sorts first as a string.
+        assert_eq!(event_key(5, "x"), "hourofci-log:ev:0000000000000005:x");
+        assert!(event_key(5, "z") < event_key(1_000, "a"));
+        // An id with a colon (migrated from an old queue) survives.
+        assert_eq!(key_id(&event_key(1, "a:b")), Some("a:b"));
+        for other in ["hourofci-log:queue:v1", "hourofci-log:dropped:v1", "hourofci-log:lease:v1", "hourofci-log:ev:", "hourofci-log:ev:12:", "hourofci-log:ev::id", "hourofci-log:ev:1x:id", "filler-3", "hourofci-log:ev:12"] {
+            assert_eq!(key_id(other), None, "{other}");
         }
-        assert!(q.settle(&ev(1, false).id));
-        assert!(!q.settle(&ev(1, false).id));
-        assert_eq!(q.events, vec![ev(0, false), ev(2, false)]);
+    }
+
+    #[test]
+    fn one_tab_keeps_its_order_within_a_millisecond_and_when_the_clock_steps_back() {
+        let mut order = 0;
+        let mut keys = Vec::new();
+        for (i, now) in [1_000.0, 1_000.0, 1_000.0, 999.0, 1_001.0, 5_000.0, -3.0].iter().enumerate() {
+            order = next_order(order, *now);
+            keys.push(event_key(order, &format!("e{i}")));
+        }
+        let mut sorted = keys.clone();
+        sorted.reverse();
+        sorted.sort();
+        assert_eq!(sorted, keys, "logged order is key order");
+        assert_eq!(next_order(0, 1_764_316_484_123.0), 1_764_316_484_123_000);
+        assert_eq!(key_id(&event_key(next_order(0, 1e300), "future")), Some("future"), "a wild clock still gives a readable key");
+        // Migrated events (order = index) sort before anything logged since.
+        assert!(event_key(999, "old") < event_key(next_order(0, 1.0), "new"));
+    }
+
+    #[test]
+    fn two_tabs_interleave_by_client_time() {
+        // Tab A logs at 10 and 12 ms, tab B at 11 ms: one queue, oldest first.
+        let a1 = event_key(next_order(0, 10.0), "a1");
+        let a2 = event_key(next_order(next_order(0, 10.0), 12.0), "a2");
+        let b1 = event_key(next_order(0, 11.0), "b1");
+        let mut keys = vec![a2.clone(), b1.clone(), "filler".to_string(), a1.clone()];
+        keys.retain(|k| key_id(k).is_some());
+        keys.sort();
+        assert_eq!(keys, vec![a1, b1, a2]);
+    }
+
+    #[test]
+    fn over_max_the_oldest_go() {
+        assert_eq!(excess(5, 3), 2);
+        assert_eq!(excess(3, 3), 0);
+        assert_eq!(excess(0, 3), 0);
+        assert_eq!(excess(2, 0), 1, "at least one event is always kept");
     }
 
     #[test]
     fn chunks_are_oldest_first_one_table_and_bounded() {
-        let mut q = Queue::default();
-        for n in 0..7 {
-            q.push(ev(n, n == 2), 100);
-        }
+        let q = queue((0..7).map(|n| ev(n, n == 2)).collect());
         let c = q.next_chunk(3, 1 << 20);
         assert_eq!(c, vec![ev(0, false), ev(1, false), ev(3, false)]);
         let one = q.next_chunk(100, 10);
         assert_eq!(one, vec![ev(0, false)], "a huge event still goes alone");
-        q.settle(&ev(0, false).id);
-        q.settle(&ev(1, false).id);
-        assert_eq!(q.next_chunk(100, 1 << 20), vec![ev(2, true)]);
+        let rest = queue(q.events[2..].to_vec());
+        assert_eq!(rest.next_chunk(100, 1 << 20), vec![ev(2, true)]);
+        assert!(rest.contains(&ev(4, false).id) && !rest.contains(&ev(0, false).id));
     }
 
     #[test]
-    fn corrupt_storage_gives_what_can_be_read() {
-        assert_eq!(decode_events("not json"), vec![]);
-        assert_eq!(decode_events("{\"a\":1}"), vec![]);
-        let good = encode_events(&[ev(1, true)]);
-        let mixed = format!("[{{\"id\":5}},{},null]", &good[1..good.len() - 1]);
-        assert_eq!(decode_events(&mixed), vec![ev(1, true)]);
+    fn stored_events_round_trip_and_corrupt_ones_are_skipped() {
+        assert_eq!(decode_event(&encode_event(&ev(1, true))), Some(ev(1, true)));
+        assert_eq!(decode_event("not json"), None);
+        assert_eq!(decode_event("{\"id\":5}"), None);
+        assert_eq!(decode_event("{\"a\":1}"), None);
+        // The old single-array queue, for the migration: its items are read one by one.
+        let old = format!("[{{\"id\":5}},{},null,{}]", encode_event(&ev(1, true)), encode_event(&ev(2, false)));
+        let Some(Json::Array(items)) = json::parse(&old) else { panic!("{old}") };
+        let read: Vec<Event> = items.iter().filter_map(event_from_json).collect();
+        assert_eq!(read, vec![ev(1, true), ev(2, false)]);
     }
 
     #[test]
@@ -253,20 +323,36 @@ mod tests {
         proptest! {
             #[test]
             fn storage_codec_round_trips(events in proptest::collection::vec(arb_event(), 0..8)) {
-                prop_assert_eq!(decode_events(&encode_events(&events)), events);
+                for e in &events {
+                    prop_assert_eq!(decode_event(&encode_event(e)), Some(e.clone()));
+                }
+                let old: Vec<String> = events.iter().map(encode_event).collect();
+                let Some(Json::Array(items)) = json::parse(&format!("[{}]", old.join(","))) else { panic!() };
+                prop_assert_eq!(items.iter().filter_map(event_from_json).collect::<Vec<_>>(), events);
             }
 
             #[test]
-            fn queue_never_exceeds_max_and_counts_every_drop(n in 0usize..60, max in 1usize..20) {
-                let mut q = Queue::default();
-                for i in 0..n {
-                    q.push(super::ev(i as u32, false), max);
+            fn keys_sort_in_order_whatever_the_ids(orders in proptest::collection::vec(0u64..1u64 << 52, 0..40),
+                                                   ids in proptest::collection::vec("[a-f0-9:-]{1,36}", 40)) {
+                let mut keys: Vec<String> = orders.iter().zip(&ids).map(|(o, id)| event_key(*o, id)).collect();
+                for (k, id) in keys.iter().zip(&ids) {
+                    prop_assert_eq!(key_id(k), Some(id.as_str()));
                 }
-                prop_assert!(q.events.len() <= max);
-                prop_assert_eq!(q.events.len() as u64 + q.dropped, n as u64);
-                // the newest are kept, in order
-                let kept: Vec<_> = (n.saturating_sub(max)..n).map(|i| super::ev(i as u32, false)).collect();
-                prop_assert_eq!(&q.events, &kept);
+                keys.sort();
+                let mut expected: Vec<(u64, &String)> = orders.iter().copied().zip(&ids).collect();
+                expected.sort();
+                let expected: Vec<String> = expected.iter().map(|(o, id)| event_key(*o, id)).collect();
+                prop_assert_eq!(keys, expected);
+            }
+
+            #[test]
+            fn one_tab_orders_strictly_increase(clock in proptest::collection::vec(-1e3f64..2e12, 1..50)) {
+                let mut last = 0;
+                for now in clock {
+                    let next = next_order(last, now);
+                    prop_assert!(next > last);
+                    last = next;
+                }
             }
 
             #[test]

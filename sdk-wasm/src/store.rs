@@ -1,70 +1,160 @@
 //! Where the queue lives: localStorage (shared by the tabs of one origin and kept
-//! across reloads), with an in-memory copy that takes over when localStorage is
-//! missing, disabled or full, so the SDK keeps working either way.
+//! across reloads), one entry per event, with an in-memory list for the events
+//! localStorage refuses (missing, disabled or full), so the SDK keeps working either way.
+//!
+//! Nothing shared is ever read, modified and written back, because tabs in other
+//! renderer processes see localStorage writes a moment late and such a rewrite
+//! could erase another tab's event: an event is written once under its own key
+//! (see `queue::event_key`) and removed once settled. The count of dropped events
+//! is kept per tab, in memory (losing a count is acceptable, losing an event is not).
 
-use crate::queue::{decode_events, encode_events, Queue};
+use crate::json::Json;
+use crate::queue::{self, decode_event, encode_event, event_from_json, event_key, key_id, Event, Queue};
 use web_sys::Storage;
 
-/// The stored queue (a JSON array of events), per DESIGN.md.
-pub const QUEUE_KEY: &str = "hourofci-log:queue:v1";
-/// Dropped events not yet reported to the collector (a decimal integer).
-pub const DROPPED_KEY: &str = "hourofci-log:dropped:v1";
+/// Where SDKs before per-event keys kept the whole queue (a JSON array); migrated on load.
+pub const LEGACY_QUEUE_KEY: &str = "hourofci-log:queue:v1";
 
 pub struct Store {
     local: Option<Storage>,
-    /// The last queue written; the truth while `degraded` or without localStorage.
-    memory: Queue,
-    /// The last localStorage write failed (quota, disabled): use `memory` until one succeeds.
-    degraded: bool,
+    /// Events localStorage refused (missing, disabled, full), by key: they stay
+    /// with this tab, which alone sends them, until delivered.
+    memory_keys: Vec<String>,
+    /// Their values (same index).
+    memory_values: Vec<String>,
+    /// The order of this tab's last event (`queue::next_order`).
+    last_order: u64,
+    /// Events this tab dropped (over `maxQueue`) and has not reported yet: a per-tab
+    /// count, reported with this tab's next batch (never a shared rewrite).
+    dropped: u64,
 }
 
 impl Store {
     pub fn open() -> Store {
         // `window.localStorage` throws when storage is disabled; treat that as missing.
         let local = web_sys::window().and_then(|w| w.local_storage().ok().flatten());
-        Store { local, memory: Queue::default(), degraded: false }
+        Store { local, memory_keys: Vec::new(), memory_values: Vec::new(), last_order: 0, dropped: 0 }
     }
 
-    /// The current queue (fresh from localStorage, so other tabs' changes are seen).
-    pub fn load(&mut self) -> Queue {
-        if let (Some(ls), false) = (&self.local, self.degraded) {
-            if let (Ok(events), Ok(dropped)) = (ls.get_item(QUEUE_KEY), ls.get_item(DROPPED_KEY)) {
-                return Queue {
-                    events: events.map(|t| decode_events(&t)).unwrap_or_default(),
-                    dropped: dropped.and_then(|d| crate::json::parse_uint(&d, 10)).unwrap_or(0),
-                };
-            }
-            self.degraded = true;
+    /// Writes a new entry: to localStorage, else (refused) to memory.
+    fn set(&mut self, key: String, value: String) {
+        if !self.local.as_ref().is_some_and(|ls| ls.set_item(&key, &value).is_ok()) {
+            self.memory_keys.push(key);
+            self.memory_values.push(value);
         }
-        self.memory.clone()
     }
 
-    /// Writes the queue; on failure keeps it in memory (and retries localStorage next time).
-    pub fn save(&mut self, queue: &Queue) {
-        self.memory = queue.clone();
+    /// Removes one entry (idempotent: clobbers nothing another tab wrote).
+    fn delete(&mut self, key: &str) {
+        if let Some(i) = self.memory_keys.iter().position(|k| k == key) {
+            self.memory_keys.remove(i);
+            self.memory_values.remove(i);
+        }
         if let Some(ls) = &self.local {
-            let events_ok = if queue.events.is_empty() {
-                ls.remove_item(QUEUE_KEY).is_ok()
-            } else {
-                ls.set_item(QUEUE_KEY, &encode_events(&queue.events)).is_ok()
-            };
-            let dropped_ok = if queue.dropped == 0 {
-                ls.remove_item(DROPPED_KEY).is_ok()
-            } else {
-                let mut n = String::new();
-                crate::json::write_u64(&mut n, queue.dropped);
-                ls.set_item(DROPPED_KEY, &n).is_ok()
-            };
-            self.degraded = !(events_ok && dropped_ok);
+            let _ = ls.remove_item(key);
         }
     }
 
-    /// Is the queue currently shared with other tabs (and kept across reloads)?
+    /// The keys of all pending events, this tab's and the others' (fresh from
+    /// localStorage, so other tabs' changes are seen), oldest first: the stored ones
+    /// sorted (their order field is fixed-width, so as strings), then the ones only
+    /// this tab holds (storage refused them, so they are this tab's newest).
+    fn keys(&mut self) -> Vec<String> {
+        self.migrate();
+        let mut keys = Vec::new();
+        if let Some(ls) = &self.local {
+            for key in js_sys::Object::keys(ls).sort().iter() {
+                if let Some(key) = key.as_string().filter(|k| key_id(k).is_some()) {
+                    keys.push(key);
+                }
+            }
+        }
+        for key in &self.memory_keys {
+            keys.push(key.clone());
+        }
+        keys
+    }
+
+    /// The event stored under `key`; `None` when gone (another tab settled it) or unreadable.
+    fn event(&mut self, key: &str) -> Option<Event> {
+        let text = match self.memory_keys.iter().position(|k| k == key) {
+            Some(i) => self.memory_values.get(i)?.clone(),
+            None => self.local.as_ref()?.get_item(key).ok()??,
+        };
+        decode_event(&text)
+    }
+
+    /// The current queue, oldest first, and the drops not yet reported.
+    pub fn load(&mut self) -> Queue {
+        let mut events = Vec::new();
+        let keys = self.keys();
+        for key in &keys {
+            if let Some(e) = self.event(key) {
+                events.push(e);
+            }
+        }
+        Queue { events, dropped: self.dropped }
+    }
+
+    /// How many events are pending (all tabs).
+    pub fn len(&mut self) -> u32 {
+        self.keys().len() as u32
+    }
+
+    /// Stores a new event (before anything is sent); over `max_len` the oldest
+    /// go and are counted. Returns how many were dropped now, and the queue length.
+    pub fn add(&mut self, event: Event, max_len: usize) -> (u64, u32) {
+        self.last_order = queue::next_order(self.last_order, crate::browser::now_ms());
+        self.set(event_key(self.last_order, &event.id), encode_event(&event));
+        let keys = self.keys();
+        let excess = queue::excess(keys.len(), max_len);
+        for key in &keys[..excess] {
+            self.delete(key);
+        }
+        self.dropped += excess as u64;
+        (excess as u64, (keys.len() - excess) as u32)
+    }
+
+    /// Removes the settled events `ids` (no-op for those another tab removed
+    /// already) and takes `dropped_reported` off the drop count. Returns the queue length.
+    pub fn remove(&mut self, ids: &[&str], dropped_reported: u64) -> u32 {
+        let mut left = 0;
+        let keys = self.keys();
+        for key in &keys {
+            if key_id(key).is_some_and(|id| ids.iter().any(|i| *i == id)) {
+                self.delete(key);
+            } else {
+                left += 1;
+            }
+        }
+        self.dropped = self.dropped.saturating_sub(dropped_reported);
+        left
+    }
+
+    /// Is the queue shared with other tabs (localStorage present)?
     pub fn shared(&self) -> bool {
-        self.local.is_some() && !self.degraded
+        self.local.is_some()
     }
 
     pub fn local(&self) -> Option<&Storage> {
         self.local.as_ref()
+    }
+
+    /// Moves an old single-array queue (an SDK from before per-event keys, maybe
+    /// still open in another tab) to per-event keys. Its events keep their order and
+    /// sort before anything logged since; two tabs migrating at once write the same
+    /// keys. Unreadable items are skipped, as the old SDK did.
+    fn migrate(&mut self) {
+        let Some(old) = self.local.as_ref().and_then(|ls| ls.get_item(LEGACY_QUEUE_KEY).ok().flatten()) else { return };
+        if let Some(Json::Array(items)) = crate::json::parse(&old) {
+            let mut order = 0;
+            for item in &items {
+                if let Some(e) = event_from_json(item) {
+                    self.set(event_key(order, &e.id), encode_event(&e));
+                }
+                order += 1;
+            }
+        }
+        self.delete(LEGACY_QUEUE_KEY);
     }
 }

@@ -15,12 +15,28 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-const QUEUE_KEY: &str = "hourofci-log:queue:v1";
+/// Every event is its own localStorage entry: `hourofci-log:ev:<order>:<id>`.
+const EVENT_PREFIX: &str = "hourofci-log:ev:";
+/// Where SDKs before per-event keys kept the whole queue (migrated on load).
+const LEGACY_QUEUE_KEY: &str = "hourofci-log:queue:v1";
 /// Nothing listens on the discard port of loopback: fetch fails at once.
 const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
 
 fn storage() -> web_sys::Storage {
     web_sys::window().unwrap().local_storage().unwrap().unwrap()
+}
+
+/// The stored event entries, oldest first: (key, value).
+fn stored_events() -> Vec<(String, String)> {
+    let ls = storage();
+    let mut keys: Vec<String> = (0..ls.length().unwrap()).filter_map(|i| ls.key(i).unwrap()).filter(|k| k.starts_with(EVENT_PREFIX)).collect();
+    keys.sort();
+    keys.into_iter().map(|k| (k.clone(), ls.get_item(&k).unwrap().unwrap())).collect()
+}
+
+/// All stored event values, oldest first, in one string.
+fn stored_text() -> String {
+    stored_events().into_iter().map(|(_, v)| v).collect::<Vec<_>>().join("\n")
 }
 
 async fn init_dead_endpoint() {
@@ -60,14 +76,18 @@ fn percent_encoding_equals_encode_uri_component() {
 async fn event_is_in_local_storage_before_the_send_starts() {
     storage().clear().unwrap();
     init_dead_endpoint().await;
+    // Events an earlier test left in memory (storage was full) stay pending in this page.
+    let before = hourofci_sdk::pending().map_err(JsValue::from).unwrap();
     let promise = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "1A".into(), "persist me / ?".into()).unwrap();
     // Nothing has been awaited yet: the request cannot have been made.
-    let stored = storage().get_item(QUEUE_KEY).unwrap().expect("queue written before sending");
-    assert!(stored.contains("persist me / ?"), "{stored}");
+    let stored: Vec<_> = stored_events().into_iter().filter(|(_, v)| v.contains("persist me")).collect();
+    assert_eq!(stored.len(), 1, "written before sending, under its own key: {stored:?}");
+    assert!(stored[0].1.contains("persist me / ?"), "{stored:?}");
+    let id = stored[0].0.rsplit(':').next().unwrap().to_string();
+    assert!(stored[0].1.contains(&id), "the key names the event id: {stored:?}");
     assert_eq!(delivery(promise).await, "queued");
-    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), 1);
-    let after = storage().get_item(QUEUE_KEY).unwrap().unwrap();
-    assert!(after.contains("persist me / ?"));
+    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 1);
+    assert!(stored_events().contains(&stored[0]), "kept while undelivered");
     storage().clear().unwrap();
 }
 
@@ -76,6 +96,7 @@ async fn full_local_storage_falls_back_to_memory() {
     let ls = storage();
     ls.clear().unwrap();
     init_dead_endpoint().await;
+    let before = hourofci_sdk::pending().map_err(JsValue::from).unwrap();
     // Fill localStorage until the browser refuses more.
     let chunk = "x".repeat(512 * 1024);
     let mut n = 0;
@@ -92,16 +113,14 @@ async fn full_local_storage_falls_back_to_memory() {
         let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "2B".into(), a.into()).unwrap();
         assert_eq!(delivery(p).await, "queued");
     }
-    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), 2, "kept in memory");
-    assert!(ls.get_item(QUEUE_KEY).unwrap().is_none_or(|q| !q.contains("while full")));
-    // Space comes back: the next write puts the whole queue into localStorage again.
+    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 2, "kept in memory");
+    assert!(!stored_text().contains("while full"));
+    // Space comes back: new answers are stored again, the ones in memory still wait.
     ls.clear().unwrap();
     let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "2B".into(), "after space freed".into()).unwrap();
     assert_eq!(delivery(p).await, "queued");
-    let stored = ls.get_item(QUEUE_KEY).unwrap().unwrap();
-    for a in answers.iter().chain(&["after space freed"]) {
-        assert!(stored.contains(a), "{a} missing from {stored}");
-    }
+    assert!(stored_text().contains("after space freed"));
+    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 3, "memory and storage together");
     ls.clear().unwrap();
 }
 
@@ -140,9 +159,62 @@ async fn default_user_agent_is_md5_of_navigator_user_agent() {
     storage().clear().unwrap();
     init_dead_endpoint().await;
     let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "3C".into(), "ua check".into()).unwrap();
-    let stored = storage().get_item(QUEUE_KEY).unwrap().unwrap();
+    let stored = stored_text();
     let ua = web_sys::window().unwrap().navigator().user_agent().unwrap();
     assert!(stored.contains(&hourofci_sdk::md5::md5_hex(&ua)), "{stored}");
     delivery(p).await;
+    storage().clear().unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn an_old_single_key_queue_is_migrated_in_order() {
+    storage().clear().unwrap();
+    let old = r#"[{"id":"00000000-0000-4000-8000-000000000001","user_agent":"ua","lesson":"gateway","level":"beginner","question":"1A","answer":"old first","client_time":"2026-11-28T07:35:44.123Z","test":false},{"id":5},{"id":"00000000-0000-4000-8000-000000000002","user_agent":"ua","lesson":"gateway","level":"beginner","question":"1A","answer":"old second","client_time":"2026-11-28T07:35:45.123Z","test":false}]"#;
+    init_dead_endpoint().await;
+    let before = hourofci_sdk::pending().map_err(JsValue::from).unwrap();
+    storage().set_item(LEGACY_QUEUE_KEY, old).unwrap();
+    let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "1A".into(), "new one".into()).unwrap();
+    assert_eq!(delivery(p).await, "queued");
+    assert_eq!(storage().get_item(LEGACY_QUEUE_KEY).unwrap(), None, "the old key is gone");
+    let answers: Vec<String> = stored_events().into_iter().map(|(_, v)| v).filter(|v| v.contains("old ") || v.contains("new one")).collect();
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    for (text, answer) in answers.iter().zip(["old first", "old second", "new one"]) {
+        assert!(text.contains(answer), "oldest first: {answers:?}");
+    }
+    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 3);
+    storage().clear().unwrap();
+}
+
+/// What another tab does while this one works: it stores its own events under its
+/// own keys, and settles events this tab stored. Neither erases the other's
+/// (the single-key queue lost answers exactly here, when the writes crossed).
+#[wasm_bindgen_test]
+async fn another_tabs_writes_are_never_erased() {
+    storage().clear().unwrap();
+    init_dead_endpoint().await;
+    let before = hourofci_sdk::pending().map_err(JsValue::from).unwrap();
+    let other = |n: u32| {
+        let id = format!("00000000-0000-4000-8000-{n:012}");
+        let key = format!("{EVENT_PREFIX}{:016}:{id}", 1_000 + n);
+        let value = format!(r#"{{"id":"{id}","user_agent":"ua","lesson":"gateway","level":"beginner","question":"1A","answer":"other tab {n}","client_time":"2026-11-28T07:35:44.123Z","test":false}}"#);
+        storage().set_item(&key, &value).unwrap();
+        key
+    };
+    let mut pending = Vec::new();
+    for n in 0..5 {
+        other(n);
+        pending.push(hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "1A".into(), format!("this tab {n}").into()).unwrap());
+    }
+    let settled_elsewhere = other(99);
+    storage().remove_item(&settled_elsewhere).unwrap();
+    for p in pending {
+        assert_eq!(delivery(p).await, "queued");
+    }
+    let text = stored_text();
+    for n in 0..5 {
+        assert!(text.contains(&format!("other tab {n}")) && text.contains(&format!("this tab {n}")), "{n} lost: {text}");
+    }
+    assert!(!text.contains("other tab 99"), "a removal by another tab stays removed");
+    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 10);
     storage().clear().unwrap();
 }
