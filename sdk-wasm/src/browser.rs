@@ -41,6 +41,12 @@ pub fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
+/// False when the browser knows it has no network (`navigator.onLine`); true
+/// when it may have one.
+pub fn online() -> bool {
+    window().map_or(true, |w| w.navigator().on_line())
+}
+
 pub fn user_agent() -> String {
     window().and_then(|w| w.navigator().user_agent().ok()).unwrap_or_default()
 }

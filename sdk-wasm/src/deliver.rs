@@ -335,7 +335,9 @@ pub fn enqueue(event: Event, max_queue: u32) -> js_sys::Promise {
     }
     promise(Box::pin(async move {
         let mut settled = Vec::new();
-        if with(|s| now_ms() >= s.not_before) {
+        // Offline, a send can only fail: the event is stored, so answer "queued" at
+        // once; the `online` listener sends it.
+        if browser::online() && with(|s| now_ms() >= s.not_before) {
             flush_pass(&mut settled).await;
         }
         let mine = with(|s| s.recent.iter().rev().find(|(i, _)| *i == id).map(|(_, o)| *o));
