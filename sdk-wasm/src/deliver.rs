@@ -337,16 +337,17 @@ pub fn enqueue(event: Event, max_queue: u32) -> js_sys::Promise {
         let mut settled = Vec::new();
         // Offline, a send can only fail: the event is stored, so answer "queued" at
         // once; the `online` listener sends it.
-        if browser::online() && with(|s| now_ms() >= s.not_before) {
+        let tried = browser::online() && with(|s| now_ms() >= s.not_before);
+        if tried {
             flush_pass(&mut settled).await;
         }
         let mine = with(|s| s.recent.iter().rev().find(|(i, _)| *i == id).map(|(_, o)| *o));
-        let still_queued = with(|s| s.store.load().contains(&id));
         let delivery = match mine {
             Some(Outcome::Rejected) => "rejected",
             Some(_) => "sent",
-            // Another tab delivered it while we waited for the lock.
-            None if !still_queued => "sent",
+            // Another tab delivered it while we waited for the lock. (Not tried: it
+            // was stored just now, so it is still queued; don't parse the queue.)
+            None if tried && !with(|s| s.store.load().contains(&id)) => "sent",
             None => {
                 emit(Status { kind: "queued", id: Some(&id), pending: pending_len(), ..Default::default() });
                 "queued"
