@@ -349,7 +349,9 @@ pub fn enqueue(event: Event, max_queue: u32) -> js_sys::Promise {
             // was stored just now, so it is still queued; don't parse the queue.)
             None if tried && !with(|s| s.store.load().contains(&id)) => "sent",
             None => {
-                emit(Status { kind: "queued", id: Some(&id), pending: pending_len(), ..Default::default() });
+                // Not tried: the count `add` just took is still right.
+                let pending = if tried { pending_len() } else { pending };
+                emit(Status { kind: "queued", id: Some(&id), pending, ..Default::default() });
                 "queued"
             }
         };
