@@ -382,6 +382,10 @@ pub fn install_hooks() {
         flush_soon();
     });
     let send_before_leaving = || {
+        // Offline, the send could only fail; the events stay stored for the next visit.
+        if !browser::online() {
+            return;
+        }
         // No lock: the page may be frozen before a lock is granted, and a resend is
         // harmless (the event id makes the collector answer "duplicate").
         spawn(Box::pin(async {
