@@ -204,7 +204,10 @@ async fn legacy_get(State(state): State<AppState>, uri: Uri) -> Result<Response,
         state.metrics.invalid.inc();
         return Err(ApiError::new(StatusCode::NOT_FOUND, e));
     }
-    state.commit.submit(vec![event]).await.map_err(|e| state.unavailable(&e))?;
+    let outcomes = state.commit.submit(vec![event]).await.map_err(|e| state.unavailable(&e))?;
+    if let Some(Outcome::Rejected(rule)) = outcomes.first() {
+        return Err(ApiError::rejected(StatusCode::NOT_FOUND, rule));
+    }
     Ok(([(header::CONTENT_TYPE, "application/json")], "null").into_response())
 }
 
@@ -218,7 +221,8 @@ fn bad_header(field: &'static str, rule: &str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, Invalid::with_code("bad_header", Some(field), rule))
 }
 
-/// One event with its id: 201 when written, 200 when that id was already stored.
+/// One event with its id: 201 when written, 200 when that id was already stored with
+/// the same content, 409 when with different content, 422 when the database refused it.
 async fn post_event(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
     let key = headers
         .get("idempotency-key")
@@ -226,8 +230,9 @@ async fn post_event(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
     let id = key
         .to_str()
         .ok()
-        .and_then(|k| event::parse_event_id(k).ok())
+        .and_then(|k| Uuid::parse_str(k.trim()).ok())
         .ok_or_else(|| bad_header("Idempotency-Key", "Idempotency-Key must be a UUID"))?;
+    let id = event::check_event_id(id).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let client_time = match headers.get("x-client-time") {
         None => None,
         Some(v) => Some(
@@ -248,10 +253,12 @@ async fn post_event(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
         return Err(ApiError::new(status_for(&e, StatusCode::UNPROCESSABLE_ENTITY), e));
     }
     let outcomes = state.commit.submit(vec![event]).await.map_err(|e| state.unavailable(&e))?;
-    Ok(match outcomes.first() {
-        Some(Outcome::Written) => (StatusCode::CREATED, Json(EventReply { id, status: "written" })).into_response(),
-        _ => (StatusCode::OK, Json(EventReply { id, status: "duplicate" })).into_response(),
-    })
+    match outcomes.first() {
+        Some(Outcome::Written) => Ok((StatusCode::CREATED, Json(EventReply { id, status: "written" })).into_response()),
+        Some(Outcome::Conflict) => Err(ApiError::conflict()),
+        Some(Outcome::Rejected(rule)) => Err(ApiError::rejected(StatusCode::UNPROCESSABLE_ENTITY, rule)),
+        _ => Ok((StatusCode::OK, Json(EventReply { id, status: "duplicate" })).into_response()),
+    }
 }
 
 #[derive(Serialize, Debug)]
@@ -332,9 +339,11 @@ async fn batch(State(state): State<AppState>, table: Table, headers: HeaderMap, 
     let (slots, events): (Vec<usize>, Vec<NewEvent>) = pending.into_iter().unzip();
     let outcomes = state.commit.submit(events).await.map_err(|e| state.unavailable(&e))?;
     for (slot, outcome) in slots.into_iter().zip(outcomes) {
-        results[slot].status = match outcome {
-            Outcome::Written => "written",
-            Outcome::Duplicate => "duplicate",
+        results[slot].status = outcome.as_str();
+        results[slot].reason = match outcome {
+            Outcome::Conflict => Some(crate::error::CONFLICT_RULE.to_string()),
+            Outcome::Rejected(rule) => Some(rule.to_string()),
+            Outcome::Written | Outcome::Duplicate => None,
         };
     }
     Ok(Json(BatchReply { results }))

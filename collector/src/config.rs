@@ -197,19 +197,37 @@ pub struct MigrateArgs {
     pub writer_role: String,
 }
 
-/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`, for logs.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
+/// A database URL as it may appear in logs and errors: the password (in the user
+/// info or as a `password`-like query parameter) replaced by `***`, e.g.
+/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.
+///
+/// A URL that does not parse, or whose user info cannot be told apart (an `@` after
+/// the host, as an unencoded `/` in the password makes), is not shown at all: any
+/// part of it could be the password.
+pub fn redact_url(text: &str) -> String {
+    const HIDDEN: &str = "<the database URL, not shown: it does not parse as a URL>";
+    let Ok(mut url) = url::Url::parse(text) else {
+        return HIDDEN.to_string();
     };
-    let authority_end = url[scheme_end..].find('/').map_or(url.len(), |i| scheme_end + i);
-    let Some(at) = url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else {
-        return url.to_string();
-    };
-    match url[scheme_end..at].find(':') {
-        Some(colon) => format!("{}***{}", &url[..scheme_end + colon + 1], &url[at..]),
-        None => url.to_string(),
+    let after_host = format!("{}{}{}", url.path(), url.query().unwrap_or(""), url.fragment().unwrap_or(""));
+    if after_host.contains('@') || url.cannot_be_a_base() {
+        return HIDDEN.to_string();
     }
+    if url.password().is_some() && url.set_password(Some("***")).is_err() {
+        return HIDDEN.to_string();
+    }
+    let is_secret = |key: &str| key.to_ascii_lowercase().contains("pass");
+    if url.query_pairs().any(|(k, _)| is_secret(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_secret(&k) { "***".to_string() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 #[cfg(test)]
@@ -221,7 +239,34 @@ mod tests {
         assert_eq!(redact_url("postgres://u:p%40ss@h:5432/db?x=1"), "postgres://u:***@h:5432/db?x=1");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
-        assert_eq!(redact_url("postgres://u:a@b@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres:///db?host=/run/postgresql"), "postgres:///db?host=/run/postgresql");
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=verify-full&password=s3cret&sslpassword=k3y"),
+            "postgres://u@h/db?sslmode=verify-full&password=***&sslpassword=***"
+        );
+    }
+
+    #[test]
+    fn never_shows_a_password_whatever_the_url_form() {
+        let secrets = ["s3cr/et", "12/34", "a@b", "p%40ss", "s3cret", "s3:cret", "9/x@y"];
+        for secret in secrets {
+            for url in [
+                format!("postgres://u:{secret}@h:5432/db"),
+                format!("postgres://u:{secret}@h/db?sslmode=require"),
+                format!("postgresql://u@h/db?password={secret}"),
+                format!("postgres://u@h/db?sslmode=require&PassWord={secret}"),
+                format!("postgres://u:{secret}@/db?host=/run/postgresql"),
+                format!("u:{secret}@h/db"),
+                format!("host=h user=u password={secret}"),
+            ] {
+                let shown = redact_url(&url);
+                for part in secret.split(['/', '@', ':', '%']).filter(|p| p.len() > 1) {
+                    assert!(!shown.contains(part), "{url:?} shown as {shown:?} leaks {part:?}");
+                }
+            }
+        }
+        assert!(redact_url("postgres://u:pa/ss@h/db").starts_with("<the database URL, not shown"));
+        assert!(redact_url("postgres://u:12/x@h/db").starts_with("<the database URL, not shown"), "host u, port 12, @ in the path");
     }
 
     #[test]

@@ -7,6 +7,10 @@ use axum::Json;
 use crate::event::Invalid;
 use crate::group_commit::SubmitError;
 
+/// Why a `conflict` verdict was given (409 body and `/batch` result reason).
+pub const CONFLICT_RULE: &str =
+    "this event id is already stored with different content (user agent, lesson, level, question, answer or table); the stored event is kept";
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -22,6 +26,18 @@ impl ApiError {
 
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, Invalid::with_code("not_found", None, "no such route"))
+    }
+
+    /// 409: the event id is already stored with different content; the stored row is
+    /// kept. Final: a retry cannot succeed.
+    pub fn conflict() -> Self {
+        Self::new(StatusCode::CONFLICT, Invalid::with_code("conflict", None, CONFLICT_RULE))
+    }
+
+    /// The database refused this event's values (`rule` says why); `status` is 422 on
+    /// the SDK routes, 404 on the legacy GET (as every invalid value there).
+    pub fn rejected(status: StatusCode, rule: &str) -> Self {
+        Self::new(status, Invalid::with_code("invalid", None, rule))
     }
 
     /// 503 + `Retry-After`: the caller should try again later with the same event id.

@@ -158,9 +158,20 @@ pub fn parse_client_time(header: &str) -> Result<DateTime<Utc>, Invalid> {
         })
 }
 
-/// Parse an event id (`Idempotency-Key` or a batch event's `id`).
+/// Parse an event id (`Idempotency-Key` or a batch event's `id`): a UUID in any form
+/// the `uuid` crate reads (compared and stored canonically), and not the nil UUID.
 pub fn parse_event_id(text: &str) -> Result<Uuid, Invalid> {
-    Uuid::parse_str(text.trim()).map_err(|_| Invalid::field("id", "the event id must be a UUID"))
+    let id = Uuid::parse_str(text.trim()).map_err(|_| Invalid::field("id", "the event id must be a UUID"))?;
+    check_event_id(id)
+}
+
+/// The nil UUID is what a client without a random source sends for every event; taken
+/// as an id, each of its events would be a duplicate or a conflict of the first.
+pub fn check_event_id(id: Uuid) -> Result<Uuid, Invalid> {
+    if id.is_nil() {
+        return Err(Invalid::field("id", "the event id must not be the nil UUID 00000000-0000-0000-0000-000000000000"));
+    }
+    Ok(id)
 }
 
 /// A parsed `/batch` body. Events that could not be read are kept in place as errors so
@@ -277,6 +288,17 @@ mod tests {
         assert!(parse_event_path("/x/a/b/c/d/e").is_none());
         let bad = parse_event_path("/ua/gateway/beginner/1A/%FF").unwrap().unwrap_err();
         assert_eq!(bad.field, Some("answer"));
+    }
+
+    #[test]
+    fn event_ids_are_canonical_and_never_nil() {
+        let canonical = parse_event_id("6f1c1a5e-33a4-4d0b-9f57-8f8f5d6f4a01").unwrap();
+        for form in ["6F1C1A5E-33A4-4D0B-9F57-8F8F5D6F4A01", "6f1c1a5e33a44d0b9f578f8f5d6f4a01", "{6f1c1a5e-33a4-4d0b-9f57-8f8f5d6f4a01}"] {
+            assert_eq!(parse_event_id(form).unwrap(), canonical, "{form}");
+        }
+        let nil = parse_event_id("00000000-0000-0000-0000-000000000000").unwrap_err();
+        assert_eq!((nil.code, nil.field), ("invalid", Some("id")));
+        assert!(nil.rule.contains("nil UUID"), "{}", nil.rule);
     }
 
     #[test]

@@ -7,7 +7,12 @@
 //! - Bounded: the queue holds at most `queue_capacity` events; beyond that a request is
 //!   refused at once ([`SubmitError::QueueFull`], answered 503) instead of growing memory.
 //! - A request's events (one, or a whole `/batch`) are never split across groups.
-//! - A failed commit fails exactly the requests of that group.
+//! - One event whose values the database refuses (say an emoji in a LATIN1 database)
+//!   does not fail its group: the group is split in halves and committed again, down
+//!   to the event at fault, which gets [`Outcome::Rejected`] (422) while the others are
+//!   committed. Only errors SQLSTATE puts on the data (class 22/23) are isolated so.
+//! - Any other failed commit (the database is down, a timeout) fails exactly the
+//!   requests of that (part of the) group: 503, the client retries.
 //! - Shutdown has two steps: [`GroupCommit::drain`] makes writers commit at once
 //!   instead of waiting to fill a group (requests still accepted), then
 //!   [`GroupCommit::close`] refuses new work; writers empty the queue, then stop.
@@ -250,31 +255,65 @@ impl Writer {
             events.append(&mut job.events);
         }
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.config.db_timeout, self.store.write_group(&events)).await {
+        let results = self.write_isolating(&events).await;
+        self.metrics.queued_events.add(-(events.len() as i64));
+        self.metrics.write_seconds.observe(started.elapsed().as_secs_f64());
+        let mut rest = results.into_iter();
+        for (job, size) in jobs.into_iter().zip(sizes) {
+            let mine: Reply = rest.by_ref().take(size).collect();
+            let _ = job.reply.send(mine);
+        }
+    }
+
+    /// Commit `events`, one outcome (or error) per event, in order. When the database
+    /// refuses the values of a part, commit its halves separately, down to single
+    /// events: k bad events among n cost about 2k·log2(n) extra commits, and only
+    /// groups that hold a bad event pay them.
+    async fn write_isolating(&self, events: &[NewEvent]) -> Vec<Result<Outcome, Arc<StoreError>>> {
+        let mut results: Vec<Option<Result<Outcome, Arc<StoreError>>>> = vec![None; events.len()];
+        let mut parts = vec![0..events.len()];
+        while let Some(part) = parts.pop() {
+            let slice = &events[part.clone()];
+            match self.write_once(slice).await {
+                Ok(outcomes) => {
+                    self.metrics.record_commit(slice, &outcomes);
+                    for (slot, outcome) in results[part].iter_mut().zip(outcomes) {
+                        *slot = Some(Ok(outcome));
+                    }
+                }
+                Err(e) => match e.rejected_rule() {
+                    Some(rule) if part.len() == 1 => {
+                        tracing::info!(rule, "the database refused one event's values; answered 422");
+                        self.metrics.record_commit(slice, &[Outcome::Rejected(rule)]);
+                        results[part.start] = Some(Ok(Outcome::Rejected(rule)));
+                    }
+                    Some(_) => {
+                        let mid = part.start + part.len() / 2;
+                        // Popped last-in first-out: the first half is committed first.
+                        parts.push(mid..part.end);
+                        parts.push(part.start..mid);
+                    }
+                    None => {
+                        tracing::warn!(events = part.len(), "group commit failed: {e}");
+                        self.metrics.db_errors.inc();
+                        let e = Arc::new(e);
+                        for slot in &mut results[part] {
+                            *slot = Some(Err(e.clone()));
+                        }
+                    }
+                },
+            }
+        }
+        results.into_iter().map(|r| r.expect("every part gets a result")).collect()
+    }
+
+    /// One transaction for `events`, bounded by the database timeout.
+    async fn write_once(&self, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError> {
+        match tokio::time::timeout(self.config.db_timeout, self.store.write_group(events)).await {
             Ok(Ok(outcomes)) if outcomes.len() == events.len() => Ok(outcomes),
             Ok(Ok(_)) => Err(StoreError::Other("the store answered for the wrong number of events".into())),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(StoreError::Timeout(self.config.db_timeout)),
-        };
-        self.metrics.queued_events.add(-(events.len() as i64));
-        self.metrics.write_seconds.observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(outcomes) => {
-                self.metrics.record_commit(&events, &outcomes);
-                let mut rest = outcomes.into_iter();
-                for (job, size) in jobs.into_iter().zip(sizes) {
-                    let mine: Vec<Outcome> = rest.by_ref().take(size).collect();
-                    let _ = job.reply.send(Ok(mine));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(events = events.len(), "group commit failed: {e}");
-                self.metrics.db_errors.inc();
-                let e = Arc::new(e);
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
-            }
         }
     }
 }

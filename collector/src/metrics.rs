@@ -66,6 +66,7 @@ pub struct Metrics {
     pub written_production: Counter,
     pub written_test: Counter,
     pub duplicates: Counter,
+    pub conflicts: Counter,
     pub invalid: Counter,
     pub db_errors: Counter,
     pub queue_full: Counter,
@@ -96,6 +97,8 @@ impl Metrics {
                 (Outcome::Written, Table::Production) => self.written_production.inc(),
                 (Outcome::Written, Table::Test) => self.written_test.inc(),
                 (Outcome::Duplicate, _) => self.duplicates.inc(),
+                (Outcome::Conflict, _) => self.conflicts.inc(),
+                (Outcome::Rejected(_), _) => self.invalid.inc(),
             }
         }
     }
@@ -118,7 +121,8 @@ impl Metrics {
             ],
         );
         counter("hourofci_events_duplicate_total", "Events whose id was already stored.", &[("", self.duplicates.get())]);
-        counter("hourofci_events_invalid_total", "Events refused by validation.", &[("", self.invalid.get())]);
+        counter("hourofci_events_conflict_total", "Events whose id was already stored with other content.", &[("", self.conflicts.get())]);
+        counter("hourofci_events_invalid_total", "Events refused by validation or by the database.", &[("", self.invalid.get())]);
         counter("hourofci_db_errors_total", "Group commits that failed (database error or timeout).", &[("", self.db_errors.get())]);
         counter("hourofci_queue_full_total", "Requests refused because the write queue was full.", &[("", self.queue_full.get())]);
         counter("hourofci_group_commits_total", "Successful group commits (transactions).", &[("", self.group_commits.get())]);

@@ -223,8 +223,9 @@ async fn batch_answers_in_order_and_commits_in_one_transaction() {
 
     let ids: Vec<String> = (0..50).map(|_| Uuid::new_v4().to_string()).collect();
     let mut events: Vec<Value> = ids.iter().map(|id| event(id, "spatial-thinking", &format!("a {id}"))).collect();
+    // Stored earlier with other content: a conflict. Repeated identically: a duplicate.
     events.insert(3, event(&known.to_string(), "gateway", "again"));
-    events.insert(7, event(&ids[0], "spatial-thinking", "repeated inside the batch"));
+    events.insert(7, event(&ids[0], "spatial-thinking", &format!("a {}", ids[0])));
     events.insert(9, event(&Uuid::new_v4().to_string(), "cooking", "x"));
     events.insert(11, json!({"id": "not-a-uuid", "user_agent": UA}));
     let res = app.post_batch("/batch", &json!({"events": events, "dropped": 5})).await;
@@ -235,12 +236,13 @@ async fn batch_answers_in_order_and_commits_in_one_transaction() {
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r["id"], events[i]["id"], "result {i} answers event {i}");
         let expected = match i {
-            3 | 7 => "duplicate",
+            3 => "conflict",
+            7 => "duplicate",
             9 | 11 => "invalid",
             _ => "written",
         };
         assert_eq!(r["status"], expected, "result {i}: {r}");
-        assert_eq!(r.get("reason").is_some(), expected == "invalid", "{r}");
+        assert_eq!(r.get("reason").is_some(), expected == "invalid" || expected == "conflict", "{r}");
     }
     assert!(results[9]["reason"].as_str().unwrap().starts_with("lesson:"), "{}", results[9]);
 
@@ -300,10 +302,11 @@ async fn test_traffic_goes_only_to_the_test_table() {
     let answers: Vec<String> = rows(&db.admin, "loggingtable_test").await.into_iter().map(|r| r.4).collect();
     assert_eq!(answers, ["t1", "t2", "t3"]);
     assert_eq!(count(&db.admin, "loggingtable").await, 0);
-    // The same event id may exist once per table.
+    // An event id belongs to one table: the same event sent to the other is a conflict.
     let id = Uuid::new_v4();
     assert_eq!(app.post_event(&format!("/test/{UA}/gateway/beginner/1A/x"), id, None).await.status(), 201);
-    assert_eq!(app.post_event(&format!("/{UA}/gateway/beginner/1A/x"), id, None).await.status(), 201);
+    assert_eq!(app.post_event(&format!("/{UA}/gateway/beginner/1A/x"), id, None).await.status(), 409);
+    assert_eq!(count(&db.admin, "loggingtable").await, 0);
 }
 
 #[tokio::test]

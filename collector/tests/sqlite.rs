@@ -68,12 +68,13 @@ async fn sqlite_dedupes_and_round_trips_like_postgres() {
     let events = json!({"events": [
         {"id": id, "user_agent": UA, "lesson": "gateway", "level": "beginner", "question": "1A", "answer": "again"},
         {"id": "7d2c0b38-1c7e-4d7e-9a4f-3b2b8f0c1d00", "user_agent": UA, "lesson": "gateway", "level": "beginner", "question": "1A", "answer": ".."},
-        {"id": "7d2c0b38-1c7e-4d7e-9a4f-3b2b8f0c1d00", "user_agent": UA, "lesson": "gateway", "level": "beginner", "question": "1A", "answer": "dup"},
+        {"id": "7d2c0b38-1c7e-4d7e-9a4f-3b2b8f0c1d00", "user_agent": UA, "lesson": "gateway", "level": "beginner", "question": "1A", "answer": ".."},
         {"id": "7d2c0b38-1c7e-4d7e-9a4f-3b2b8f0c1d01", "user_agent": UA, "lesson": "nope", "level": "beginner", "question": "1A", "answer": "x"}
     ]});
     let body: Value = s.app.post_batch("/batch", &events).await.json().await.unwrap();
     let statuses: Vec<&str> = body["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["duplicate", "written", "duplicate", "invalid"]);
+    // Same id, other answer than stored: conflict; the same event again: duplicate.
+    assert_eq!(statuses, ["conflict", "written", "duplicate", "invalid"]);
     let stored = s.answers("loggingtable").await;
     assert_eq!(stored, vec![
         (answer.to_string(), Some(id.to_string())),

@@ -1,10 +1,6 @@
 //! Where events end up: PostgreSQL (through the `sql/` functions only) or the embedded
 //! SQLite file. Both take a whole group of events per call, one transaction per group.
 
-use std::collections::HashSet;
-
-use uuid::Uuid;
-
 use crate::event::NewEvent;
 
 pub mod postgres;
@@ -18,11 +14,31 @@ pub use sqlite::SqliteStore;
 pub enum Outcome {
     /// A new row was committed.
     Written,
-    /// A row with this event id was already stored (or came earlier in the same group).
+    /// This event id is already stored (or came earlier in the same group) with the
+    /// same content: a retry. Nothing changed.
     Duplicate,
+    /// This event id is already stored with different content (user agent, lesson,
+    /// level, question, answer or table). The stored row is unchanged. Final (409).
+    Conflict,
+    /// The database refused this event's own values (found by isolating it from its
+    /// group); the rule says why. Final: answered 422 `invalid`.
+    Rejected(&'static str),
 }
 
-/// A group could not be committed. Every request of that group gets 503.
+impl Outcome {
+    /// The status word in a `/batch` result and in `log_events_v2`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Written => "written",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Conflict => "conflict",
+            Outcome::Rejected(_) => "invalid",
+        }
+    }
+}
+
+/// A group could not be committed. Every request of that group gets 503, unless
+/// [`StoreError::rejected_rule`] says the event values themselves were at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -64,32 +80,23 @@ impl Store {
     }
 }
 
-/// Turn the ids `log_events` reported as new into per-event outcomes, in order.
-///
-/// An event without id is always written. An id is written at its first occurrence
-/// when the database reported it new; every other occurrence is a duplicate.
-pub fn outcomes_from_new_ids(ids: &[Option<Uuid>], new_ids: &[Option<Uuid>]) -> Vec<Outcome> {
-    let mut fresh: HashSet<Uuid> = new_ids.iter().flatten().copied().collect();
-    ids.iter()
-        .map(|id| match id {
-            None => Outcome::Written,
-            Some(id) if fresh.remove(id) => Outcome::Written,
-            Some(_) => Outcome::Duplicate,
+impl StoreError {
+    /// When PostgreSQL refused the VALUES it was given (SQLSTATE class 22, data
+    /// exception, or 23, integrity constraint violation), the rule to report for the
+    /// event at fault; `None` for everything else (connection lost, timeout,
+    /// serialization failure, ...), which is an outage: 503 and retry.
+    pub fn rejected_rule(&self) -> Option<&'static str> {
+        let StoreError::Database(sqlx::Error::Database(db)) = self else { return None };
+        let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
+        Some(match pg.code() {
+            // untranslatable_character, character_not_in_repertoire
+            "22P05" | "22021" => "the database cannot store this text in its encoding",
+            // string_data_right_truncation
+            "22001" => "a value is longer than its database column allows",
+            c if c.starts_with("22") => "the database refused a value of this event",
+            c if c.starts_with("23") => "the database refused this event (constraint violated)",
+            _ => return None,
         })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_occurrence_of_a_new_id_is_written_the_rest_duplicate() {
-        let a = Uuid::new_v4();
-        let b = Uuid::new_v4();
-        let ids = [Some(a), None, Some(b), Some(a), None];
-        let got = outcomes_from_new_ids(&ids, &[Some(a), None, None]);
-        use Outcome::*;
-        assert_eq!(got, vec![Written, Written, Duplicate, Duplicate, Written]);
     }
 }
+

@@ -1,20 +1,47 @@
-//! PostgreSQL store. Writes go ONLY through `log_events` (see `sql/`), so the writer
-//! role needs no table privileges. One `log_events` call per table per group: a group
-//! for one table is a single statement in its own implicit transaction; a group that
-//! mixes production and test events is two statements in one explicit transaction.
+//! PostgreSQL store. Writes go ONLY through `log_events_v2` (see `sql/`), so the writer
+//! role needs no table privileges. One call per group, whatever tables its events go
+//! to: a single statement in its own implicit transaction, with a verdict per event
+//! (written, duplicate, conflict).
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Executor, Postgres};
+use sqlx::ConnectOptions;
 use uuid::Uuid;
 
-use super::{outcomes_from_new_ids, Outcome, StoreError};
+use super::{Outcome, StoreError};
 use crate::event::{NewEvent, Table};
 
-const LOG_EVENTS: &str = "SELECT * FROM log_events($1, $2, $3, $4, $5, $6, $7, $8)";
+const LOG_EVENTS: &str = "SELECT event_index, status FROM public.log_events_v2($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// Connection options from a URL, without echoing the URL (or its password) in an
+/// error or a log line.
+///
+/// sqlx logs the value of every query parameter it does not know, so secret-looking
+/// ones it would ignore anyway (libpq's `sslpassword`, ...) are dropped first; only
+/// their names are logged.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    let invalid = || {
+        StoreError::Other(format!(
+            "the PostgreSQL URL {} is not valid (percent-encode special characters in the password: / as %2F, @ as %40, : as %3A)",
+            crate::config::redact_url(url)
+        ))
+    };
+    let mut parsed = url::Url::parse(url).map_err(|_| invalid())?;
+    let is_secret = |key: &str| key != "password" && key.to_ascii_lowercase().contains("pass");
+    let dropped: Vec<String> = parsed.query_pairs().filter(|(k, _)| is_secret(k)).map(|(k, _)| k.into_owned()).collect();
+    if !dropped.is_empty() {
+        let kept: Vec<(String, String)> =
+            parsed.query_pairs().filter(|(k, _)| !is_secret(k)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        parsed.set_query(None);
+        if !kept.is_empty() {
+            parsed.query_pairs_mut().extend_pairs(kept);
+        }
+        tracing::warn!("ignoring the database URL parameter(s) {} (the collector does not use them)", dropped.join(", "));
+    }
+    PgConnectOptions::from_url(&parsed).map_err(|_| invalid())
+}
 
 pub struct PgStore {
     pool: PgPool,
@@ -25,7 +52,7 @@ impl PgStore {
     /// and (re)connects on demand. Each checkout is pinged first, so connections broken
     /// by a database restart are replaced instead of failing a group.
     pub fn connect_lazy(url: &str, pool_size: u32, timeout: Duration) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)?.application_name("hourofci-collector");
+        let options = connect_options(url)?.application_name("hourofci-collector");
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .min_connections(0)
@@ -40,22 +67,25 @@ impl PgStore {
     }
 
     pub async fn write_group(&self, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError> {
-        let (prod, test): (Vec<usize>, Vec<usize>) = (0..events.len()).partition(|&i| events[i].table == Table::Production);
-        let mut outcomes = vec![Outcome::Duplicate; events.len()];
-        match (prod.is_empty(), test.is_empty()) {
-            (true, true) => {}
-            (false, true) => fill(&mut outcomes, &prod, log_events(&self.pool, events, &prod, false).await?),
-            (true, false) => fill(&mut outcomes, &test, log_events(&self.pool, events, &test, true).await?),
-            (false, false) => {
-                let mut tx = self.pool.begin().await?;
-                let p = log_events(&mut *tx, events, &prod, false).await?;
-                let t = log_events(&mut *tx, events, &test, true).await?;
-                tx.commit().await?;
-                fill(&mut outcomes, &prod, p);
-                fill(&mut outcomes, &test, t);
-            }
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(outcomes)
+        let tests: Vec<bool> = events.iter().map(|e| e.table == Table::Test).collect();
+        let ids: Vec<Option<Uuid>> = events.iter().map(|e| e.id).collect();
+        let client_times: Vec<Option<DateTime<Utc>>> = events.iter().map(|e| e.client_time).collect();
+        let pick = |f: fn(&NewEvent) -> &str| events.iter().map(f).collect::<Vec<&str>>();
+        let verdicts: Vec<(i32, String)> = sqlx::query_as(LOG_EVENTS)
+            .bind(&tests)
+            .bind(&ids)
+            .bind(&client_times)
+            .bind(pick(|e| &e.user_agent))
+            .bind(pick(|e| &e.lesson))
+            .bind(pick(|e| &e.level))
+            .bind(pick(|e| &e.question))
+            .bind(pick(|e| &e.answer))
+            .fetch_all(&self.pool)
+            .await?;
+        outcomes_from_verdicts(events.len(), &verdicts)
     }
 
     pub async fn health(&self) -> Result<(), StoreError> {
@@ -64,30 +94,40 @@ impl PgStore {
     }
 }
 
-fn fill(outcomes: &mut [Outcome], idx: &[usize], got: Vec<Outcome>) {
-    for (&i, o) in idx.iter().zip(got) {
-        outcomes[i] = o;
+/// `log_events_v2` rows (1-based index, status word) -> one outcome per event, in order.
+fn outcomes_from_verdicts(n: usize, verdicts: &[(i32, String)]) -> Result<Vec<Outcome>, StoreError> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+    for (index, status) in verdicts {
+        let slot = usize::try_from(*index)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| outcomes.get_mut(i))
+            .ok_or_else(|| StoreError::Other(format!("log_events_v2 answered for event {index} of {n}")))?;
+        *slot = Some(match status.as_str() {
+            "written" => Outcome::Written,
+            "duplicate" => Outcome::Duplicate,
+            "conflict" => Outcome::Conflict,
+            other => return Err(StoreError::Other(format!("log_events_v2 answered the unknown status {other:?}"))),
+        });
     }
+    outcomes
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| StoreError::Other("log_events_v2 did not answer for every event".into()))
 }
 
-/// One `log_events` call for the events at `idx` (all of the same table).
-async fn log_events<'e, E>(db: E, events: &[NewEvent], idx: &[usize], test: bool) -> Result<Vec<Outcome>, StoreError>
-where
-    E: Executor<'e, Database = Postgres>,
-{
-    let pick = |f: fn(&NewEvent) -> &str| idx.iter().map(|&i| f(&events[i])).collect::<Vec<&str>>();
-    let ids: Vec<Option<Uuid>> = idx.iter().map(|&i| events[i].id).collect();
-    let client_times: Vec<Option<DateTime<Utc>>> = idx.iter().map(|&i| events[i].client_time).collect();
-    let new_ids: Vec<Option<Uuid>> = sqlx::query_scalar(LOG_EVENTS)
-        .bind(test)
-        .bind(&ids)
-        .bind(&client_times)
-        .bind(pick(|e| &e.user_agent))
-        .bind(pick(|e| &e.lesson))
-        .bind(pick(|e| &e.level))
-        .bind(pick(|e| &e.question))
-        .bind(pick(|e| &e.answer))
-        .fetch_all(db)
-        .await?;
-    Ok(outcomes_from_new_ids(&ids, &new_ids))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_map_by_position_and_must_cover_every_event() {
+        let v = |i: i32, s: &str| (i, s.to_string());
+        let got = outcomes_from_verdicts(3, &[v(2, "conflict"), v(1, "written"), v(3, "duplicate")]).unwrap();
+        assert_eq!(got, [Outcome::Written, Outcome::Conflict, Outcome::Duplicate]);
+        assert!(outcomes_from_verdicts(2, &[v(1, "written")]).is_err(), "one event without verdict");
+        assert!(outcomes_from_verdicts(1, &[v(0, "written")]).is_err());
+        assert!(outcomes_from_verdicts(1, &[v(2, "written")]).is_err());
+        assert!(outcomes_from_verdicts(1, &[v(1, "maybe")]).is_err());
+    }
 }

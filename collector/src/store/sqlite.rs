@@ -1,6 +1,12 @@
 //! Embedded SQLite store: the zero-setup default (`hourofci-log.db` in the working
-//! directory). Same columns and same dedupe rule as PostgreSQL; one transaction per group.
+//! directory). Same columns and the same verdicts as PostgreSQL's `log_events_v2`
+//! (written, duplicate, conflict); one transaction per group.
+//!
+//! The file holds learners' answers, so it is created `0600` (SQLite gives its `-wal`
+//! and `-shm` files the database file's mode).
 
+use std::io::ErrorKind;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,6 +33,23 @@ const SCHEMA: &[&str] = &[
         received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))",
 ];
 
+/// The stored content of an id in `table`, to compare a repeated id with.
+fn stored_sql(table: Table) -> &'static str {
+    match table {
+        Table::Production => "SELECT user_agent, lesson, lesson_level, question, answer FROM loggingtable WHERE event_id = ?",
+        Table::Test => "SELECT user_agent, lesson, lesson_level, question, answer FROM loggingtable_test WHERE event_id = ?",
+    }
+}
+
+fn other(table: Table) -> Table {
+    match table {
+        Table::Production => Table::Test,
+        Table::Test => Table::Production,
+    }
+}
+
+type Stored = (Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
+
 fn insert_sql(table: Table) -> &'static str {
     match table {
         Table::Production => {
@@ -48,6 +71,7 @@ impl SqliteStore {
     /// Open (creating if needed) the database file and its tables. One connection:
     /// SQLite has a single writer anyway. `synchronous=FULL` so a commit survives power loss.
     pub async fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+        create_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -73,6 +97,15 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(events.len());
         for e in events {
+            let id = e.id.map(|id| id.to_string());
+            if let Some(id) = &id {
+                // Stored in the other table: a conflict, whatever the content.
+                let elsewhere: Option<Stored> = sqlx::query_as(stored_sql(other(e.table))).bind(id).fetch_optional(&mut *tx).await?;
+                if elsewhere.is_some() {
+                    outcomes.push(Outcome::Conflict);
+                    continue;
+                }
+            }
             let done = sqlx::query(insert_sql(e.table))
                 .bind(&e.user_agent)
                 .bind(&date)
@@ -81,11 +114,23 @@ impl SqliteStore {
                 .bind(&e.level)
                 .bind(&e.question)
                 .bind(&e.answer)
-                .bind(e.id.map(|id| id.to_string()))
+                .bind(&id)
                 .bind(e.client_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
                 .execute(&mut *tx)
                 .await?;
-            outcomes.push(if done.rows_affected() == 1 { Outcome::Written } else { Outcome::Duplicate });
+            if done.rows_affected() == 1 {
+                outcomes.push(Outcome::Written);
+                continue;
+            }
+            let stored: Option<Stored> = sqlx::query_as(stored_sql(e.table)).bind(&id).fetch_optional(&mut *tx).await?;
+            let same = stored.is_some_and(|(ua, lesson, level, question, answer)| {
+                ua.as_deref() == Some(e.user_agent.as_str())
+                    && lesson.as_deref() == Some(e.lesson.as_str())
+                    && level.as_deref() == Some(e.level.as_str())
+                    && question.as_deref() == Some(e.question.as_str())
+                    && answer.as_deref() == Some(e.answer.as_str())
+            });
+            outcomes.push(if same { Outcome::Duplicate } else { Outcome::Conflict });
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -94,5 +139,26 @@ impl SqliteStore {
     pub async fn health(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// Create the database file readable by its owner only, before SQLite creates it with
+/// the umask's mode. An existing file readable by others is reported, not changed.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            if let Ok(meta) = std::fs::metadata(path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        "the SQLite file {} (and its -wal/-shm) can be read by other users (mode {:o}); chmod 600 them",
+                        path.display(),
+                        meta.permissions().mode() & 0o777
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(StoreError::Other(format!("cannot create the SQLite file {}: {e}", path.display()))),
     }
 }
