@@ -173,6 +173,7 @@ BEGIN
         FROM input i
         WHERE i.is_first AND NOT i.ev_test
           AND NOT EXISTS (SELECT 1 FROM public.loggingtable_test o WHERE o.event_id = i.ev_id)
+        ORDER BY i.ev_index  -- rows get their identity ids in request order
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
     ),
@@ -184,6 +185,7 @@ BEGIN
         FROM input i
         WHERE i.is_first AND i.ev_test
           AND NOT EXISTS (SELECT 1 FROM public.loggingtable o WHERE o.event_id = i.ev_id)
+        ORDER BY i.ev_index  -- rows get their identity ids in request order
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
     )
