@@ -115,8 +115,11 @@ async fn take_create_rights_from_public(conn: &mut PgConnection, database: &str,
         let query = sqlx::query_scalar::<_, bool>(held);
         let query = if held.contains("$1") { query.bind(quote_ident(writer_role)) } else { query };
         if query.fetch_one(&mut *conn).await? {
-            sqlx::query(&revoke).execute(&mut *conn).await?;
-            tracing::info!("{said}");
+            // Only the owner may revoke; if that is not us, the check that follows says what to do.
+            match sqlx::query(&revoke).execute(&mut *conn).await {
+                Ok(_) => tracing::info!("{said}"),
+                Err(e) => tracing::warn!("could not run {revoke:?}: {e}"),
+            }
         }
     }
     Ok(())
@@ -164,7 +167,8 @@ async fn check_writer_cannot_create(conn: &mut PgConnection, database: &str, wri
     .await?;
     for schema in schemas {
         problems.push(format!(
-            "{writer_role} may CREATE in schema {schema} (as the schema's owner: REVOKE CREATE ON SCHEMA {} FROM PUBLIC, {role})",
+            "{writer_role} may CREATE in schema {schema} (as the schema's owner: REVOKE CREATE ON SCHEMA {0} FROM PUBLIC, {role}; \
+             or, for public in a database from PostgreSQL 14 or older, ALTER SCHEMA {0} OWNER TO pg_database_owner and migrate revokes it)",
             quote_ident(&schema)
         ));
     }
