@@ -28,7 +28,10 @@ pub enum Command {
     /// Serve HTTP(S) (the default).
     Serve(ServeArgs),
     /// Apply the sql/ migrations as the admin role, then grant the writer role
-    /// CONNECT on the database and EXECUTE on the four write functions (nothing else).
+    /// CONNECT on the database and EXECUTE on the write functions (nothing else).
+    ///
+    /// Revokes CREATE on schema public and TEMPORARY on the database from PUBLIC, and
+    /// refuses to finish while the writer role could create or owns objects.
     ///
     /// The writer role must already exist; a DBA creates it once, e.g.
     /// `psql -v pw="$HOURCI_WRITER_PASSWORD" -c "CREATE ROLE hourofciuser LOGIN PASSWORD :'pw'"`.
@@ -205,7 +208,7 @@ pub struct MigrateArgs {
 /// the host, as an unencoded `/` in the password makes), is not shown at all: any
 /// part of it could be the password.
 pub fn redact_url(text: &str) -> String {
-    const HIDDEN: &str = "<the database URL, not shown: it does not parse as a URL>";
+    const HIDDEN: &str = "<URL not shown: it does not parse>";
     let Ok(mut url) = url::Url::parse(text) else {
         return HIDDEN.to_string();
     };
@@ -265,8 +268,8 @@ mod tests {
                 }
             }
         }
-        assert!(redact_url("postgres://u:pa/ss@h/db").starts_with("<the database URL, not shown"));
-        assert!(redact_url("postgres://u:12/x@h/db").starts_with("<the database URL, not shown"), "host u, port 12, @ in the path");
+        assert!(redact_url("postgres://u:pa/ss@h/db").starts_with("<URL not shown"));
+        assert!(redact_url("postgres://u:12/x@h/db").starts_with("<URL not shown"), "host u, port 12, @ in the path");
     }
 
     #[test]

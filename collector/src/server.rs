@@ -66,7 +66,7 @@ pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
         Some(url) => {
             let shown = redact_url(&url);
             let store = PgStore::connect_lazy(&url, args.pool_size(), timeout)
-                .map_err(|_| anyhow::anyhow!("invalid PostgreSQL URL {shown}"))?;
+                .map_err(|e| anyhow::anyhow!("{e}"))?; // names the URL redacted, or not at all
             tracing::info!("storing events in PostgreSQL at {shown}");
             Ok(Store::Postgres(store))
         }

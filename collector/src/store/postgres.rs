@@ -24,7 +24,7 @@ const LOG_EVENTS: &str = "SELECT event_index, status FROM public.log_events_v2($
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
     let invalid = || {
         StoreError::Other(format!(
-            "the PostgreSQL URL {} is not valid (percent-encode special characters in the password: / as %2F, @ as %40, : as %3A)",
+            "the PostgreSQL URL {} is not valid; percent-encode special characters in the password: / as %2F, @ as %40, : as %3A",
             crate::config::redact_url(url)
         ))
     };
