@@ -284,7 +284,7 @@ impl Writer {
                 Err(e) => match e.rejected_rule() {
                     Some(rule) if part.len() == 1 => {
                         tracing::info!(rule, "the database refused one event's values; answered 422");
-                        self.metrics.record_commit(slice, &[Outcome::Rejected(rule)]);
+                        self.metrics.invalid.inc();
                         results[part.start] = Some(Ok(Outcome::Rejected(rule)));
                     }
                     Some(_) => {
