@@ -114,7 +114,9 @@ impl Config {
             end -= 1;
         }
         let endpoint = endpoint.get(start..end).unwrap_or_default().to_string();
-        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) || endpoint.len() < "http://x".len() {
+        // The scheme in any case (the URL parser lower-cases it, see `browser::normalize_endpoint`).
+        let scheme = |s: &str| endpoint.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s));
+        if !(scheme("https://") || scheme("http://")) || endpoint.len() < "http://x".len() {
             return Err("option `endpoint` must be an http(s) URL, e.g. \"https://check.hourofci.org:4000\"".into());
         }
         let user_agent = match raw.user_agent {
@@ -178,6 +180,7 @@ mod tests {
         let cases: Vec<(RawOptions, &str)> = vec![
             (RawOptions::default(), "`endpoint`"),
             (raw("check.hourofci.org"), "`endpoint`"),
+            (raw("ftp://check.hourofci.org"), "`endpoint`"),
             (RawOptions { user_agent: Some(String::new()), ..raw("http://h") }, "`userAgent`"),
             (RawOptions { max_queue: Some(0), ..raw("http://h") }, "`maxQueue`"),
             (RawOptions { batch_size: Some(501), ..raw("http://h") }, "`batchSize`"),
@@ -188,6 +191,13 @@ mod tests {
             let err = Config::from_raw(r, || "x".into()).unwrap_err();
             assert!(err.contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn the_scheme_may_be_in_any_case() {
+        // The browser's URL parser then spells it in lower case (`browser::normalize_endpoint`).
+        let c = Config::from_raw(raw(" HTTPS://Check.HourOfCI.org:443/ "), || "x".into()).unwrap();
+        assert_eq!(c.endpoint, "HTTPS://Check.HourOfCI.org:443");
     }
 
     #[test]
