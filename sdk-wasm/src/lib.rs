@@ -77,10 +77,11 @@ fn init_now(options: JsValue) -> Result<(), JsError> {
         let key = entry.get(0).as_string().unwrap_or_default();
         raw.set(&key, option_value(entry.get(1))).map_err(|m| err(&m))?;
     }
-    let mut cfg = config::Config::from_raw(raw, || md5::md5_hex(&browser::user_agent())).map_err(|m| err(&m))?;
-    // One spelling per endpoint (what the browser's URL parser makes of it): events
-    // record it, and a page sends only the events recorded for its own.
-    cfg.endpoint = browser::normalize_endpoint(&cfg.endpoint).ok_or_else(|| err("option `endpoint` must be an http(s) URL"))?;
+    // One spelling per endpoint, what the browser's URL parser makes of it (`HTTPS://X:443/`
+    // is `https://x`): events record it, and a page sends only the events recorded for its
+    // own. Checked (http or https) as spelled.
+    raw.endpoint = raw.endpoint.map(|e| browser::normalize_endpoint(&e).unwrap_or(e));
+    let cfg = config::Config::from_raw(raw, || md5::md5_hex(&browser::user_agent())).map_err(|m| err(&m))?;
     deliver::with(|s| {
         let owns_legacy = s.store.owns_legacy(&cfg.endpoint);
         s.engine = Some(engine::Engine::new(cfg.endpoint.clone(), owns_legacy, cfg.retry_base_ms, cfg.retry_cap_ms, cfg.batch_size));
