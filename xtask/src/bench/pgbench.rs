@@ -11,12 +11,14 @@ use std::time::Duration;
 pub const SINGLE_SCRIPT: &str = "SELECT log_event(false, gen_random_uuid(), now(), \
 '0cc175b9c0f1b6a831c399e269772661', 'gateway', 'beginner', '1A', 'pgbench answer / café');\n";
 
-/// One `log_events` call with `size` rows per transaction.
+/// One `log_events_v2` call (the function the collector's group commit uses) with
+/// `size` rows per transaction.
 pub fn batch_script(size: usize) -> String {
     let fill = |value: &str, ty: &str| format!("array_fill({value}::{ty}, ARRAY[{size}])");
     format!(
-        "SELECT count(*) FROM log_events(false, \
+        "SELECT count(*) FROM log_events_v2({}, \
 ARRAY(SELECT gen_random_uuid() FROM generate_series(1, {size})), {}, {}, {}, {}, {}, {});\n",
+        fill("false", "boolean"),
         fill("now()", "timestamptz"),
         fill("'0cc175b9c0f1b6a831c399e269772661'", "text"),
         fill("'gateway'", "text"),
