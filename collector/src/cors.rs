@@ -88,7 +88,7 @@ impl OriginList {
         }
         let Ok(origin) = std::str::from_utf8(origin) else { return false };
         let origin = origin.to_ascii_lowercase();
-        if self.exact.iter().any(|e| *e == origin) {
+        if self.exact.contains(&origin) {
             return true;
         }
         let Some((scheme, host, port)) = split_origin(&origin) else { return false };

@@ -34,6 +34,9 @@ async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str
         .unwrap()
 }
 
+/// Method, path, headers, expected status.
+type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16);
+
 fn acao(r: &RawResponse) -> Option<&str> {
     r.header("access-control-allow-origin")
 }
@@ -216,7 +219,7 @@ async fn every_answer_says_nosniff_including_errors_and_rate_limits() {
     .await;
     let a = server.local_addr();
     let long = format!("/{UA}/gateway/beginner/1A/{}", "a".repeat(5_000));
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         ("GET", "/".into(), vec![], 200),
         ("GET", "/healthz".into(), vec![], 200),
         ("GET", "/metrics".into(), vec![], 200),
