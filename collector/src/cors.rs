@@ -143,15 +143,15 @@ fn is_dns_name(name: &str) -> bool {
 /// Whether a request is a legacy GET (or HEAD, or the preflight for one): those follow
 /// `--legacy-allow-origin`, everything else `--allow-origin`.
 pub fn is_legacy_request(req: &Request) -> bool {
-    let method = if req.method() == Method::OPTIONS {
+    let method: &[u8] = if req.method() == Method::OPTIONS {
         match req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD) {
-            Some(m) => m.as_bytes().to_vec(),
+            Some(m) => m.as_bytes(),
             None => return false,
         }
     } else {
-        req.method().as_str().as_bytes().to_vec()
+        req.method().as_str().as_bytes()
     };
-    (method == b"GET" || method == b"HEAD") && is_legacy_path(req.uri().path())
+    matches!(method, b"GET" | b"HEAD") && is_legacy_path(req.uri().path())
 }
 
 /// `/{ua}/{lesson}/{level}/{question}/{answer}` or `/test/` + the same (the routes of
