@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::services::ServeDir;
+use tower::ServiceExt;
+use tower_http::set_header::SetResponseHeaderLayer;
 use uuid::Uuid;
 
+use crate::cors::{self, OriginList};
 use crate::error::ApiError;
 use crate::event::{self, BatchItem, Invalid, NewEvent, Table};
 use crate::group_commit::{GroupCommit, SubmitError};
@@ -40,8 +41,12 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     pub retry_after_secs: u64,
     pub db_timeout: Duration,
-    /// Parsed `--allow-origin` values; `None` in the list position means `*`.
-    pub cors: Option<AllowOrigin>,
+    /// `--allow-origin` (SDK routes, `/sdk/`, the rest); `None`: no CORS headers.
+    pub cors: Option<OriginList>,
+    /// `--legacy-allow-origin` (legacy GET routes); `*` unless restricted.
+    pub legacy_cors: OriginList,
+    /// False with `--admin-bind`: `/metrics` is then served on the admin listener only.
+    pub metrics_public: bool,
     pub sdk_dir: Option<PathBuf>,
     /// Rate limit, header size and body deadline (see [`crate::limits::guard`]).
     pub limits: crate::limits::RequestLimits,
@@ -64,42 +69,31 @@ impl AppState {
     }
 }
 
-/// Turn `--allow-origin` values into a CORS origin rule (`None` when the list is empty).
-pub fn cors_origins(origins: &[String]) -> anyhow::Result<Option<AllowOrigin>> {
-    if origins.is_empty() {
-        return Ok(None);
-    }
-    if origins.iter().any(|o| o.trim() == "*") {
-        return Ok(Some(AllowOrigin::any()));
-    }
-    let values = origins
-        .iter()
-        .map(|o| {
-            let o = o.trim().trim_end_matches('/');
-            anyhow::ensure!(
-                o.starts_with("http://") || o.starts_with("https://"),
-                "--allow-origin {o:?} must look like https://host[:port]"
-            );
-            Ok(HeaderValue::from_str(o)?)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Some(AllowOrigin::list(values)))
+/// Parse `--allow-origin` values (`None` when the list is empty; see [`crate::cors`]).
+pub fn cors_origins(origins: &[String]) -> anyhow::Result<Option<OriginList>> {
+    OriginList::parse(origins, "allow-origin")
+}
+
+/// Parse `--legacy-allow-origin` values; none given means `*` (see [`crate::cors`]).
+pub fn legacy_cors_origins(origins: &[String]) -> anyhow::Result<OriginList> {
+    Ok(OriginList::parse(origins, "legacy-allow-origin")?.unwrap_or_else(OriginList::any))
 }
 
 /// Every route of the collector, with metrics, CORS and the SDK files.
 pub fn router(state: AppState) -> Router {
-    let mut app = Router::new()
-        .route("/", get(root))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    let mut app = Router::new().route("/", get(root)).route("/healthz", get(healthz));
+    if state.metrics_public {
+        app = app.route("/metrics", get(metrics));
+    }
+    let mut app = app
         .route("/batch", post(batch_production))
         .route("/test/batch", post(batch_test))
         .route("/{ua}/{lesson}/{level}/{question}/{answer}", get(legacy_get).post(post_event))
         .route("/test/{ua}/{lesson}/{level}/{question}/{answer}", get(legacy_get).post(post_event));
-    if let Some(dir) = &state.sdk_dir {
-        app = app.nest_service("/sdk", ServeDir::new(dir));
+    if state.sdk_dir.is_some() {
+        app = app.route("/sdk/{*path}", get(crate::sdk_files::serve));
     }
-    let mut app = app
+    let app = app
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -110,21 +104,32 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.limits.clone(), crate::limits::guard))
         .layer(middleware::from_fn_with_state(state.clone(), count_and_limit))
         .with_state(state.clone());
-    if let Some(origins) = state.cors.clone() {
-        app = app.layer(
-            CorsLayer::new()
-                .allow_origin(origins)
-                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-                .allow_headers([
-                    header::CONTENT_TYPE,
-                    HeaderName::from_static("idempotency-key"),
-                    HeaderName::from_static("x-client-time"),
-                ])
-                .expose_headers([header::RETRY_AFTER])
-                .max_age(Duration::from_secs(24 * 3600)),
-        );
-    }
-    app.layer(tower_http::trace::TraceLayer::new_for_http())
+    // Two CORS rules (see crate::cors): each request goes through the routes wrapped
+    // in the rule for its kind.
+    let sdk_side = match &state.cors {
+        Some(origins) => app.clone().layer(cors::sdk_layer(origins)),
+        None => app.clone(),
+    };
+    let legacy_side = app.layer(cors::legacy_layer(&state.legacy_cors));
+    let split = tower::service_fn(move |req: Request| {
+        let side = if cors::is_legacy_request(&req) { legacy_side.clone() } else { sdk_side.clone() };
+        side.oneshot(req)
+    });
+    with_response_headers(Router::new().fallback_service(split))
+}
+
+/// The outermost layers, around every answer (errors, 404, 429 and 503 from the limit
+/// layers included): `X-Content-Type-Options: nosniff`, so no browser runs an answer
+/// as a script or style whatever it contains, and request tracing. Keep these last.
+pub fn with_response_headers(app: Router) -> Router {
+    let service = tower::ServiceBuilder::new()
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .service(app);
+    Router::new().fallback_service(service)
 }
 
 /// Longest request target accepted (longer gets 414): five segments of up to the
@@ -167,7 +172,7 @@ async fn root() -> &'static str {
     "Hello World!"
 }
 
-async fn healthz(State(state): State<AppState>) -> Response {
+pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(state.db_timeout, state.store.health()).await {
         Ok(Ok(())) => "ok".into_response(),
         Ok(Err(e)) => {
@@ -178,7 +183,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
@@ -192,8 +197,9 @@ fn status_for(invalid: &Invalid, otherwise: StatusCode) -> StatusCode {
 }
 
 /// The original API: GET writes a row with no id; success is 200 `null`, every
-/// invalid value is 404 (as the Flask service answered).
-async fn legacy_get(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+/// invalid value is 404 (as the Flask service answered). `HEAD` (link checkers,
+/// prefetchers) gets the same status and headers but never writes.
+async fn legacy_get(State(state): State<AppState>, method: Method, uri: Uri) -> Result<Response, ApiError> {
     let values = match event::parse_event_path(uri.path()) {
         Some(Ok(v)) => v,
         Some(Err(e)) => return Err(ApiError::new(StatusCode::NOT_FOUND, e)),
@@ -203,6 +209,9 @@ async fn legacy_get(State(state): State<AppState>, uri: Uri) -> Result<Response,
     if let Err(e) = state.rules.check(&event) {
         state.metrics.invalid.inc();
         return Err(ApiError::new(StatusCode::NOT_FOUND, e));
+    }
+    if method == Method::HEAD {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], "null").into_response());
     }
     let outcomes = state.commit.submit(vec![event]).await.map_err(|e| state.unavailable(&e))?;
     if let Some(Outcome::Rejected(rule)) = outcomes.first() {

@@ -80,12 +80,28 @@ pub struct ServeArgs {
     #[arg(long, env = "HOURCI_SQLITE_PATH", default_value = "hourofci-log.db")]
     pub sqlite_path: PathBuf,
 
-    /// Origin allowed to call the collector from a browser (CORS), e.g.
-    /// https://jupyter.example.org. Repeat the flag, or separate with commas in the
-    /// environment variable. `*` allows every origin (what the original service did).
-    /// With none, no CORS headers are sent.
+    /// Origin whose pages may use the SDK routes from a browser (CORS: POST events,
+    /// /batch, /sdk/ files), e.g. https://jupyter.example.org, or a pattern
+    /// https://*.mybinder.org (`*.` = one or more labels; scheme and port must match).
+    /// Repeat the flag, or separate with commas. `*` allows every origin. With none,
+    /// these routes send no CORS headers. The legacy GET routes follow
+    /// --legacy-allow-origin instead.
     #[arg(long = "allow-origin", env = "HOURCI_ALLOW_ORIGIN", value_delimiter = ',')]
     pub allow_origins: Vec<String>,
+
+    /// Origins whose pages may read the answers of the legacy GET routes
+    /// (/{ua}/{lesson}/{level}/{question}/{answer}, /test/...), same syntax as
+    /// --allow-origin. Default `*`, as the original service: old lessons show
+    /// alert("Error") when the browser hides the answer, and a simple GET is sent (and
+    /// written) whatever CORS says, so restricting it protects nothing but the answer.
+    #[arg(long = "legacy-allow-origin", env = "HOURCI_LEGACY_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub legacy_allow_origins: Vec<String>,
+
+    /// Address of a second, plain-HTTP listener serving /metrics and /healthz only,
+    /// e.g. 127.0.0.1:9400 or an internal address. When set, the public listener no
+    /// longer serves /metrics (it keeps /healthz for load balancers).
+    #[arg(long, env = "HOURCI_ADMIN_BIND")]
+    pub admin_bind: Option<SocketAddr>,
 
     /// PEM certificate chain for HTTPS. Re-read when the file changes (certbot renewals
     /// need no restart). Requires --tls-key.
@@ -287,6 +303,9 @@ mod tests {
     fn allow_origin_repeats_and_splits_on_commas() {
         let cli = Cli::try_parse_from(["x", "--allow-origin", "https://a.org,https://b.org", "--allow-origin", "http://c"]).unwrap();
         assert_eq!(cli.serve.allow_origins, ["https://a.org", "https://b.org", "http://c"]);
+        let cli = Cli::try_parse_from(["x", "--legacy-allow-origin", "https://a.org,https://*.b.org", "--admin-bind", "127.0.0.1:9400"]).unwrap();
+        assert_eq!(cli.serve.legacy_allow_origins, ["https://a.org", "https://*.b.org"]);
+        assert_eq!(cli.serve.admin_bind, Some("127.0.0.1:9400".parse().unwrap()));
     }
 
     #[test]

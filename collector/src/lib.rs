@@ -5,14 +5,17 @@
 //! through [`group_commit`] into a [`store`] (PostgreSQL via the `sql/` functions, or
 //! an embedded SQLite file). The contract is `docs/DESIGN.md`.
 
+pub mod admin;
 pub mod app;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod event;
 pub mod group_commit;
 pub mod limits;
 pub mod metrics;
 pub mod migrate;
+pub mod sdk_files;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -26,6 +26,7 @@ pub struct RunningServer {
     commit: GroupCommit,
     grace: Duration,
     reloader: Option<tokio::task::JoinHandle<()>>,
+    admin: Option<crate::admin::AdminServer>,
 }
 
 impl RunningServer {
@@ -36,6 +37,11 @@ impl RunningServer {
     /// `http://127.0.0.1:PORT` (or https).
     pub fn url(&self) -> String {
         format!("{}://{}", if self.https { "https" } else { "http" }, self.addr)
+    }
+
+    /// `http://ADDR` of the `--admin-bind` listener, if any.
+    pub fn admin_url(&self) -> Option<String> {
+        self.admin.as_ref().map(|a| format!("http://{}", a.local_addr()))
     }
 
     pub fn state(&self) -> &AppState {
@@ -49,6 +55,9 @@ impl RunningServer {
         self.commit.drain();
         self.handle.graceful_shutdown(Some(self.grace));
         let served = self.served.await;
+        if let Some(admin) = self.admin {
+            admin.shutdown().await?;
+        }
         self.commit.close();
         self.writers.join().await;
         if let Some(r) = self.reloader {
@@ -88,6 +97,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
     }
     .with_max_answer_bytes(args.max_answer_bytes);
     let cors = app::cors_origins(&args.allow_origins)?;
+    let legacy_cors = app::legacy_cors_origins(&args.legacy_allow_origins)?;
     let store = Arc::new(open_store(args).await?);
     if let Err(e) = store.health().await {
         tracing::warn!("the database does not answer yet ({e}); requests get 503 until it does");
@@ -103,6 +113,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
         retry_after_secs: args.retry_after_secs,
         db_timeout: group.db_timeout,
         cors,
+        legacy_cors,
+        metrics_public: args.admin_bind.is_none(),
         sdk_dir: args.sdk_dir.clone(),
         limits: crate::limits::RequestLimits {
             rate: crate::limits::RateLimiter::new(args.rate_limit_config()),
@@ -117,6 +129,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
     let listener = std::net::TcpListener::bind(args.bind).with_context(|| format!("cannot listen on {}", args.bind))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let admin = match args.admin_bind {
+        Some(addr) => Some(crate::admin::AdminServer::start(addr, state.clone(), Duration::from_secs(args.header_timeout_secs))?),
+        None => None,
+    };
     let handle = axum_server::Handle::new();
     let connections =
         crate::limits::ConnectionLimit::new(args.max_connections as usize, Duration::from_secs(args.header_timeout_secs));
@@ -151,6 +167,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
         commit,
         grace: Duration::from_secs(args.shutdown_grace_secs),
         reloader,
+        admin,
     })
 }
 
@@ -167,6 +184,9 @@ fn slow_client_timeouts(builder: &mut hyper_util::server::conn::auto::Builder<hy
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = start(&args).await?;
     tracing::info!("hourofci-collector listening on {}", server.url());
+    if let Some(admin) = server.admin_url() {
+        tracing::info!("/metrics and /healthz also on {admin} (--admin-bind)");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests and committing queued events");
     server.shutdown().await?;

@@ -2,7 +2,7 @@
 --   HOURCI_ADMIN_PASSWORD=... HOURCI_WRITER_PASSWORD=... sudo -E -u postgres psql -f roles.sql
 -- (psql's \getenv reads them; nothing secret is in this file or in the shell history.)
 -- Then, as the admin, `hourofci-collector migrate` creates the tables and functions and
--- grants the writer CONNECT and EXECUTE on the four write functions, nothing else.
+-- grants the writer CONNECT and EXECUTE on the five write functions, nothing else.
 \set ON_ERROR_STOP on
 \getenv admin_password HOURCI_ADMIN_PASSWORD
 \getenv writer_password HOURCI_WRITER_PASSWORD
