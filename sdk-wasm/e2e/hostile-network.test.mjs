@@ -1,0 +1,291 @@
+// The SDK's promise under a hostile network (issue 9, "Proof"): an answer, once
+// `logAnswer` has it, reaches the collector's table exactly once, whatever stands
+// between the browser and the collector. Real Chromium, the real collector on a real
+// PostgreSQL, real HTTP on loopback; the "network" is a small proxy (hostile-proxy.mjs)
+// that answers like a reverse proxy, a campus gateway, a captive portal or a load
+// balancer would, then lets traffic through.
+//
+// Run (after `cargo xtask build-sdk`, `cargo build -p hourofci-collector -p testkit --bins`):
+//   node --test --test-concurrency=1 sdk-wasm/e2e/hostile-network.test.mjs
+// with the variables of sdk.test.mjs (HOURCI_COLLECTOR_BIN, HOURCI_PGCLUSTER_BIN,
+// HOURCI_SDK_DIST, CHROMIUM, CI).
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { requireAll, startStack, launchBrowser, serveStatic, freePort, waitFor, compareAnswers, Collector } from "../../e2e/lib/harness.mjs";
+import { startProxy, HOSTILE } from "./hostile-proxy.mjs";
+
+const NEEDS = ["collector", "pgcluster", "sdk", "chromium", "playwright"];
+const pageDir = path.join(path.dirname(fileURLToPath(import.meta.url)), "page");
+const EVENT_PREFIX = "hourofci-log:ev:";
+/** Short retries: a hostile phase is seen and left within seconds. */
+const FAST_RETRY = { retryBaseMs: 100, retryCapMs: 1000 };
+
+// One PostgreSQL + collector for the whole file; every test has its own browser
+// profile, and its own user agent (the `userAgent` init option) to find its rows by.
+let shared = null;
+async function stackFor(t) {
+  const prereq = requireAll(t, NEEDS);
+  if (!prereq) return null;
+  shared ??= (async () => {
+    const pages = await serveStatic(pageDir, await freePort());
+    const stack = await startStack(prereq, { name: "sdk_hostile", allowOrigins: [pages.url] });
+    stack.sdkPages = pages;
+    return stack;
+  })();
+  return { prereq, stack: await shared };
+}
+
+test.after(async () => {
+  if (!shared) return;
+  const stack = await shared.catch(() => null);
+  if (stack) {
+    await stack.sdkPages.close();
+    await stack.cleanup();
+  }
+});
+
+/** A page of the test origin that loaded the SDK from the collector and initialised it with `endpoint`. */
+async function openSdkPage(context, env, endpoint, options = {}) {
+  const page = await context.newPage();
+  await page.goto(`${env.stack.sdkPages.url}/index.html`);
+  await page.evaluate(
+    async ({ sdkFrom, endpoint, options }) => {
+      const h = await import(`${sdkFrom}/sdk/hourofci-log.js`);
+      window.statuses = [];
+      h.onStatus((e) => window.statuses.push(e));
+      await h.init({ endpoint, ...options });
+      window.sdk = h;
+    },
+    { sdkFrom: env.stack.collector.url, endpoint, options: { ...FAST_RETRY, ...options } },
+  );
+  return page;
+}
+
+async function freshBrowser(t, env) {
+  const { context, close } = await launchBrowser(env.prereq);
+  t.after(close);
+  return context;
+}
+
+const log = (page, answer, question = "1A") => page.evaluate(([q, a]) => window.sdk.logAnswer("gateway", "beginner", q, a), [question, answer]);
+/** Logs all `answers` in one go: they are queued together, so they leave through `/batch`. */
+const logTogether = (page, answers) =>
+  page.evaluate((list) => Promise.all(list.map((a) => window.sdk.logAnswer("gateway", "beginner", "1A", a))), answers);
+const pending = (page) => page.evaluate(() => window.sdk.pending());
+const statuses = (page) => page.evaluate(() => window.statuses);
+const sqlText = (s) => `'${s.replace(/'/g, "''")}'`;
+const rowsOf = (rows, agent) => rows("loggingtable", `user_agent = ${sqlText(agent)}`);
+/** A user agent of its own for one test, so its rows are told apart from every other test's. */
+const agentFor = (name) => `e2e-${name.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}-${Math.random().toString(36).slice(2, 8)}`;
+const brief = (list) => JSON.stringify(list.map((s) => [s.kind, s.reason || s.count || ""].filter(Boolean)));
+
+/**
+ * Waits until the collector holds a row for each of `answers` or the page has nothing
+ * left to send (then more waiting cannot help: a lost answer fails at once), and
+ * returns the rows. `rows` reads one collector's table.
+ */
+async function settledRows(rows, agent, answers, pages) {
+  await waitFor(
+    async () => (await rowsOf(rows, agent)).length >= answers.length || (await Promise.all(pages.map(pending))).every((n) => n === 0),
+    { timeoutMs: 60_000, describe: async () => `rows so far: ${compareAnswers(await rowsOf(rows, agent), answers)}; pending ${await Promise.all(pages.map(pending))}` },
+  );
+  // Whatever is still queued goes out now; afterwards nothing is left to duplicate.
+  await waitFor(async () => (await Promise.all(pages.map(pending))).every((n) => n === 0), {
+    timeoutMs: 60_000,
+    describe: async () => `queues never emptied: pending ${await Promise.all(pages.map(pending))}`,
+  });
+  return rowsOf(rows, agent);
+}
+
+// ---------------------------------------------------------------- 1. something in the middle answers for a while
+
+for (const [mode, refusal] of Object.entries(HOSTILE)) {
+  test(`a proxy answering ${mode} for a while: every answer logged meanwhile arrives exactly once`, async (t) => {
+    const env = await stackFor(t);
+    if (!env) return;
+    const proxy = await startProxy(env.stack.collector.url);
+    t.after(proxy.close);
+    const agent = agentFor(`hostile ${refusal.status}`);
+    const context = await freshBrowser(t, env);
+    const page = await openSdkPage(context, env, proxy.url, { userAgent: agent });
+
+    proxy.hostile = refusal;
+    const singles = [`${mode}: single 1`, `${mode}: single 2`];
+    const together = Array.from({ length: 5 }, (_, i) => `${mode}: together ${i}`);
+    const deliveries = [];
+    for (const a of singles) deliveries.push(await log(page, a));
+    deliveries.push(...(await logTogether(page, together)));
+    const answers = [...singles, ...together];
+
+    // Hostile until the proxy itself has refused a request carrying each of the answers,
+    // and one of them a second time (a retry met the same box), unless nothing is left
+    // to retry (then the answers are gone, and the check below says so).
+    await waitFor(
+      async () => {
+        const refused = proxy.log.filter((e) => e.by === "proxy" && e.method === "POST").flatMap((e) => e.ids);
+        const seen = new Set(refused);
+        return seen.size >= answers.length && (refused.length > seen.size || (await pending(page)) === 0);
+      },
+      { timeoutMs: 60_000, describe: () => `the proxy never refused all ${answers.length} answers: ${JSON.stringify(proxy.log.map((e) => [e.method, e.status, e.ids.length]))}` },
+    );
+    const duringHostile = await statuses(page);
+    proxy.hostile = null;
+
+    const rows = await settledRows(env.stack.rows, agent, answers, [page]);
+    assert.equal(
+      compareAnswers(rows, answers),
+      "",
+      `answers a middle box answered with "${mode}" (not the collector's verdict) must be kept and delivered; statuses while hostile: ${brief(duringHostile)}`,
+    );
+    assert.deepEqual(deliveries, answers.map(() => "queued"), "while the proxy refuses, logAnswer reports queued (neither sent nor rejected)");
+    const untrue = duringHostile.filter((s) => s.kind === "rejected" || s.kind === "sent" || s.kind === "dropped");
+    assert.deepEqual(untrue, [], "no sent/rejected/dropped status for an answer only a middle box refused");
+    assert.ok(proxy.log.some((e) => e.by === "collector" && e.method === "POST" && e.status < 300), "delivered through the proxy once it let traffic through");
+    assert.deepEqual(context.pageErrors, []);
+  });
+}
+
+test("a proxy whose body limit is smaller than the collector's never blocks delivery (smaller batches)", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const proxy = await startProxy(env.stack.collector.url);
+  t.after(proxy.close);
+  // One event per /batch fits under the limit, two do not; the limit is never lifted.
+  proxy.bodyLimit = 800;
+  const agent = agentFor("body limit");
+  const context = await freshBrowser(t, env);
+  const page = await openSdkPage(context, env, proxy.url, { userAgent: agent });
+  // "" and "." can only travel in a /batch body.
+  const answers = ["", ".", ...Array.from({ length: 4 }, (_, i) => `body limit ${i} ${"x".repeat(300)}`)];
+  await context.setOffline(true);
+  const deliveries = await logTogether(page, answers);
+  assert.deepEqual(deliveries, answers.map(() => "queued"));
+  await context.setOffline(false);
+  const rows = await settledRows(env.stack.rows, agent, answers, [page]);
+  const all = await statuses(page);
+  assert.equal(compareAnswers(rows, answers), "", `statuses: ${brief(all)}`);
+  assert.ok(proxy.log.some((e) => e.status === 413 && e.by === "proxy"), "the proxy did refuse a batch over its limit");
+  assert.deepEqual(all.filter((s) => s.kind === "rejected" || s.kind === "dropped"), []);
+});
+
+// ---------------------------------------------------------------- 2. values the URL path cannot carry
+
+test('answers ".", "..", "", " ", "./a", "a/.." logged one at a time arrive byte for byte', async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const agent = agentFor("dots");
+  const context = await freshBrowser(t, env);
+  const page = await openSdkPage(context, env, env.stack.collector.url, { userAgent: agent });
+  const answers = [".", "..", "", " ", "./a", "a/.."];
+  const deliveries = [];
+  for (const a of answers) deliveries.push(await log(page, a));
+  const rows = await settledRows(env.stack.rows, agent, answers, [page]);
+  assert.equal(compareAnswers(rows, answers), "", `statuses: ${brief(await statuses(page))}`);
+  assert.deepEqual(rows.map((r) => r.answer).sort(), [...answers].sort(), "exactly these values, byte for byte");
+  assert.deepEqual(deliveries, answers.map(() => "sent"));
+});
+
+// ---------------------------------------------------------------- 3. one origin, two collectors
+
+/** A second database in the same PostgreSQL cluster, with its own collector. */
+async function secondCollector(t, env, name) {
+  const { pg } = env.stack;
+  const adminUrl = await pg.command(`db ${name}`);
+  const writer = `${name}_writer`;
+  const password = `pw-${Math.random().toString(36).slice(2)}`;
+  await pg.command(`role ${writer} ${password}`);
+  await Collector.migrate(env.prereq.collector, adminUrl, writer);
+  const collector = new Collector({
+    bin: env.prereq.collector,
+    port: await freePort(),
+    databaseUrl: `postgres://${writer}:${password}@127.0.0.1:${pg.port}/${name}`,
+    allowOrigins: [env.stack.sdkPages.url],
+    sdkDir: env.prereq.sdk,
+  });
+  t.after(() => collector.stop());
+  await collector.start();
+  return { collector, rows: (table, where) => pg.rows(name, table, where) };
+}
+
+test("two pages of one origin with two collectors: each collector receives only its own events, exactly once", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const other = await secondCollector(t, env, "sdk_hostile_b");
+  const agent = agentFor("two collectors");
+  const context = await freshBrowser(t, env);
+  const pageA = await openSdkPage(context, env, env.stack.collector.url, { userAgent: agent });
+  const pageB = await openSdkPage(context, env, other.collector.url, { userAgent: agent });
+  const mine = { A: [], B: [] };
+  // Queued together in the origin's one localStorage, then both pages flush at once.
+  await context.setOffline(true);
+  for (let i = 0; i < 3; i++) {
+    for (const [name, page] of [["A", pageA], ["B", pageB]]) {
+      const a = `collector ${name} offline ${i}`;
+      mine[name].push(a);
+      assert.equal(await log(page, a), "queued");
+    }
+  }
+  await context.setOffline(false);
+  // And online: each page sends at once, with the other's events still around.
+  for (const [name, page] of [["B", pageB], ["A", pageA]]) {
+    const a = `collector ${name} online`;
+    mine[name].push(a);
+    await log(page, a);
+  }
+  const total = mine.A.length + mine.B.length;
+  await waitFor(
+    async () =>
+      (await rowsOf(env.stack.rows, agent)).length + (await rowsOf(other.rows, agent)).length >= total ||
+      ((await pending(pageA)) === 0 && (await pending(pageB)) === 0),
+    { timeoutMs: 60_000, describe: "every answer arrived somewhere, or nothing is left to send" },
+  );
+  await waitFor(async () => (await pending(pageA)) === 0 && (await pending(pageB)) === 0, { timeoutMs: 60_000, describe: "both queues empty" });
+  const [rowsA, rowsB] = [await rowsOf(env.stack.rows, agent), await rowsOf(other.rows, agent)];
+  assert.equal(compareAnswers(rowsA, mine.A), "", "collector A holds exactly page A's answers");
+  assert.equal(compareAnswers(rowsB, mine.B), "", "collector B holds exactly page B's answers");
+});
+
+// ---------------------------------------------------------------- 4. localStorage full: honest status
+
+test('full localStorage: the status says "kept only while this page stays open", and the answer still arrives', async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const agent = agentFor("full storage");
+  const context = await freshBrowser(t, env);
+  const page = await openSdkPage(context, env, env.stack.collector.url, { userAgent: agent });
+  const filled = await page.evaluate(() => {
+    const chunk = "x".repeat(256 * 1024);
+    let n = 0;
+    try {
+      for (;;) localStorage.setItem(`filler-${n++}`, chunk);
+    } catch {}
+    try {
+      for (let i = 0; ; i++) localStorage.setItem(`f-${i}`, "y".repeat(64));
+    } catch {}
+    return n;
+  });
+  assert.ok(filled > 1, "localStorage filled up");
+  await context.setOffline(true);
+  const answers = ["full storage 1", "full storage 2"];
+  const deliveries = [];
+  for (const a of answers) deliveries.push(await log(page, a));
+  const stored = await page.evaluate((prefix) => Object.keys(localStorage).filter((k) => k.startsWith(prefix)).length, EVENT_PREFIX);
+  assert.equal(stored, 0, "nothing fitted in localStorage");
+  const kept = (await statuses(page)).filter((s) => s.kind !== "sent");
+  await context.setOffline(false);
+  const rows = await settledRows(env.stack.rows, agent, answers, [page]);
+  assert.equal(compareAnswers(rows, answers), "");
+  assertMemoryOnly(deliveries, kept);
+});
+
+/**
+ * The SDK's report that an answer lives only in this page's memory.
+ * PROVISIONAL: the field is being chosen in the `sdk` branch (issue 9, point 4);
+ * until it is, no report is accepted, so this fails against an SDK that says "queued".
+ */
+function assertMemoryOnly(deliveries, kept) {
+  for (const d of deliveries) assert.notEqual(d, "queued", `"queued" claims "saved on this device"; statuses: ${JSON.stringify(kept)}`);
+}
