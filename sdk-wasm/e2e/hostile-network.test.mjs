@@ -248,7 +248,61 @@ test("two pages of one origin with two collectors: each collector receives only 
   assert.equal(compareAnswers(rowsB, mine.B), "", "collector B holds exactly page B's answers");
 });
 
-// ---------------------------------------------------------------- 4. localStorage full: honest status
+/** What a collector behind a busy gateway answers: retried by every SDK, never a verdict. */
+const UNAVAILABLE = { status: 503, headers: { "content-type": "text/plain" }, body: "Service Unavailable" };
+
+test("a page initialised with a wrong endpoint that answers \"written\" never receives another endpoint's answers", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  // The real collector, behind a gateway that is unavailable for now...
+  const gate = await startProxy(env.stack.collector.url);
+  t.after(gate.close);
+  // ...and a forger: answers every event as a collector that stored it would, stores nothing.
+  const wrong = await startProxy(env.stack.collector.url);
+  wrong.forge = true;
+  t.after(wrong.close);
+  const agent = agentFor("wrong endpoint");
+  const context = await freshBrowser(t, env);
+  const real = await openSdkPage(context, env, gate.url, { userAgent: agent });
+  const wrongPage = await openSdkPage(context, env, wrong.url, { userAgent: agent });
+  gate.hostile = UNAVAILABLE;
+  const answers = ["meant for the real collector 1", "meant for the real collector 2", "meant for the real collector 3"];
+  const deliveries = [];
+  for (const a of answers) deliveries.push(await log(real, a));
+  // The answers wait in the origin's storage while the page of the wrong endpoint flushes.
+  await wrongPage.evaluate(() => window.sdk.flush());
+  gate.hostile = null;
+  await real.evaluate(() => window.sdk.flush());
+  const rows = await settledRows(env.stack.rows, agent, answers, [real]);
+  const stolen = wrong.log.filter((e) => e.method === "POST" && e.ids.length);
+  assert.equal(compareAnswers(rows, answers), "", `answers taken by the wrong endpoint: ${stolen.length} POST(s) carrying ${stolen.flatMap((e) => e.ids).length} event(s)`);
+  assert.deepEqual(stolen, [], "the wrong endpoint received none of the real collector's answers");
+  assert.deepEqual(deliveries, answers.map(() => "queued"), "while the gateway is unavailable, each answer is queued");
+});
+
+test("endpoints are compared normalised: a page of the same collector spelled differently delivers the waiting answers", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const gate = await startProxy(env.stack.collector.url);
+  t.after(gate.close);
+  const agent = agentFor("same endpoint");
+  const context = await freshBrowser(t, env);
+  const port = new URL(gate.url).port;
+  // Host case and a trailing slash differ: still one collector (issue 9, point 3).
+  const first = await openSdkPage(context, env, `http://LocalHost:${port}/`, { userAgent: agent });
+  gate.hostile = UNAVAILABLE;
+  const answers = ["same endpoint 1", "same endpoint 2"];
+  for (const a of answers) assert.equal(await log(first, a), "queued");
+  await first.close();
+  gate.hostile = null;
+  // Only this page is left to send them.
+  const second = await openSdkPage(context, env, `http://localhost:${port}`, { userAgent: agent });
+  await second.evaluate(() => window.sdk.flush());
+  const rows = await settledRows(env.stack.rows, agent, answers, [second]);
+  assert.equal(compareAnswers(rows, answers), "");
+});
+
+// ---------------------------------------------------------------- 4. localStorage full or disabled: honest status
 
 test('full localStorage: the status says "kept only while this page stays open", and the answer still arrives', async (t) => {
   const env = await stackFor(t);
@@ -281,11 +335,35 @@ test('full localStorage: the status says "kept only while this page stays open",
   assertMemoryOnly(deliveries, kept);
 });
 
+test('disabled localStorage: the status says "kept only while this page stays open", and the answer still arrives', async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const agent = agentFor("no storage");
+  const context = await freshBrowser(t, env);
+  await context.addInitScript(() =>
+    Object.defineProperty(window, "localStorage", {
+      get() {
+        throw new DOMException("The user denied storage", "SecurityError");
+      },
+    }),
+  );
+  const page = await openSdkPage(context, env, env.stack.collector.url, { userAgent: agent });
+  await context.setOffline(true);
+  const answers = ["no storage 1", "no storage 2"];
+  const deliveries = [];
+  for (const a of answers) deliveries.push(await log(page, a));
+  const kept = (await statuses(page)).filter((s) => s.kind !== "sent");
+  await context.setOffline(false);
+  const rows = await settledRows(env.stack.rows, agent, answers, [page]);
+  assert.equal(compareAnswers(rows, answers), "");
+  assertMemoryOnly(deliveries, kept);
+});
+
 /**
- * The SDK's report that an answer lives only in this page's memory.
- * PROVISIONAL: the field is being chosen in the `sdk` branch (issue 9, point 4);
- * until it is, no report is accepted, so this fails against an SDK that says "queued".
+ * The SDK's report that an answer lives only in this page's memory (index.d.ts:
+ * Delivery and StatusEvent kind "queued-memory"; "queued" means "kept on this device").
  */
 function assertMemoryOnly(deliveries, kept) {
-  for (const d of deliveries) assert.notEqual(d, "queued", `"queued" claims "saved on this device"; statuses: ${JSON.stringify(kept)}`);
+  assert.deepEqual(deliveries, deliveries.map(() => "queued-memory"), `logAnswer must not claim "queued" (kept on this device); statuses: ${JSON.stringify(kept)}`);
+  assert.deepEqual(kept.map((s) => s.kind), deliveries.map(() => "queued-memory"), "onStatus says the same");
 }

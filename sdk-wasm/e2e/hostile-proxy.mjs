@@ -40,6 +40,16 @@ export const HOSTILE = {
     headers: { "content-type": "text/html" },
     body: "<html><head><title>413 Request Entity Too Large</title></head><body><center><h1>413 Request Entity Too Large</h1></center><hr><center>nginx</center></body></html>",
   },
+  "401 OAuth gateway (JSON, not the collector's form)": {
+    status: 401,
+    headers: { "content-type": "application/json", "www-authenticate": 'Bearer error="invalid_token"' },
+    body: '{"error":"invalid_token","error_description":"The access token expired"}',
+  },
+  "403 API gateway (JSON, not the collector's form)": {
+    status: 403,
+    headers: { "content-type": "application/json" },
+    body: '{"message":"Forbidden"}',
+  },
   "200 HTML page": {
     status: 200,
     headers: { "content-type": "text/html; charset=utf-8" },
@@ -69,10 +79,12 @@ function idsOf(req, body) {
  * `proxy.hostile = HOSTILE[...]` or `null` (pass through) may be changed at any time;
  * `proxy.bodyLimit = n` answers 413 (as `HOSTILE["413 proxy body limit"]`) to any request
  * body over n bytes, whatever the mode (a middle box with a smaller limit than the collector).
+ * `proxy.forge = true` makes it a wrong endpoint: every POST is answered "written" as the
+ * collector would, and forwarded nowhere (preflights are answered, other requests get HTML).
  */
 export async function startProxy(target) {
   const upstream = new URL(target);
-  const proxy = { hostile: null, bodyLimit: Infinity, log: [], url: "" };
+  const proxy = { hostile: null, bodyLimit: Infinity, forge: false, log: [], url: "" };
 
   const answerCors = (req, extra = {}) => {
     // What the collector's CORS layer sends for an allowed origin.
@@ -92,7 +104,20 @@ export async function startProxy(target) {
     const entry = { method: req.method, path: req.url, ids: idsOf(req, body), bytes: body.length, by: "", status: 0 };
     proxy.log.push(entry);
 
-    const refusal = body.length > proxy.bodyLimit ? HOSTILE["413 proxy body limit"] : proxy.hostile;
+    if (proxy.forge && req.method === "POST") {
+      // A wrong (or hostile) endpoint that answers every event as the collector would
+      // when it stores it; nothing is stored anywhere.
+      entry.by = "proxy";
+      const ids = entry.ids;
+      const reply = req.headers["idempotency-key"]
+        ? { status: 201, body: { id: ids[0], status: "written" } }
+        : { status: 200, body: { results: ids.map((id) => ({ id, status: "written" })) } };
+      entry.status = reply.status;
+      res.writeHead(reply.status, answerCors(req, { "content-type": "application/json" }));
+      res.end(JSON.stringify(reply.body));
+      return;
+    }
+    const refusal = proxy.forge ? HOSTILE["200 HTML page"] : body.length > proxy.bodyLimit ? HOSTILE["413 proxy body limit"] : proxy.hostile;
     if (refusal) {
       entry.by = "proxy";
       if (req.method === "OPTIONS" && req.headers["access-control-request-method"]) {
