@@ -302,6 +302,89 @@ test("endpoints are compared normalised: a page of the same collector spelled di
   assert.equal(compareAnswers(rows, answers), "");
 });
 
+// ---------------------------------------------------------------- answers an older SDK left behind
+
+/** Where SDKs before per-event keys kept the whole queue (a JSON array), and events in that form. */
+const LEGACY_QUEUE_KEY = "hourofci-log:queue:v1";
+const legacyEvents = (agent, answers) =>
+  answers.map((answer) => ({
+    id: crypto.randomUUID(),
+    user_agent: agent,
+    lesson: "gateway",
+    level: "beginner",
+    question: "1A",
+    answer,
+    client_time: new Date().toISOString(),
+    test: false,
+  }));
+
+/** Opens the test origin without the SDK and lets `setup(arg)` prepare its localStorage. */
+async function prepareOrigin(context, env, setup, arg) {
+  const page = await context.newPage();
+  await page.goto(`${env.stack.sdkPages.url}/index.html`);
+  const result = await page.evaluate(setup, arg);
+  await page.close();
+  return result;
+}
+
+test("answers an older SDK stored (no endpoint recorded) go to the first endpoint initialised, never to another", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const wrong = await startProxy(env.stack.collector.url);
+  wrong.forge = true;
+  t.after(wrong.close);
+  const agent = agentFor("older sdk");
+  const answers = ["left by an older SDK 1", "left by an older SDK 2"];
+  const context = await freshBrowser(t, env);
+  await prepareOrigin(context, env, ([key, value]) => localStorage.setItem(key, value), [LEGACY_QUEUE_KEY, JSON.stringify(legacyEvents(agent, answers))]);
+  const real = await openSdkPage(context, env, env.stack.collector.url, { userAgent: agent });
+  const rows = await settledRows(env.stack.rows, agent, answers, [real]);
+  const wrongPage = await openSdkPage(context, env, wrong.url, { userAgent: agent });
+  await wrongPage.evaluate(() => window.sdk.flush());
+  assert.equal(compareAnswers(rows, answers), "");
+  assert.deepEqual(wrong.log.filter((e) => e.method === "POST"), [], "the second endpoint received nothing");
+});
+
+test("an older SDK's queue that does not fit in a full localStorage is kept until it is delivered", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  // The collector's gateway is unavailable during the first visit.
+  const gate = await startProxy(env.stack.collector.url);
+  t.after(gate.close);
+  gate.hostile = UNAVAILABLE;
+  const agent = agentFor("older sdk full");
+  const answers = ["older SDK, full storage 1", "older SDK, full storage 2"];
+  const context = await freshBrowser(t, env);
+  const filled = await prepareOrigin(
+    context,
+    env,
+    ([key, value]) => {
+      localStorage.setItem(key, value);
+      const chunk = "x".repeat(256 * 1024);
+      let n = 0;
+      try {
+        for (;;) localStorage.setItem(`filler-${n++}`, chunk);
+      } catch {}
+      try {
+        for (let i = 0; ; i++) localStorage.setItem(`f-${i}`, "y".repeat(64));
+      } catch {}
+      return n;
+    },
+    [LEGACY_QUEUE_KEY, JSON.stringify(legacyEvents(agent, answers))],
+  );
+  assert.ok(filled > 1, "localStorage filled up");
+  const first = await openSdkPage(context, env, gate.url, { userAgent: agent });
+  await first.evaluate(() => window.sdk.flush());
+  assert.ok(gate.log.some((e) => e.method === "POST" && e.status === 503), "the first visit tried and met the unavailable gateway");
+  // The events could only be held in that page's memory: the old key must survive it.
+  assert.ok(await first.evaluate((key) => localStorage.getItem(key) !== null, LEGACY_QUEUE_KEY), `${LEGACY_QUEUE_KEY} deleted while its events were only in memory`);
+  await first.close();
+  gate.hostile = null;
+  const second = await openSdkPage(context, env, gate.url, { userAgent: agent });
+  const rows = await settledRows(env.stack.rows, agent, answers, [second]);
+  assert.equal(compareAnswers(rows, answers), "");
+});
+
 // ---------------------------------------------------------------- 4. localStorage full or disabled: honest status
 
 test('full localStorage: the status says "kept only while this page stays open", and the answer still arrives', async (t) => {
