@@ -17,18 +17,23 @@ export interface InitOptions {
   batchSize?: number;
 }
 
-/** "sent": the collector stored it; "queued": kept, will be retried; "rejected": the collector refused it as invalid. */
-export type Delivery = "sent" | "queued" | "rejected";
+/**
+ * "sent": the collector stored it. "queued": kept on this device (localStorage), sent later,
+ * also from a later visit. "queued-memory": localStorage refused it (full or disabled), so it is
+ * kept only while this page stays open, and sent from this page. "rejected": the collector itself
+ * judged it can never be stored (invalid, too large, or its id reused with other content).
+ */
+export type Delivery = "sent" | "queued" | "queued-memory" | "rejected";
 
 export interface StatusEvent {
-  kind: "sent" | "queued" | "dropped" | "rejected";
+  kind: "sent" | "queued" | "queued-memory" | "dropped" | "rejected";
   /** Event id (not for "dropped", nor for a batch "sent"). */
   id?: string;
   /** How many (for "dropped" and batch "sent"). */
   count?: number;
   /** For "rejected": the collector's reason. */
   reason?: string;
-  /** Queue length after this change. */
+  /** Queue length after this change (all endpoints' events of this origin). */
   pending: number;
 }
 

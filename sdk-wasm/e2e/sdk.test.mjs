@@ -270,7 +270,10 @@ test("full localStorage: answers are kept in memory and still delivered", async 
   });
   assert.ok(filled > 1, "localStorage filled up");
   await context.setOffline(true);
-  for (const a of ["e2e-full 1", "e2e-full 2"]) assert.equal(await log(page, "gateway", "5E", a), "queued");
+  // Kept only while this page stays open, and the SDK says so (not "queued": not on this device).
+  for (const a of ["e2e-full 1", "e2e-full 2"]) assert.equal(await log(page, "gateway", "5E", a), "queued-memory");
+  const kinds = (await statuses(page)).map((s) => s.kind);
+  assert.ok(kinds.includes("queued-memory") && !kinds.includes("queued"), `statuses: ${kinds}`);
   assert.equal(await pending(page), 2);
   assert.equal(await storedEvents(page), "", "nothing fitted in localStorage");
   await context.setOffline(false);

@@ -47,6 +47,22 @@ pub fn online() -> bool {
     window().map_or(true, |w| w.navigator().on_line())
 }
 
+/// `endpoint` as the browser's URL parser spells it: scheme and host lower-case,
+/// default port dropped (`origin`), then the path without trailing slashes.
+/// `None` when it is no URL.
+pub fn normalize_endpoint(endpoint: &str) -> Option<String> {
+    let url = web_sys::Url::new(endpoint).ok()?;
+    let mut out = url.origin();
+    let path = url.pathname();
+    let mut end = path.len();
+    // A byte loop (`trim_end_matches` is a few hundred bytes of wasm).
+    while end > 0 && path.as_bytes()[end - 1] == b'/' {
+        end -= 1;
+    }
+    out.push_str(path.get(..end).unwrap_or_default());
+    Some(out)
+}
+
 pub fn user_agent() -> String {
     window().and_then(|w| w.navigator().user_agent().ok()).unwrap_or_default()
 }

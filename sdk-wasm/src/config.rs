@@ -178,6 +178,7 @@ mod tests {
         let cases: Vec<(RawOptions, &str)> = vec![
             (RawOptions::default(), "`endpoint`"),
             (raw("check.hourofci.org"), "`endpoint`"),
+            (raw("ftp://check.hourofci.org"), "`endpoint`"),
             (RawOptions { user_agent: Some(String::new()), ..raw("http://h") }, "`userAgent`"),
             (RawOptions { max_queue: Some(0), ..raw("http://h") }, "`maxQueue`"),
             (RawOptions { batch_size: Some(501), ..raw("http://h") }, "`batchSize`"),

@@ -69,6 +69,50 @@ pub fn parse_uint(s: &str, radix: u32) -> Option<u64> {
 }
 
 /// Parses a whole JSON document; `None` for anything malformed (never panics).
+/// In the browser this is the browser's own `JSON.parse`, converted: smaller than
+/// the reader below (docs/BENCHMARKS.md), which natively tests the pure modules.
+#[cfg(target_arch = "wasm32")]
+pub fn parse(text: &str) -> Option<Json> {
+    from_js(&js_sys::JSON::parse(text).ok()?, 0)
+}
+
+#[cfg(target_arch = "wasm32")]
+fn from_js(v: &wasm_bindgen::JsValue, depth: u32) -> Option<Json> {
+    use wasm_bindgen::JsCast;
+    if depth > 64 {
+        return None;
+    }
+    Some(if let Some(s) = v.as_string() {
+        Json::String(s)
+    } else if let Some(b) = v.as_bool() {
+        Json::Bool(b)
+    } else if let Some(n) = v.as_f64() {
+        // Only whole non-negative numbers are ever read ([`Json::as_u64`]).
+        let mut text = String::new();
+        if n >= 0.0 && n == (n as u64) as f64 {
+            write_u64(&mut text, n as u64);
+        }
+        Json::Number(text)
+    } else if js_sys::Array::is_array(v) {
+        let mut items = Vec::new();
+        for item in v.unchecked_ref::<js_sys::Array>().iter() {
+            items.push(from_js(&item, depth + 1)?);
+        }
+        Json::Array(items)
+    } else if v.is_object() {
+        let mut members = Vec::new();
+        for entry in js_sys::Object::entries(v.unchecked_ref()).iter() {
+            let entry: js_sys::Array = entry.unchecked_into();
+            members.push((entry.get(0).as_string()?, from_js(&entry.get(1), depth + 1)?));
+        }
+        Json::Object(members)
+    } else {
+        Json::Null
+    })
+}
+
+/// Parses a whole JSON document; `None` for anything malformed (never panics).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn parse(text: &str) -> Option<Json> {
     let mut p = Parser { t: text, s: text.as_bytes(), i: 0, depth: 0 };
     let v = p.value()?;
@@ -76,6 +120,7 @@ pub fn parse(text: &str) -> Option<Json> {
     (p.i == p.s.len()).then_some(v)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 struct Parser<'a> {
     /// The text, sliced with `get` (no `from_utf8` re-validation: its code is large).
     t: &'a str,
@@ -84,6 +129,7 @@ struct Parser<'a> {
     depth: u32,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Parser<'_> {
     fn ws(&mut self) {
         while matches!(self.s.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {

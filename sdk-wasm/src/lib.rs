@@ -2,16 +2,17 @@
 //!
 //! Each answer becomes an [`queue::Event`] with a random id, is written to
 //! localStorage before the first send, and leaves the queue only when the
-//! collector acknowledged it (or refused it as invalid). See docs/DESIGN.md,
+//! collector acknowledged it (or itself refused it as one that can never be stored). See docs/DESIGN.md,
 //! "SDK delivery rules" and "SDK JavaScript API"; `js/hourofci-log.js` is the
 //! ES module lessons import, and it re-exports the functions below.
 //!
 //! Pure logic (natively tested): [`encode`], [`md5`], [`uuid`], [`json`],
-//! [`queue`], [`policy`], [`config`]. Browser glue: `browser`, `store`, `net`,
+//! [`queue`], [`policy`], [`config`], and the delivery [`engine`]. Browser glue: `browser`, `store`, `net`,
 //! `lock`, `deliver`, and the exports here.
 
 pub mod config;
 pub mod encode;
+pub mod engine;
 pub mod json;
 pub mod md5;
 pub mod policy;
@@ -76,8 +77,16 @@ fn init_now(options: JsValue) -> Result<(), JsError> {
         let key = entry.get(0).as_string().unwrap_or_default();
         raw.set(&key, option_value(entry.get(1))).map_err(|m| err(&m))?;
     }
+    // One spelling per endpoint, what the browser's URL parser makes of it (`HTTPS://X:443/`
+    // is `https://x`): events record it, and a page sends only the events recorded for its
+    // own. Checked (http or https) as spelled.
+    raw.endpoint = raw.endpoint.map(|e| browser::normalize_endpoint(&e).unwrap_or(e));
     let cfg = config::Config::from_raw(raw, || md5::md5_hex(&browser::user_agent())).map_err(|m| err(&m))?;
-    deliver::with(|s| s.config = Some(cfg));
+    deliver::with(|s| {
+        let owns_legacy = s.store.owns_legacy(&cfg.endpoint);
+        s.engine = Some(engine::Engine::new(cfg.endpoint.clone(), owns_legacy, cfg.retry_base_ms, cfg.retry_cap_ms, cfg.batch_size));
+        s.config = Some(cfg);
+    });
     deliver::install_hooks();
     // What earlier page loads left queued goes out now, without holding up init.
     deliver::flush_soon();
@@ -117,6 +126,7 @@ fn log(function: &str, lesson: JsValue, level: JsValue, question: JsValue, answe
     let event = queue::Event {
         id: uuid::uuid_v4(browser::random_bytes()),
         test: cfg.test,
+        endpoint: cfg.endpoint,
         user_agent: cfg.user_agent,
         lesson: string_arg(function, "lesson", lesson)?,
         level: string_arg(function, "level", level)?,
@@ -129,7 +139,7 @@ fn log(function: &str, lesson: JsValue, level: JsValue, question: JsValue, answe
 
 /// `logAnswer(lesson, level, question, answer)`: strings go as they are, other
 /// values as their JSON text. The event is stored before this returns; the
-/// promise resolves to "sent", "queued" or "rejected".
+/// promise resolves to "sent", "queued", "queued-memory" or "rejected".
 #[wasm_bindgen(js_name = logAnswer)]
 pub fn log_answer(lesson: JsValue, level: JsValue, question: JsValue, answer: JsValue) -> Result<Promise, JsError> {
     let text = match answer.as_string() {
@@ -148,22 +158,6 @@ pub fn log_interaction(lesson: JsValue, level: JsValue, question: JsValue, detai
 }
 
 
-/// `flush()`'s result, `{sent, pending}`.
-struct FlushResult {
-    sent: u32,
-    pending: u32,
-}
-
-impl serde::Serialize for FlushResult {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("sent", &self.sent)?;
-        map.serialize_entry("pending", &self.pending)?;
-        map.end()
-    }
-}
-
 /// `flush()` for JS (through the shared [`deliver::promise`]).
 #[wasm_bindgen(js_name = flush)]
 pub fn flush_js() -> Promise {
@@ -176,8 +170,7 @@ pub async fn flush() -> Result<JsValue, JsError> {
         return Err(not_initialized());
     }
     let (sent, pending) = deliver::flush_now().await;
-    // `{sent, pending}` (a map serializes to a plain object, see `deliver::Status`).
-    deliver::to_js(&FlushResult { sent, pending }).ok_or_else(|| err("flush: could not build the result"))
+    Ok(deliver::object(&[("sent", Some(sent.into())), ("pending", Some(pending.into()))]))
 }
 
 /// `pending()`: how many events wait in the queue (all tabs of this origin).
@@ -189,7 +182,7 @@ pub fn pending() -> Result<u32, JsError> {
     })
 }
 
-/// `onStatus(callback)`: reports sent / queued / dropped / rejected; returns the unsubscribe function.
+/// `onStatus(callback)`: reports sent / queued / queued-memory / dropped / rejected; returns the unsubscribe function.
 #[wasm_bindgen(js_name = onStatus)]
 pub fn on_status(callback: JsValue) -> Result<Function, JsError> {
     let callback: Function = callback.dyn_into().map_err(|_| err("onStatus: callback must be a function"))?;

@@ -4,6 +4,7 @@
 //! with `fetch` (web-sys); gloo-net's `send`/`Response::text` are avoided because
 //! their should-not-happen paths format a `JsValue` with `Debug` (0.8 KB gzipped).
 
+use crate::engine::Reply;
 use crate::policy::retry_after_seconds_ms;
 use gloo_net::http::{Method, RequestBuilder};
 use wasm_bindgen::{JsCast, JsValue};
@@ -11,13 +12,6 @@ use wasm_bindgen_futures::JsFuture;
 
 /// Gives up on a request after this long (a hung request would hold the flush lock).
 const REQUEST_TIMEOUT_MS: u32 = 20_000;
-
-pub struct Reply {
-    /// `None`: no response (offline, DNS, CORS, timeout).
-    pub status: Option<u16>,
-    pub retry_after_ms: Option<u32>,
-    pub body: String,
-}
 
 /// `POST url` with `headers` and an optional body. `keepalive` lets the request
 /// outlive the page (pagehide).

@@ -1,25 +1,13 @@
-//! Retry policy: what a response means for an event, and how long to wait
-//! before the next attempt (exponential backoff, full jitter, `Retry-After`).
+//! Retry policy: how long to wait before the next attempt (exponential backoff, full jitter, `Retry-After`).
 
-/// What to do with an event after the collector answered (or did not).
+/// How an event left the queue (what `logAnswer` resolves to); the rule that
+/// decides it is `engine::Engine::reply`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// 2xx: stored (written or duplicate). Leaves the queue.
+    /// The collector stored it (written or duplicate).
     Done,
-    /// 4xx except 408 and 429: the event itself is invalid. Leaves the queue, reported, never retried.
+    /// The collector itself judged it can never be stored (`invalid`, `too_large`, `conflict`).
     Rejected,
-    /// Network error, 5xx, 408, 429 (or anything unexpected): keep it and try later.
-    Retry,
-}
-
-/// Classifies an HTTP status; `None` is a network error (no response at all).
-pub fn classify(status: Option<u16>) -> Outcome {
-    match status {
-        Some(200..=299) => Outcome::Done,
-        Some(408 | 429) => Outcome::Retry,
-        Some(400..=499) => Outcome::Rejected,
-        _ => Outcome::Retry,
-    }
 }
 
 /// Reads a `Retry-After` header given in seconds; HTTP dates are read by the glue.
@@ -54,20 +42,6 @@ pub fn backoff_ms(attempt: u32, base_ms: u32, cap_ms: u32, random: u32, retry_af
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classifies_like_the_delivery_rules() {
-        for s in [200, 201, 204, 299] {
-            assert_eq!(classify(Some(s)), Outcome::Done, "{s}");
-        }
-        for s in [400, 404, 413, 414, 415, 422, 431, 499] {
-            assert_eq!(classify(Some(s)), Outcome::Rejected, "{s}");
-        }
-        for s in [408, 429, 500, 502, 503, 504, 301, 100] {
-            assert_eq!(classify(Some(s)), Outcome::Retry, "{s}");
-        }
-        assert_eq!(classify(None), Outcome::Retry);
-    }
 
     #[test]
     fn reads_retry_after_seconds() {

@@ -12,6 +12,9 @@ pub struct Event {
     pub id: String,
     /// `true` sends to the test table (`/test/...`).
     pub test: bool,
+    /// The normalized endpoint it is for (only a page initialised with it sends it);
+    /// empty for events stored by SDKs before endpoints were recorded.
+    pub endpoint: String,
     pub user_agent: String,
     pub lesson: String,
     pub level: String,
@@ -130,6 +133,8 @@ fn write_event(out: &mut String, e: &Event, with_test: bool) {
     }
     if with_test {
         out.push_str(if e.test { ",\"test\":true" } else { ",\"test\":false" });
+        out.push_str(",\"endpoint\":");
+        json::write_str(out, &e.endpoint);
     }
     out.push('}');
 }
@@ -159,6 +164,7 @@ pub fn event_from_json(v: &Json) -> Option<Event> {
     Some(Event {
         id: s("id"),
         test: v.get("test").and_then(Json::as_bool).unwrap_or(false),
+        endpoint: string_field(v, "endpoint").unwrap_or_default().to_string(),
         user_agent: s("user_agent"),
         lesson: s("lesson"),
         level: s("level"),
@@ -197,6 +203,7 @@ mod tests {
         Event {
             id: format!("00000000-0000-4000-8000-{n:012}"),
             test,
+            endpoint: "http://127.0.0.1:4000".into(),
             user_agent: "4eccc97c41f6b9e0815db3fe80057180".into(),
             lesson: "gateway".into(),
             level: "beginner".into(),
@@ -311,6 +318,7 @@ mod tests {
             (any::<bool>(), any::<String>(), any::<String>(), "[a-f0-9-]{1,36}").prop_map(|(test, answer, lesson, id)| Event {
                 id,
                 test,
+                endpoint: "https://x".into(),
                 user_agent: "ua".into(),
                 lesson,
                 level: "gateway".into(),

@@ -14,6 +14,9 @@ use web_sys::Storage;
 
 /// Where SDKs before per-event keys kept the whole queue (a JSON array); migrated on load.
 pub const LEGACY_QUEUE_KEY: &str = "hourofci-log:queue:v1";
+/// The first endpoint initialised on this origin by an SDK that records endpoints:
+/// events stored without one (older SDKs) are sent there, and nowhere else.
+pub const LEGACY_ENDPOINT_KEY: &str = "hourofci-log:legacy-endpoint:v1";
 
 pub struct Store {
     local: Option<Storage>,
@@ -24,6 +27,9 @@ pub struct Store {
     memory_values: Vec<String>,
     /// The order of this tab's last event (`queue::next_order`).
     last_order: u64,
+    /// Keys of old-queue events this page already took into memory (the old key
+    /// stays while one of its events could not be stored): taken once per page.
+    migrated_to_memory: Vec<String>,
     /// Events this tab dropped (over `maxQueue`) and has not reported yet: a per-tab
     /// count, reported with this tab's next batch (never a shared rewrite).
     dropped: u64,
@@ -33,14 +39,27 @@ impl Store {
     pub fn open() -> Store {
         // `window.localStorage` throws when storage is disabled; treat that as missing.
         let local = web_sys::window().and_then(|w| w.local_storage().ok().flatten());
-        Store { local, memory_keys: Vec::new(), memory_values: Vec::new(), last_order: 0, dropped: 0 }
+        Store { local, memory_keys: Vec::new(), memory_values: Vec::new(), last_order: 0, migrated_to_memory: Vec::new(), dropped: 0 }
     }
 
-    /// Writes a new entry: to localStorage, else (refused) to memory.
-    fn set(&mut self, key: String, value: String) {
-        if !self.local.as_ref().is_some_and(|ls| ls.set_item(&key, &value).is_ok()) {
+    /// Writes a new entry: to localStorage, else (refused) to memory. Returns
+    /// whether it is in localStorage (kept on this device, not only in this page).
+    fn set(&mut self, key: String, value: String) -> bool {
+        let stored = self.local.as_ref().is_some_and(|ls| ls.set_item(&key, &value).is_ok());
+        if !stored {
             self.memory_keys.push(key);
             self.memory_values.push(value);
+        }
+        stored
+    }
+
+    /// Whose are events stored without an endpoint? The first endpoint initialised
+    /// on this origin (recorded now if none is); `true` when it is `endpoint`.
+    pub fn owns_legacy(&self, endpoint: &str) -> bool {
+        let Some(ls) = &self.local else { return false };
+        match ls.get_item(LEGACY_ENDPOINT_KEY).ok().flatten() {
+            Some(first) => first == endpoint,
+            None => ls.set_item(LEGACY_ENDPOINT_KEY, endpoint).is_ok(),
         }
     }
 
@@ -102,17 +121,18 @@ impl Store {
     }
 
     /// Stores a new event (before anything is sent); over `max_len` the oldest
-    /// go and are counted. Returns how many were dropped now, and the queue length.
-    pub fn add(&mut self, event: Event, max_len: usize) -> (u64, u32) {
+    /// go and are counted. Returns how many were dropped now, the queue length, and
+    /// whether the event is in localStorage (else only in this page's memory).
+    pub fn add(&mut self, event: Event, max_len: usize) -> (u64, u32, bool) {
         self.last_order = queue::next_order(self.last_order, crate::browser::now_ms());
-        self.set(event_key(self.last_order, &event.id), encode_event(&event));
+        let stored = self.set(event_key(self.last_order, &event.id), encode_event(&event));
         let keys = self.keys();
         let excess = queue::excess(keys.len(), max_len);
         for key in &keys[..excess] {
             self.delete(key);
         }
         self.dropped += excess as u64;
-        (excess as u64, (keys.len() - excess) as u32)
+        (excess as u64, (keys.len() - excess) as u32, stored)
     }
 
     /// Removes the settled events `ids` (no-op for those another tab removed
@@ -143,18 +163,29 @@ impl Store {
     /// Moves an old single-array queue (an SDK from before per-event keys, maybe
     /// still open in another tab) to per-event keys. Its events keep their order and
     /// sort before anything logged since; two tabs migrating at once write the same
-    /// keys. Unreadable items are skipped, as the old SDK did.
+    /// keys. Unreadable items are skipped, as the old SDK did. The old key goes only
+    /// when every event in it is stored under its own key: one that localStorage
+    /// refused lives in this page's memory, and the old key keeps it for the next.
     fn migrate(&mut self) {
         let Some(old) = self.local.as_ref().and_then(|ls| ls.get_item(LEGACY_QUEUE_KEY).ok().flatten()) else { return };
+        let mut all_stored = true;
         if let Some(Json::Array(items)) = crate::json::parse(&old) {
             let mut order = 0;
             for item in &items {
                 if let Some(e) = event_from_json(item) {
-                    self.set(event_key(order, &e.id), encode_event(&e));
+                    let key = event_key(order, &e.id);
+                    if self.migrated_to_memory.contains(&key) {
+                        all_stored = false;
+                    } else if !self.set(key.clone(), encode_event(&e)) {
+                        all_stored = false;
+                        self.migrated_to_memory.push(key);
+                    }
                 }
                 order += 1;
             }
         }
-        self.delete(LEGACY_QUEUE_KEY);
+        if all_stored {
+            self.delete(LEGACY_QUEUE_KEY);
+        }
     }
 }

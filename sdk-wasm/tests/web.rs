@@ -111,7 +111,7 @@ async fn full_local_storage_falls_back_to_memory() {
     let answers = ["first while full", "second while full"];
     for a in answers {
         let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "2B".into(), a.into()).unwrap();
-        assert_eq!(delivery(p).await, "queued");
+        assert_eq!(delivery(p).await, "queued-memory", "kept only while this page stays open, and says so");
     }
     assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 2, "kept in memory");
     assert!(!stored_text().contains("while full"));
@@ -122,6 +122,76 @@ async fn full_local_storage_falls_back_to_memory() {
     assert!(stored_text().contains("after space freed"));
     assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 3, "memory and storage together");
     ls.clear().unwrap();
+}
+
+/// Filled up until the browser refuses more (then cleared by the caller).
+fn fill_local_storage() {
+    let ls = storage();
+    let chunk = "x".repeat(512 * 1024);
+    let mut n = 0;
+    while ls.set_item(&format!("filler-{n}"), &chunk).is_ok() {
+        n += 1;
+        assert!(n < 1000, "localStorage never filled up");
+    }
+    let mut small = 0;
+    while ls.set_item(&format!("small-{small}"), "y").is_ok() && small < 100_000 {
+        small += 1;
+    }
+}
+
+#[wasm_bindgen_test]
+async fn an_old_queue_stays_until_every_event_is_stored_under_its_own_key() {
+    let ls = storage();
+    ls.clear().unwrap();
+    init_dead_endpoint().await;
+    let before = hourofci_sdk::pending().map_err(JsValue::from).unwrap();
+    let old = r#"[{"id":"00000000-0000-4000-8000-000000000071","user_agent":"ua","lesson":"gateway","level":"beginner","question":"1A","answer":"old while full","client_time":"2026-11-28T07:35:44.123Z","test":false}]"#;
+    ls.set_item(LEGACY_QUEUE_KEY, old).unwrap();
+    fill_local_storage();
+    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 1, "taken into memory");
+    assert_eq!(ls.get_item(LEGACY_QUEUE_KEY).unwrap().as_deref(), Some(old), "the old key keeps it for the next page");
+    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 1, "taken once, not again on every look");
+    ls.clear().unwrap();
+}
+
+/// Which values the path form carries unchanged, asked of the browser's own URL parser.
+#[wasm_bindgen_test]
+fn path_form_is_used_only_for_values_the_url_parser_keeps() {
+    let mut values: Vec<String> = ["", ".", "..", "...", " ", "./a", "a/..", "%2e", "%2E", ".%2e", "%2e%2e", "\\", "\u{0}", "?", "#", ";", "\t.", "．", "。"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let alphabet: Vec<char> = (0u8..128).map(|b| b as char).chain(['é', '．', '\u{3002}', '\u{FEFF}']).collect();
+    for a in &alphabet {
+        values.push(a.to_string());
+        for b in ['.', '%', '/', 'a'] {
+            values.push(format!("{a}{b}"));
+            values.push(format!("{b}{a}"));
+        }
+    }
+    for v in values {
+        let path = format!("/ua/{}/b", encode_uri_component(&v));
+        let url = web_sys::Url::new(&format!("http://h{path}")).unwrap();
+        let kept = url.pathname() == path;
+        assert_eq!(kept && !v.is_empty(), hourofci_sdk::engine::path_safe(&v), "{v:?} -> {}", url.pathname());
+    }
+}
+
+#[wasm_bindgen_test]
+async fn events_record_their_endpoint_as_the_url_parser_spells_it() {
+    storage().clear().unwrap();
+    for (given, normalized) in [("HTTPS://127.0.0.1:443/", "https://127.0.0.1"), ("http://127.0.0.1:9//x/ ", "http://127.0.0.1:9//x")] {
+        let options = Object::new();
+        Reflect::set(&options, &"endpoint".into(), &given.into()).unwrap();
+        Reflect::set(&options, &"retryBaseMs".into(), &JsValue::from(60_000)).unwrap();
+        hourofci_sdk::init(options.into()).await.map_err(JsValue::from).unwrap();
+        let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "1A".into(), given.into()).unwrap();
+        let text = stored_text();
+        assert!(text.contains(&format!("\"endpoint\":\"{normalized}\"")), "{given}: {text}");
+        delivery(p).await;
+        storage().clear().unwrap();
+    }
+    init_dead_endpoint().await;
 }
 
 #[wasm_bindgen_test]

@@ -79,6 +79,7 @@ function loadSdk(endpoint, test) {
 function describe(e) {
   if (e.kind === "sent") return "Answer recorded.";
   if (e.kind === "queued") return "Saved on this device; it will be sent when you're back online.";
+  if (e.kind === "queued-memory") return "Not saved on this device (its storage is full or disabled): keep this page open until it is sent.";
   if (e.kind === "rejected") return `This answer could not be recorded (${e.reason || "refused"}).`;
   if (e.kind === "dropped") return `${e.count} older unsent answers had to be discarded.`;
   return "";
@@ -177,7 +178,7 @@ function render({ model, el }) {
     }
     try {
       const delivery = await sdk.logAnswer(model.get("lesson"), model.get("level"), model.get("question"), answer);
-      status.textContent = delivery === "sent" ? "Submitted." : describe({ kind: "queued" });
+      status.textContent = delivery === "sent" ? "Submitted." : describe({ kind: delivery });
       status.dataset.delivery = delivery;
     } catch (err) {
       status.textContent = `Could not record this answer: ${err.message || err}`;
