@@ -171,6 +171,29 @@ test("a proxy whose body limit is smaller than the collector's never blocks deli
   assert.deepEqual(all.filter((s) => s.kind === "rejected" || s.kind === "dropped"), []);
 });
 
+test("the collector stored them but its answers were lost on the way back: each answer exactly once", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const proxy = await startProxy(env.stack.collector.url);
+  t.after(proxy.close);
+  const agent = agentFor("lost replies");
+  const context = await freshBrowser(t, env);
+  const page = await openSdkPage(context, env, proxy.url, { userAgent: agent });
+  proxy.loseReplies = true;
+  const answers = ["lost reply single", ...Array.from({ length: 4 }, (_, i) => `lost reply together ${i}`)];
+  const deliveries = [await log(page, answers[0]), ...(await logTogether(page, answers.slice(1)))];
+  // Until the collector has handled every answer at least once (and its reply was cut).
+  await waitFor(async () => new Set(proxy.log.filter((e) => e.lost).flatMap((e) => e.ids)).size >= answers.length, {
+    timeoutMs: 60_000,
+    describe: () => `not every answer reached the collector: ${JSON.stringify(proxy.log.map((e) => [e.method, e.status, e.ids.length, !!e.lost]))}`,
+  });
+  assert.equal((await rowsOf(env.stack.rows, agent)).length, answers.length, "the collector stored each one already");
+  proxy.loseReplies = false;
+  const rows = await settledRows(env.stack.rows, agent, answers, [page]);
+  assert.equal(compareAnswers(rows, answers), "", "a resend after a lost reply is a duplicate, not a second row");
+  assert.deepEqual(deliveries, answers.map(() => "queued"), "no reply: queued, not sent");
+});
+
 // ---------------------------------------------------------------- 2. values the URL path cannot carry
 
 test('answers ".", "..", "", " ", "./a", "a/.." logged one at a time arrive byte for byte', async (t) => {

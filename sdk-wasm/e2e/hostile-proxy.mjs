@@ -81,10 +81,12 @@ function idsOf(req, body) {
  * body over n bytes, whatever the mode (a middle box with a smaller limit than the collector).
  * `proxy.forge = true` makes it a wrong endpoint: every POST is answered "written" as the
  * collector would, and forwarded nowhere (preflights are answered, other requests get HTML).
+ * `proxy.loseReplies = true` forwards each POST but cuts the connection instead of relaying
+ * the collector's answer (stored, yet the browser sees a network error).
  */
 export async function startProxy(target) {
   const upstream = new URL(target);
-  const proxy = { hostile: null, bodyLimit: Infinity, forge: false, log: [], url: "" };
+  const proxy = { hostile: null, bodyLimit: Infinity, forge: false, loseReplies: false, log: [], url: "" };
 
   const answerCors = (req, extra = {}) => {
     // What the collector's CORS layer sends for an allowed origin.
@@ -159,6 +161,12 @@ export async function startProxy(target) {
       for await (const c of up) parts.push(c);
       const answer = Buffer.concat(parts);
       entry.status = up.statusCode;
+      if (proxy.loseReplies && req.method === "POST") {
+        // The collector has handled it; the browser never hears back.
+        entry.lost = true;
+        res.destroy();
+        return;
+      }
       const copied = {};
       for (const [k, v] of Object.entries(up.headers)) if (!HOP_BY_HOP.has(k)) copied[k] = v;
       copied["content-length"] = String(answer.length);
