@@ -47,10 +47,15 @@ test.after(async () => {
   }
 });
 
-/** A page of the test origin that loaded the SDK from the collector and initialised it with `endpoint`. */
-async function openSdkPage(context, env, endpoint, options = {}) {
+/**
+ * A page of the test origin that loaded the SDK from the collector and initialised it with
+ * `endpoint`. `prepare: [fn, arg]` runs in the page first (e.g. to set up its localStorage:
+ * in the same page, because another renderer's localStorage writes arrive a moment late).
+ */
+async function openSdkPage(context, env, endpoint, options = {}, prepare = null) {
   const page = await context.newPage();
   await page.goto(`${env.stack.sdkPages.url}/index.html`);
+  if (prepare) page.prepared = await page.evaluate(...prepare);
   await page.evaluate(
     async ({ sdkFrom, endpoint, options }) => {
       const h = await import(`${sdkFrom}/sdk/hourofci-log.js`);
@@ -341,14 +346,6 @@ const legacyEvents = (agent, answers) =>
     test: false,
   }));
 
-/** Opens the test origin without the SDK and lets `setup(arg)` prepare its localStorage. */
-async function prepareOrigin(context, env, setup, arg) {
-  const page = await context.newPage();
-  await page.goto(`${env.stack.sdkPages.url}/index.html`);
-  const result = await page.evaluate(setup, arg);
-  await page.close();
-  return result;
-}
 
 test("answers an older SDK stored (no endpoint recorded) go to the first endpoint initialised, never to another", async (t) => {
   const env = await stackFor(t);
@@ -359,8 +356,8 @@ test("answers an older SDK stored (no endpoint recorded) go to the first endpoin
   const agent = agentFor("older sdk");
   const answers = ["left by an older SDK 1", "left by an older SDK 2"];
   const context = await freshBrowser(t, env);
-  await prepareOrigin(context, env, ([key, value]) => localStorage.setItem(key, value), [LEGACY_QUEUE_KEY, JSON.stringify(legacyEvents(agent, answers))]);
-  const real = await openSdkPage(context, env, env.stack.collector.url, { userAgent: agent });
+  const seed = ([key, value]) => localStorage.setItem(key, value);
+  const real = await openSdkPage(context, env, env.stack.collector.url, { userAgent: agent }, [seed, [LEGACY_QUEUE_KEY, JSON.stringify(legacyEvents(agent, answers))]]);
   const rows = await settledRows(env.stack.rows, agent, answers, [real]);
   const wrongPage = await openSdkPage(context, env, wrong.url, { userAgent: agent });
   await wrongPage.evaluate(() => window.sdk.flush());
@@ -378,33 +375,28 @@ test("an older SDK's queue that does not fit in a full localStorage is kept unti
   const agent = agentFor("older sdk full");
   const answers = ["older SDK, full storage 1", "older SDK, full storage 2"];
   const context = await freshBrowser(t, env);
-  const filled = await prepareOrigin(
-    context,
-    env,
-    ([key, value]) => {
-      localStorage.setItem(key, value);
-      const chunk = "x".repeat(256 * 1024);
-      let n = 0;
-      try {
-        for (;;) localStorage.setItem(`filler-${n++}`, chunk);
-      } catch {}
-      try {
-        for (let i = 0; ; i++) localStorage.setItem(`f-${i}`, "y".repeat(64));
-      } catch {}
-      return n;
-    },
-    [LEGACY_QUEUE_KEY, JSON.stringify(legacyEvents(agent, answers))],
-  );
-  assert.ok(filled > 1, "localStorage filled up");
-  const first = await openSdkPage(context, env, gate.url, { userAgent: agent });
+  const seedAndFill = ([key, value]) => {
+    localStorage.setItem(key, value);
+    const chunk = "x".repeat(256 * 1024);
+    let n = 0;
+    try {
+      for (;;) localStorage.setItem(`filler-${n++}`, chunk);
+    } catch {}
+    try {
+      for (let i = 0; ; i++) localStorage.setItem(`f-${i}`, "y".repeat(64));
+    } catch {}
+    return n;
+  };
+  const first = await openSdkPage(context, env, gate.url, { userAgent: agent }, [seedAndFill, [LEGACY_QUEUE_KEY, JSON.stringify(legacyEvents(agent, answers))]]);
+  assert.ok(first.prepared > 1, "localStorage filled up");
   await first.evaluate(() => window.sdk.flush());
   // Its events could at most be held in this page's memory: the old key must outlive the page.
   assert.ok(await first.evaluate((key) => localStorage.getItem(key) !== null, LEGACY_QUEUE_KEY), `${LEGACY_QUEUE_KEY} deleted while its events were not stored under their own keys`);
   await first.close();
   // The learner frees some space; the gateway is back.
-  await prepareOrigin(context, env, () => Object.keys(localStorage).filter((k) => k.startsWith("filler-")).forEach((k) => localStorage.removeItem(k)));
   gate.hostile = null;
-  const second = await openSdkPage(context, env, gate.url, { userAgent: agent });
+  const freeSpace = () => Object.keys(localStorage).filter((k) => k.startsWith("filler-")).forEach((k) => localStorage.removeItem(k));
+  const second = await openSdkPage(context, env, gate.url, { userAgent: agent }, [freeSpace, null]);
   const rows = await settledRows(env.stack.rows, agent, answers, [second]);
   assert.equal(compareAnswers(rows, answers), "");
   assert.equal(await second.evaluate((key) => localStorage.getItem(key), LEGACY_QUEUE_KEY), null, "the old key is gone once its events are stored under their own keys");
