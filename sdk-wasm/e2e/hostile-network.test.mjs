@@ -88,13 +88,18 @@ const agentFor = (name) => `e2e-${name.replace(/[^a-z0-9]+/gi, "-").toLowerCase(
 const brief = (list) => JSON.stringify(list.map((s) => [s.kind, s.reason || s.count || ""].filter(Boolean)));
 
 /**
- * Waits until the collector holds a row for each of `answers` or the page has nothing
- * left to send (then more waiting cannot help: a lost answer fails at once), and
- * returns the rows. `rows` reads one collector's table.
+ * Waits until the collector holds a row for each of `answers` or the pages have had nothing
+ * left to send for several polls in a row (then more waiting cannot help: a lost answer
+ * fails soon instead of at the deadline), and returns the rows. `rows` reads one collector's table.
  */
 async function settledRows(rows, agent, answers, pages) {
+  let emptyPolls = 0;
   await waitFor(
-    async () => (await rowsOf(rows, agent)).length >= answers.length || (await Promise.all(pages.map(pending))).every((n) => n === 0),
+    async () => {
+      if ((await rowsOf(rows, agent)).length >= answers.length) return true;
+      emptyPolls = (await Promise.all(pages.map(pending))).every((n) => n === 0) ? emptyPolls + 1 : 0;
+      return emptyPolls >= 5;
+    },
     { timeoutMs: 60_000, describe: async () => `rows so far: ${compareAnswers(await rowsOf(rows, agent), answers)}; pending ${await Promise.all(pages.map(pending))}` },
   );
   // Whatever is still queued goes out now; afterwards nothing is left to duplicate.
