@@ -1,7 +1,9 @@
 //! A minimal JSON reader and string writer for the SDK's own small documents
 //! (the stored queue, batch bodies, collector replies). Hand-written instead of
 //! serde_json to keep float parsing/formatting and its code size out of the wasm:
-//! numbers are kept as their source text and only ever read as integers.
+//! numbers are kept as their source text and only ever read as integers. In the
+//! browser, [`parse`] is `JSON.parse` converted to [`Json`] (749 B smaller than the
+//! reader, docs/BENCHMARKS.md); the reader serves the native builds and tests.
 
 /// A parsed JSON value. Numbers keep their text; [`Json::as_u64`] reads integers.
 #[derive(Clone, Debug, PartialEq)]

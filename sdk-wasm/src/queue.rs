@@ -287,6 +287,10 @@ mod tests {
     fn stored_events_round_trip_and_corrupt_ones_are_skipped() {
         assert_eq!(decode_event(&encode_event(&ev(1, true))), Some(ev(1, true)));
         assert_eq!(decode_event("not json"), None);
+        // Stored by an SDK before endpoints were recorded: no endpoint (the first one's, see `store`).
+        let older = encode_event(&ev(1, true)).replace(",\"endpoint\":\"http://127.0.0.1:4000\"", "");
+        assert!(!older.contains("endpoint"), "{older}");
+        assert_eq!(decode_event(&older), Some(Event { endpoint: String::new(), ..ev(1, true) }));
         assert_eq!(decode_event("{\"id\":5}"), None);
         assert_eq!(decode_event("{\"a\":1}"), None);
         // The old single-array queue, for the migration: its items are read one by one.

@@ -54,12 +54,17 @@ impl Store {
     }
 
     /// Whose are events stored without an endpoint? The first endpoint initialised
-    /// on this origin (recorded now if none is); `true` when it is `endpoint`.
+    /// on this origin (recorded now if none is); `true` when it is `endpoint`. When
+    /// none is recorded and a full localStorage refuses the record, this page is
+    /// still the first: it sends them (a later page records its own).
     pub fn owns_legacy(&self, endpoint: &str) -> bool {
         let Some(ls) = &self.local else { return false };
         match ls.get_item(LEGACY_ENDPOINT_KEY).ok().flatten() {
             Some(first) => first == endpoint,
-            None => ls.set_item(LEGACY_ENDPOINT_KEY, endpoint).is_ok(),
+            None => {
+                let _ = ls.set_item(LEGACY_ENDPOINT_KEY, endpoint);
+                true
+            }
         }
     }
 

@@ -288,3 +288,24 @@ async fn another_tabs_writes_are_never_erased() {
     assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 10);
     storage().clear().unwrap();
 }
+
+/// In the browser `json::parse` is `JSON.parse` converted: the same tree the native reader builds.
+#[wasm_bindgen_test]
+fn json_parse_in_the_browser_reads_what_the_engine_needs() {
+    use hourofci_sdk::json::{parse, Json};
+    let error = parse(r#"{"error":"invalid","field":null,"rule":"answer: at most 4096 bytes"}"#).unwrap();
+    assert_eq!(error.get("field"), Some(&Json::Null));
+    assert_eq!(error.get("rule").and_then(Json::as_str), Some("answer: at most 4096 bytes"));
+    let batch = parse(r#" {"results":[{"id":"a","status":"written"},{"id":"b","status":"invalid","reason":"x"}],"n":12,"t":true} "#).unwrap();
+    let results = batch.get("results").and_then(Json::as_array).unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[1].get("status").and_then(Json::as_str), Some("invalid"));
+    assert_eq!(batch.get("n").and_then(Json::as_u64), Some(12));
+    assert_eq!(batch.get("t").and_then(Json::as_bool), Some(true));
+    assert_eq!(parse(r#""\ud83d\ude00 \u00e9\n""#).unwrap().as_str(), Some("😀 é\n"));
+    for bad in ["", "{", "<html>404</html>", "{\"a\":1,}", "[1] x"] {
+        assert_eq!(parse(bad), None, "{bad:?}");
+    }
+    let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    assert_eq!(parse(&deep), None, "deep nesting is refused, as by the native reader");
+}
