@@ -352,6 +352,20 @@ const legacyEvents = (agent, answers) =>
   }));
 
 
+/** Seeds an older SDK's queue, then fills localStorage up (runs in the page). */
+const seedAndFill = ([key, value]) => {
+  localStorage.setItem(key, value);
+  const chunk = "x".repeat(256 * 1024);
+  let n = 0;
+  try {
+    for (;;) localStorage.setItem(`filler-${n++}`, chunk);
+  } catch {}
+  try {
+    for (let i = 0; ; i++) localStorage.setItem(`f-${i}`, "y".repeat(64));
+  } catch {}
+  return n;
+};
+
 test("answers an older SDK stored (no endpoint recorded) go to the first endpoint initialised, never to another", async (t) => {
   const env = await stackFor(t);
   if (!env) return;
@@ -380,18 +394,6 @@ test("an older SDK's queue that does not fit in a full localStorage is kept unti
   const agent = agentFor("older sdk full");
   const answers = ["older SDK, full storage 1", "older SDK, full storage 2"];
   const context = await freshBrowser(t, env);
-  const seedAndFill = ([key, value]) => {
-    localStorage.setItem(key, value);
-    const chunk = "x".repeat(256 * 1024);
-    let n = 0;
-    try {
-      for (;;) localStorage.setItem(`filler-${n++}`, chunk);
-    } catch {}
-    try {
-      for (let i = 0; ; i++) localStorage.setItem(`f-${i}`, "y".repeat(64));
-    } catch {}
-    return n;
-  };
   const first = await openSdkPage(context, env, gate.url, { userAgent: agent }, [seedAndFill, [LEGACY_QUEUE_KEY, JSON.stringify(legacyEvents(agent, answers))]]);
   assert.ok(first.prepared > 1, "localStorage filled up");
   await first.evaluate(() => window.sdk.flush());
@@ -405,6 +407,25 @@ test("an older SDK's queue that does not fit in a full localStorage is kept unti
   const rows = await settledRows(env.stack.rows, agent, answers, [second]);
   assert.equal(compareAnswers(rows, answers), "");
   assert.equal(await second.evaluate((key) => localStorage.getItem(key), LEGACY_QUEUE_KEY), null, "the old key is gone once its events are stored under their own keys");
+});
+
+test("an older SDK's queue in a localStorage that stays full is still delivered, exactly once", async (t) => {
+  const env = await stackFor(t);
+  if (!env) return;
+  const agent = agentFor("older sdk stays full");
+  const answers = ["older SDK, storage stays full 1", "older SDK, storage stays full 2"];
+  const context = await freshBrowser(t, env);
+  const seed = [LEGACY_QUEUE_KEY, JSON.stringify(legacyEvents(agent, answers))];
+  const first = await openSdkPage(context, env, env.stack.collector.url, { userAgent: agent }, [seedAndFill, seed]);
+  assert.ok(first.prepared > 1, "localStorage filled up");
+  const rows = await settledRows(env.stack.rows, agent, answers, [first]);
+  assert.equal(compareAnswers(rows, answers), "");
+  // A later page of the same origin (storage still full) may send them again: never a second row.
+  await first.close();
+  const again = await openSdkPage(context, env, env.stack.collector.url, { userAgent: agent });
+  await again.evaluate(() => window.sdk.flush());
+  await waitFor(async () => (await pending(again)) === 0, { timeoutMs: 60_000, describe: "the later page's queue empties" });
+  assert.equal(compareAnswers(await rowsOf(env.stack.rows, agent), answers), "");
 });
 
 // ---------------------------------------------------------------- 4. localStorage full or disabled: honest status
