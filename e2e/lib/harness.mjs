@@ -303,7 +303,8 @@ export function allowEndpoints(animationDir, sdkDir, endpoints) {
   const html = fs
     .readFileSync(page, "utf8")
     .replace(/(<meta name="hourofci-endpoints" content="[^"]*)"/, `$1 ${extra}"`)
-    .replace(/(connect-src [^;"]*)/, `$1 ${extra}`);
+    .replace(/(<meta http-equiv="Content-Security-Policy" content="[^"]*connect-src [^;"]*)/, `$1 ${extra}`);
+  if (!html.includes(`${extra}"`) || !/connect-src [^;"]* http/.test(html)) throw new Error(`could not add ${extra} to the allowed collectors of ${page}`);
   fs.writeFileSync(page, html);
 }
 

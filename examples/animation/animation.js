@@ -115,11 +115,18 @@ const sdkReady = (async () => {
 })();
 
 async function record(kind, question, value) {
-  const sdk = await Promise.race([sdkModule, sdkReady]);
+  const send = (sdk) =>
+    kind === "answer" ? sdk.logAnswer(config.lesson, config.level, question, value) : sdk.logInteraction(config.lesson, config.level, question, value);
   try {
-    if (sdk) {
-      if (kind === "answer") await sdk.logAnswer(config.lesson, config.level, question, value);
-      else await sdk.logInteraction(config.lesson, config.level, question, value);
+    // An SDK that stores calls made while its wasm loads takes them at once; one that
+    // does not ("call init() first") gets them once it is ready.
+    const early = await Promise.race([sdkModule, sdkReady]);
+    if (early) {
+      await send(early).catch(async (err) => {
+        if (!/call init\(\) first/.test(String(err && err.message))) throw err;
+        const sdk = await sdkReady;
+        if (sdk) await send(sdk);
+      });
     }
   } catch (err) {
     // Only wrong arguments reject; say so quietly rather than break the task.
