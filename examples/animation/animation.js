@@ -72,6 +72,8 @@ function describe(event) {
         : "Answer recorded.";
     case "queued":
       return "Saved on this device; it will be sent when you're back online.";
+    case "queued-memory":
+      return "Not saved on this device (its storage is full or disabled): keep this page open until it is sent.";
     case "rejected":
       return `This answer could not be recorded (${event.reason || "refused by the server"}).`;
     case "dropped":

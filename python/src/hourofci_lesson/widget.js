@@ -79,6 +79,7 @@ export function loadSdk(model) {
 export function describe(e) {
   if (e.kind === "sent") return "Answer recorded.";
   if (e.kind === "queued") return "Saved on this device; it will be sent when you're back online.";
+  if (e.kind === "queued-memory") return "Not saved on this device (its storage is full or disabled): keep this page open until it is sent.";
   if (e.kind === "rejected") return `This answer could not be recorded (${e.reason || "refused"}).`;
   if (e.kind === "dropped") return `${e.count} older unsent answers had to be discarded.`;
   return "";
@@ -243,7 +244,7 @@ function renderSubmit({ model, el }) {
     }
     try {
       const delivery = await sdk.logAnswer(model.get("lesson"), model.get("level"), model.get("question"), answer);
-      status.textContent = delivery === "sent" ? "Submitted." : delivery === "queued" ? describe({ kind: "queued" }) : "This answer could not be recorded.";
+      status.textContent = delivery === "sent" ? "Submitted." : delivery === "rejected" ? "This answer could not be recorded." : describe({ kind: delivery });
       status.dataset.delivery = delivery;
       // SubmitBtn's out_func prints its confirmation in the kernel (when the kernel can be reached).
       model.send({ kind: "submitted", delivery });
