@@ -121,3 +121,34 @@ test("the page's Content-Security-Policy blocks inline script and connections to
   await answerFreeText(page, "still recorded");
   await waitFor(async () => (await stack.rows("loggingtable")).some((r) => r.answer === "still recorded"), { describe: "the answer to the listed collector" });
 });
+
+test("a browser with WebAssembly or storage disabled: the page says plainly that answers can't be recorded", async (t) => {
+  const prereq = requireAll(t, needs);
+  if (!prereq) return;
+  const stack = await startStack(prereq, { name: "e2e_no_wasm" });
+  t.after(() => stack.cleanup());
+  const { context, close } = await launchBrowser(prereq);
+  t.after(close);
+  const disable = {
+    "WebAssembly turned off": () => {
+      delete window.WebAssembly;
+    },
+    "site storage is blocked": () => {
+      Object.defineProperty(window, "localStorage", {
+        get() {
+          throw new DOMException("The user denied storage", "SecurityError");
+        },
+      });
+    },
+  };
+  for (const [why, script] of Object.entries(disable)) {
+    const page = await context.newPage();
+    await page.addInitScript(script);
+    await page.goto(stack.animationUrl({ lesson: "gateway", level: "beginner" }));
+    await page.waitForFunction(() => document.body.dataset.logging, null, { timeout: 30_000 });
+    assert.equal(await page.evaluate(() => document.body.dataset.logging), "unavailable", why);
+    const status = await page.textContent("#status");
+    assert.match(status, new RegExp(`can't be recorded here: .*${why}`), `the status line says why: ${status}`);
+    await page.close();
+  }
+});
