@@ -70,4 +70,10 @@ test("an answer given while the SDK loads, page closed at once: stored in the SD
   assert.equal(rows[0].event_id, event.id);
   assert.equal(Date.parse(rows[0].client_time), Date.parse(event.client_time), "the row keeps the time the learner answered");
   assert.equal(await next.evaluate(() => window.hourofci.pending()), 0);
+
+  // Once loaded, the SDK records the same user agent (the shim's MD5, its one home).
+  await next.fill("#free-answer", "after the SDK was ready");
+  await next.click("#free-submit");
+  const later = await waitFor(async () => (await stack.rows("loggingtable")).find((r) => r.answer === "after the SDK was ready"), { describe: "the second answer" });
+  assert.equal(later.user_agent, event.user_agent, "the same MD5 of navigator.userAgent before and after the wasm loaded");
 });

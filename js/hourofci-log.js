@@ -30,7 +30,9 @@ export async function init(options) {
     loaded = true;
     for (const entry of early) entry.unsubscribe = sdk.onStatus(entry.callback);
   }
-  await sdk.init(options);
+  // The default user agent (MD5 of navigator.userAgent) is computed here, where calls made
+  // before the wasm loads need it too, and nowhere else.
+  await sdk.init(options instanceof Object ? { ...options, userAgent: options.userAgent ?? md5(navigator.userAgent) } : options);
 }
 
 export async function logAnswer(lesson, level, question, answer) {
