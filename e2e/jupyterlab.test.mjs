@@ -9,6 +9,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
@@ -316,10 +317,18 @@ test("the built wheel installs into a fresh virtual environment and carries the 
   await run("python3", ["-m", "venv", venv]);
   await run(path.join(venv, "bin/pip"), ["install", "-q", "--disable-pip-version-check", prereq.wheel], { timeout: 540_000 });
   const check = `
-import json, sys, hourofci_lesson as h
+import hashlib, json, sys, ipywidgets, hourofci_lesson as h
 from importlib.metadata import metadata
 m = metadata("hourofci-lesson")
+shown = []
+h.display = shown.append  # what SubmitBtn shows, without a front end
+h.SubmitBtn("Mozilla/5.0 (X11)", "gateway", "beginner", "2A", "typed answer", text="Go", test=True)
+old = shown[-1]
+h.SubmitBtn(ipywidgets.Text(value="x"), out_func=print)
 print(json.dumps({
+  "paths": [h.lesson_and_level_from_path("beginner-lessons/geospatial-data/gd-2.ipynb"), h.lesson_and_level_from_path("big-data/advanced/bd-1.ipynb"), h.lesson_and_level_from_path("elsewhere/x.ipynb")],
+  "submit_btn_widget": [type(old).__name__, old.user_agent, old.lesson, old.level, old.question, old.fixed_answer, old.test, old.description, old.python_str],
+  "later_form": type(shown[-1]).__name__,
   "files": {p.name: p.read_bytes().hex() for p in h.SDK_DIR.iterdir()},
   "license": m.get("License-Expression"),
   "requires_python": m.get("Requires-Python"),
@@ -333,4 +342,11 @@ print(json.dumps({
   assert.equal(found.license, "MIT OR Apache-2.0");
   assert.ok(found.requires_python, "Requires-Python is set");
   assert.ok(found.submit_btn && found.start, "start() and SubmitBtn() are importable");
+  assert.deepEqual(found.paths, [["geospatial-data", "beginner"], ["big-data", "advanced"], [null, null]], "lesson and level from the notebook's folder");
+  assert.deepEqual(
+    found.submit_btn_widget,
+    ["SubmitButton", crypto.createHash("md5").update("Mozilla/5.0 (X11)").digest("hex"), "gateway", "beginner", "2A", "typed answer", true, "Go", true],
+    "SubmitBtn with the original arguments: a browser-side button, the user agent as its MD5, the test table",
+  );
+  assert.equal(found.later_form, "Button", "the later SubmitBtn(widget, out_func=...) form only confirms, as the original did");
 });
