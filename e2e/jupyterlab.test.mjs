@@ -117,7 +117,7 @@ async function setUp(prereq) {
     for (const copy of Object.values(COPIES)) {
       fs.cpSync(path.join(examplesDir, "notebook/template-lessons/template"), path.join(root, copy.dir), { recursive: true });
     }
-    fs.cpSync(path.join(examplesDir, "animation"), path.join(root, "animation"), { recursive: true, filter: (src) => !src.includes(`${path.sep}sdk`) });
+    fs.cpSync(path.join(examplesDir, "animation"), path.join(root, "animation"), { recursive: true, filter: (src) => !src.startsWith(path.join(examplesDir, "animation", "sdk")) });
 
     const jupyterPort = await freePort();
     const stack = await startStack(prereq, { name: "e2e_jupyter", allowOrigins: [`http://127.0.0.1:${jupyterPort}`], collectorSdk: false });
