@@ -18,6 +18,7 @@ function notInitialized() {
 
 /** Loads the wasm once, then configures (again, if called again). */
 export async function init(options) {
+  initOptions ??= options;
   loading ??= loadWasm({ module_or_path: new URL("./hourofci_sdk_bg.wasm", import.meta.url) });
   try {
     await loading;
@@ -29,17 +30,63 @@ export async function init(options) {
     loaded = true;
     for (const entry of early) entry.unsubscribe = sdk.onStatus(entry.callback);
   }
-  await sdk.init(options);
+  // The default user agent (MD5 of navigator.userAgent) is computed here, where calls made
+  // before the wasm loads need it too, and nowhere else.
+  await sdk.init(options instanceof Object ? { ...options, userAgent: options.userAgent ?? md5(navigator.userAgent) } : options);
 }
 
 export async function logAnswer(lesson, level, question, answer) {
-  if (!loaded) throw notInitialized();
+  if (!loaded) return storeEarly(() => sdk.logAnswer(lesson, level, question, answer), lesson, level, question, typeof answer === "string" ? answer : JSON.stringify(answer));
   return sdk.logAnswer(lesson, level, question, answer);
 }
 
 export async function logInteraction(lesson, level, question, detail) {
-  if (!loaded) throw notInitialized();
+  if (!loaded) return storeEarly(() => sdk.logInteraction(lesson, level, question, detail), lesson, level, question, JSON.stringify(detail));
   return sdk.logInteraction(lesson, level, question, detail);
+}
+
+// ---- Lesson kit (issue 10): a call made while the wasm still loads is not lost ----
+// It is written to localStorage at once in the SDK's stored format (sdk-wasm/src/queue.rs:
+// key hourofci-log:ev:<16-digit order>:<id>), which the SDK sends once loaded, or the next
+// page load does if this one closes first. Before init() there is no endpoint: reject. What
+// cannot be stored so (storage refused, a wrong argument) waits for the SDK instead.
+let initOptions = null;
+let order = 0;
+function storeEarly(later, lesson, level, question, answer) {
+  if (!initOptions) throw notInitialized();
+  try {
+    if ([lesson, level, question, answer].some((v) => typeof v !== "string")) throw 0;
+    const url = new URL(initOptions.endpoint.trim());
+    const id = crypto.randomUUID();
+    order = Math.max(order + 1, Date.now() * 1000);
+    localStorage.setItem(`hourofci-log:ev:${String(order).padStart(16, "0")}:${id}`, JSON.stringify({
+      id, user_agent: initOptions.userAgent ?? md5(navigator.userAgent), lesson, level, question, answer,
+      client_time: new Date().toISOString(), test: initOptions.test === true, endpoint: url.origin + url.pathname.replace(/\/+$/, ""),
+    }));
+    return "queued";
+  } catch {
+    return loading.then(later);
+  }
+}
+/** MD5 hex of the UTF-8 bytes of `text` (the default user agent, as the wasm computes it). */
+function md5(text) {
+  const b = new TextEncoder().encode(text), n = ((b.length + 8) >> 6) + 1, w = new Int32Array(n * 16);
+  b.forEach((x, i) => (w[i >> 2] |= x << ((i % 4) * 8)));
+  w[b.length >> 2] |= 0x80 << ((b.length % 4) * 8);
+  w[n * 16 - 2] = b.length * 8;
+  let h = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
+  for (let o = 0; o < w.length; o += 16) {
+    let [a, x, c, d] = h;
+    for (let i = 0; i < 64; i++) {
+      const r = i >> 4;
+      const f = r === 0 ? (x & c) | (~x & d) : r === 1 ? (d & x) | (~d & c) : r === 2 ? x ^ c ^ d : c ^ (x | ~d);
+      const t = (f + a + ((Math.abs(Math.sin(i + 1)) * 2 ** 32) | 0) + w[o + ([i, 5 * i + 1, 3 * i + 5, 7 * i][r] % 16)]) | 0;
+      const s = [7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21][r * 4 + (i % 4)];
+      [a, d, c, x] = [d, c, x, (x + ((t << s) | (t >>> (32 - s)))) | 0];
+    }
+    h = [h[0] + a, h[1] + x, h[2] + c, h[3] + d].map((v) => v | 0);
+  }
+  return h.map((v) => [0, 8, 16, 24].map((s) => ((v >>> s) & 255).toString(16).padStart(2, "0")).join("")).join("");
 }
 
 export async function flush() {

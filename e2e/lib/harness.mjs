@@ -212,7 +212,8 @@ export class Collector {
   }
 
   async start() {
-    const args = ["serve", "--bind", `127.0.0.1:${this.port}`, "--database-url", this.databaseUrl, "--sdk-dir", this.sdkDir];
+    const args = ["serve", "--bind", `127.0.0.1:${this.port}`, "--database-url", this.databaseUrl];
+    if (this.sdkDir) args.push("--sdk-dir", this.sdkDir);
     for (const origin of this.allowOrigins) args.push("--allow-origin", origin);
     args.push(...this.extraArgs);
     this.child = startLogged("collector", this.bin, args, { env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" } });
@@ -255,7 +256,7 @@ export class Collector {
 
 // ---------------------------------------------------------------- static pages
 
-const MIME = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".json": "application/json" };
+const MIME = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".json": "application/json", ".wasm": "application/wasm" };
 
 /** Serves `root` on 127.0.0.1:port, the way a lesson host serves the animation. */
 export async function serveStatic(root, port) {
@@ -278,6 +279,33 @@ export async function serveStatic(root, port) {
   server.listen(port, "127.0.0.1");
   await once(server, "listening");
   return { url: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(r)) };
+}
+
+/**
+ * A copy of examples/ as a lesson host would deploy it: the SDK in the animation's own
+ * folder (animation/sdk/, as `cargo xtask build-sdk --out` writes it) and `endpoints`
+ * added to the page's allowed collectors (hourofci-endpoints and CSP connect-src), as
+ * the lesson author does for their collector. Returns the copy's path.
+ */
+export function prepareExamples(sdkDir, endpoints) {
+  const dir = tmpDir("examples");
+  fs.cpSync(examplesDir, dir, { recursive: true, filter: (src) => !src.startsWith(path.join(examplesDir, "animation/sdk")) });
+  allowEndpoints(path.join(dir, "animation"), sdkDir, endpoints);
+  return dir;
+}
+
+/** Puts the SDK into an animation folder and adds `endpoints` to the page's allowed collectors. */
+export function allowEndpoints(animationDir, sdkDir, endpoints) {
+  fs.mkdirSync(path.join(animationDir, "sdk"), { recursive: true });
+  for (const f of ["hourofci-log.js", "hourofci_sdk.js", "hourofci_sdk_bg.wasm"]) fs.copyFileSync(path.join(sdkDir, f), path.join(animationDir, "sdk", f));
+  const page = path.join(animationDir, "index.html");
+  const extra = endpoints.join(" ");
+  const html = fs
+    .readFileSync(page, "utf8")
+    .replace(/(<meta name="hourofci-endpoints" content="[^"]*)"/, `$1 ${extra}"`)
+    .replace(/(<meta http-equiv="Content-Security-Policy" content="[^"]*connect-src [^;"]*)/, `$1 ${extra}`);
+  if (!html.includes(`${extra}"`) || !/connect-src [^;"]* http/.test(html)) throw new Error(`could not add ${extra} to the allowed collectors of ${page}`);
+  fs.writeFileSync(page, html);
 }
 
 // ---------------------------------------------------------------- browser
@@ -317,10 +345,12 @@ export async function launchBrowser(prereq) {
 // ---------------------------------------------------------------- the whole stack
 
 /**
- * PostgreSQL + migrated database + writer role + collector + examples/ server.
- * `opts.allowOrigins` adds origins beyond the examples server's.
+ * PostgreSQL + migrated database + writer role + collector + examples/ server (a copy
+ * with the SDK in the animation's folder and this collector on its allowed list).
+ * `opts.allowOrigins` adds origins beyond the examples server's; `opts.collectorSdk:
+ * false` starts the collector without `--sdk-dir` (no /sdk/ at all).
  */
-export async function startStack(prereq, { name, allowOrigins = [] }) {
+export async function startStack(prereq, { name, allowOrigins = [], collectorSdk = true }) {
   const cleanups = [];
   const stack = { db: name, cleanup: async () => { for (const c of cleanups.reverse()) await c().catch(() => {}); } };
   try {
@@ -334,16 +364,20 @@ export async function startStack(prereq, { name, allowOrigins = [] }) {
     await Collector.migrate(prereq.collector, adminUrl, writer);
     stack.writerUrl = `postgres://${writer}:${password}@127.0.0.1:${pg.port}/${name}`;
 
+    const collectorPort = await freePort();
+    const examples = prepareExamples(prereq.sdk, [`http://127.0.0.1:${collectorPort}`]);
+    cleanups.push(async () => fs.rmSync(examples, { recursive: true, force: true }));
+    stack.examplesDir = examples;
     const pagePort = await freePort();
-    stack.pages = await serveStatic(examplesDir, pagePort);
+    stack.pages = await serveStatic(examples, pagePort);
     cleanups.push(() => stack.pages.close());
 
     const collector = new Collector({
       bin: prereq.collector,
-      port: await freePort(),
+      port: collectorPort,
       databaseUrl: stack.writerUrl,
       allowOrigins: [stack.pages.url, ...allowOrigins],
-      sdkDir: prereq.sdk,
+      sdkDir: collectorSdk ? prereq.sdk : null,
     });
     cleanups.push(() => collector.stop());
     await collector.start();
@@ -371,7 +405,7 @@ export async function openAnimation(context, url) {
   const state = await page.evaluate(() => document.body.dataset.logging);
   if (state !== "ready") {
     const status = await page.textContent("#status");
-    throw new Error(`the animation page could not load the SDK from the collector: ${status} ${context.pageErrors.join("; ")}`);
+    throw new Error(`the animation page could not load the SDK from its own folder: ${status} ${context.pageErrors.join("; ")}`);
   }
   return page;
 }

@@ -2,22 +2,60 @@
 // The SDK keeps every event in localStorage until the collector has stored it, so the
 // learner only ever sees a quiet status line, never an alert.
 
-const DEFAULT_ENDPOINT = "https://check.hourofci.org:4000";
+/** The collectors the lesson author allows (meta hourofci-endpoints); the first is the default. */
+function allowedEndpoints() {
+  const meta = document.querySelector('meta[name="hourofci-endpoints"]');
+  return (meta ? meta.content : "").split(/\s+/).filter(Boolean).map((e) => e.replace(/\/+$/, ""));
+}
 
 function readConfig() {
   const params = new URLSearchParams(location.search);
-  // A notebook embedding this page with srcdoc has no query string: it sets this global.
-  const fromHost = window.hourofciAnimationConfig || {};
-  const pick = (key, fallback) => fromHost[key] ?? params.get(key) ?? fallback;
+  // A notebook that inlines this page (srcdoc, no query string) sets a JSON block instead;
+  // it comes from the notebook's own kernel, not from an address anyone can craft.
+  const block = document.getElementById("hourofci-config");
+  const fromHost = block ? JSON.parse(block.textContent) : null;
+  if (fromHost) {
+    return { ...fromHost, endpoint: String(fromHost.endpoint).replace(/\/+$/, ""), test: fromHost.test === true, refused: null };
+  }
+  const allowed = allowedEndpoints();
+  const asked = params.get("endpoint");
+  const endpoint = asked === null ? allowed[0] : asked.replace(/\/+$/, "");
   return {
-    endpoint: String(pick("endpoint", DEFAULT_ENDPOINT)).replace(/\/+$/, ""),
-    lesson: String(pick("lesson", "template")),
-    level: String(pick("level", "template")),
-    test: fromHost.test === true || params.get("test") === "1",
+    endpoint,
+    lesson: params.get("lesson") || "template",
+    level: params.get("level") || "template",
+    test: params.get("test") === "1",
+    // Never send answers (or load anything) from an address the page was merely given.
+    refused: endpoint && allowed.includes(endpoint) ? null : String(endpoint),
   };
 }
 
+/** Why this browser cannot keep answers, or null. */
+function browserProblem() {
+  if (typeof WebAssembly !== "object") return "this browser has WebAssembly turned off";
+  try {
+    localStorage.setItem("hourofci-log:probe", "1");
+    localStorage.removeItem("hourofci-log:probe");
+  } catch {
+    return "this browser does not let the page store data (site storage is blocked)";
+  }
+  return null;
+}
+
+/** The SDK the notebook page loaded (srcdoc pages share its origin), or null. */
+async function hostSdk() {
+  for (let waited = 0; waited < 120_000; waited += 100) {
+    const lesson = window.parent !== window ? window.parent.hourofciLesson : null;
+    if (lesson && lesson.sdk) return lesson.sdk;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return null;
+}
+
 const config = readConfig();
+// The SDK module, as soon as it is imported (before its wasm is ready).
+let moduleReady;
+const sdkModule = new Promise((resolve) => (moduleReady = resolve));
 const statusLine = document.getElementById("status");
 let loggedCount = 0;
 
@@ -45,11 +83,25 @@ function describe(event) {
   }
 }
 
-// Loaded once; every log call waits for it, so a click made while it loads is not lost.
+// Loaded once, from this page's own folder. Every log call waits only for the module
+// (the SDK stores a call made while its wasm still loads at once, and sends it later).
 const sdkReady = (async () => {
   try {
-    const sdk = await import(`${config.endpoint}/sdk/hourofci-log.js`);
-    await sdk.init({ endpoint: config.endpoint, test: config.test });
+    if (config.refused !== null) {
+      throw new Error(`this page may not send answers to ${config.refused}; the lesson allows ${allowedEndpoints().join(", ") || "no collector"}`);
+    }
+    let sdk;
+    if (config.sdk === "host") {
+      sdk = await hostSdk();
+      if (!sdk) throw new Error("the notebook's answer recorder did not start");
+    } else {
+      const problem = browserProblem();
+      if (problem) throw new Error(problem);
+      sdk = await import("./sdk/hourofci-log.js");
+      const loading = sdk.init({ endpoint: config.endpoint, test: config.test });
+      moduleReady(sdk);
+      await loading;
+    }
     sdk.onStatus((event) => showStatus(event.kind, describe(event)));
     const waiting = sdk.pending();
     showStatus("ready", waiting > 0 ? `Ready. Sending ${waiting} saved answers…` : "Ready: your answers are recorded.");
@@ -57,18 +109,26 @@ const sdkReady = (async () => {
     return sdk;
   } catch (err) {
     console.warn("hourofci: answer recorder unavailable", err);
-    showStatus("unavailable", "Your answers can't be recorded right now (the answer server could not be reached). The tasks still work.");
+    showStatus("unavailable", `Your answers can't be recorded here: ${err && err.message ? err.message : err}. The tasks still work.`);
     document.body.dataset.logging = "unavailable";
+    moduleReady(null);
     return null;
   }
 })();
 
 async function record(kind, question, value) {
-  const sdk = await sdkReady;
+  const send = (sdk) =>
+    kind === "answer" ? sdk.logAnswer(config.lesson, config.level, question, value) : sdk.logInteraction(config.lesson, config.level, question, value);
   try {
-    if (sdk) {
-      if (kind === "answer") await sdk.logAnswer(config.lesson, config.level, question, value);
-      else await sdk.logInteraction(config.lesson, config.level, question, value);
+    // An SDK that stores calls made while its wasm loads takes them at once; one that
+    // does not ("call init() first") gets them once it is ready.
+    const early = await Promise.race([sdkModule, sdkReady]);
+    if (early) {
+      await send(early).catch(async (err) => {
+        if (!/call init\(\) first/.test(String(err && err.message))) throw err;
+        const sdk = await sdkReady;
+        if (sdk) await send(sdk);
+      });
     }
   } catch (err) {
     // Only wrong arguments reject; say so quietly rather than break the task.

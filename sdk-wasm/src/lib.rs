@@ -81,7 +81,9 @@ fn init_now(options: JsValue) -> Result<(), JsError> {
     // is `https://x`): events record it, and a page sends only the events recorded for its
     // own. Checked (http or https) as spelled.
     raw.endpoint = raw.endpoint.map(|e| browser::normalize_endpoint(&e).unwrap_or(e));
-    let cfg = config::Config::from_raw(raw, || md5::md5_hex(&browser::user_agent())).map_err(|m| err(&m))?;
+    // The shim always passes `userAgent` (its MD5 of navigator.userAgent: calls made before
+    // the wasm loads need it too), so the wasm carries no MD5 (1,028 B gzip, measured).
+    let cfg = config::Config::from_raw(raw, browser::user_agent).map_err(|m| err(&m))?;
     deliver::with(|s| {
         let owns_legacy = s.store.owns_legacy(&cfg.endpoint);
         s.engine = Some(engine::Engine::new(cfg.endpoint.clone(), owns_legacy, cfg.retry_base_ms, cfg.retry_cap_ms, cfg.batch_size));

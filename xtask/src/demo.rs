@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: the whole product on one machine, with nothing set up beforehand.
 //!
-//! Builds the SDK, starts the collector on its embedded SQLite store (the file
-//! `hourofci-log.db` at the workspace root) serving the SDK under `/sdk/`, serves
+//! Builds the SDK into the animation's own folder (`examples/animation/sdk/`: pages load
+//! the SDK from beside them, never from the collector), starts the collector on its
+//! embedded SQLite store (the file `hourofci-log.db` at the workspace root), serves
 //! `examples/` from a second port (a lesson page's origin differs from the collector's,
 //! as in production), and prints the URL to open and the command that shows the rows.
 //! Ctrl-C stops both.
@@ -17,10 +18,12 @@ use std::process::Command;
 const HELP: &str = "\
 cargo xtask demo [--port N] [--page-port N] [--no-build]
 
-Builds the browser SDK (js/dist), starts `hourofci-collector serve` on 127.0.0.1:PORT
-(default 4000) with its embedded SQLite store ./hourofci-log.db and --sdk-dir js/dist,
-serves examples/ on 127.0.0.1:PAGE-PORT (default 8000), and prints the page to open.
-Answers given on that page become rows in hourofci-log.db.
+Builds the browser SDK into examples/animation/sdk/ (the page loads it from its own
+folder), starts `hourofci-collector serve` on 127.0.0.1:PORT (default 4000) with its
+embedded SQLite store ./hourofci-log.db, serves examples/ on 127.0.0.1:PAGE-PORT
+(default 8000), and prints the page to open. Answers given on that page become rows
+in hourofci-log.db. The page sends only to the collectors listed in its
+hourofci-endpoints and Content-Security-Policy (http://127.0.0.1:4000 among them).
 
 Options:
   --port N        collector port (default 4000, the original service's port)
@@ -47,8 +50,11 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let root = root();
     if build {
-        util::run(Command::new(std::env::current_exe()?).arg("build-sdk").current_dir(&root))?;
+        util::run(Command::new(std::env::current_exe()?).args(["build-sdk", "--out", "examples/animation/sdk"]).current_dir(&root))?;
         util::run(cargo().args(["build", "--release", "-p", "hourofci-collector"]))?;
+    }
+    if !root.join("examples/animation/sdk/hourofci-log.js").exists() {
+        bail!("examples/animation/sdk/ has no SDK: run without --no-build");
     }
     let collector = cargo_target_dir().join("release/hourofci-collector");
     if !collector.exists() {
@@ -64,13 +70,19 @@ pub fn run(args: &[String]) -> Result<()> {
     let endpoint = format!("http://127.0.0.1:{port}");
     let mut child = Command::new(&collector)
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .args(["--allow-origin", &page_origin, "--sdk-dir"])
-        .arg(root.join("js/dist"))
+        .args(["--allow-origin", &page_origin])
         .current_dir(&root)
         .env_remove("DATABASE_URL")
         .spawn()
         .with_context(|| format!("starting {}", collector.display()))?;
 
+    let allowed = std::fs::read_to_string(root.join("examples/animation/index.html"))?.contains(&format!(" {endpoint}\""));
+    if !allowed {
+        eprintln!(
+            "note: the animation only sends to the collectors in its hourofci-endpoints; add {endpoint} there \
+             and to connect-src in examples/animation/index.html to use --port {port}"
+        );
+    }
     println!(
         "\n\
          hourofci-log demo\n\

@@ -11,6 +11,7 @@ mod prereqs;
 mod sdk;
 mod test;
 mod util;
+mod wheel;
 
 const HELP: &str = "\
 cargo xtask <command> [options]
@@ -20,6 +21,7 @@ Commands:
               --sdk-dir, serve the animation example, print the URL to open
   test        install what the tests need, then run every test (Rust, browser, e2e, Jupyter)
   build-sdk   build the browser SDK into js/dist and print its gzipped download size
+  wheel       build the SDK, then the lesson kit's Python wheel (hourofci-lesson) with it inside
   bench       throughput/latency benchmark against a durable PostgreSQL (writes docs/BENCHMARKS.md)
   fuzz        run the cargo-fuzz targets (--seconds N each)
 
@@ -36,6 +38,7 @@ fn main() {
         "demo" => demo::run(rest),
         "test" => test::run(rest),
         "build-sdk" => sdk::run(rest),
+        "wheel" => wheel::run(rest),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
         "-h" | "--help" | "help" => {

@@ -62,8 +62,9 @@ pub fn npm_packages() -> Result<()> {
 }
 
 /// A Python virtual environment at `.venv` with JupyterLab, Notebook and anywidget
-/// (for the notebook end-to-end test), installed from `examples/notebook/requirements.txt`.
-pub fn jupyter_venv() -> Result<std::path::PathBuf> {
+/// (for the notebook end-to-end test), installed from `examples/notebook/requirements.txt`,
+/// then the lesson kit from `wheel` (built by `cargo xtask wheel`), reinstalled each time.
+pub fn jupyter_venv(wheel: &Path) -> Result<std::path::PathBuf> {
     let root = root();
     let venv = root.join(".venv");
     let reqs = root.join("examples/notebook/requirements.txt");
@@ -73,15 +74,15 @@ pub fn jupyter_venv() -> Result<std::path::PathBuf> {
         bail!("{} is missing", reqs.display());
     }
     let current = std::fs::read(&reqs)?;
-    if jupyter.exists() && std::fs::read(&stamp).ok().as_deref() == Some(current.as_slice()) {
-        return Ok(jupyter);
+    if !(jupyter.exists() && std::fs::read(&stamp).ok().as_deref() == Some(current.as_slice())) {
+        if !venv.join("bin/python").exists() {
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+                .context("creating the Jupyter virtual environment (Debian: apt-get install python3-venv)")?;
+        }
+        run(Command::new(venv.join("bin/pip")).args(["install", "-q", "-r"]).arg(&reqs))?;
+        std::fs::write(&stamp, current)?;
     }
-    if !venv.join("bin/python").exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-            .context("creating the Jupyter virtual environment (Debian: apt-get install python3-venv)")?;
-    }
-    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "-r"]).arg(&reqs))?;
-    std::fs::write(&stamp, current)?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--force-reinstall", "--no-deps"]).arg(wheel))?;
     Ok(jupyter)
 }
 

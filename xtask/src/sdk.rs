@@ -19,19 +19,24 @@ pub const BUDGET_GZIP_BYTES: usize = 40 * 1024;
 const MIN_BINARYEN: u32 = 110;
 
 const HELP: &str = "\
-cargo xtask build-sdk [--dev]
+cargo xtask build-sdk [--dev] [--out DIR]
 
 Builds the browser SDK into js/dist/ (hourofci-log.js is the entry) and prints the
 gzipped size of everything a browser downloads. Installs what is missing first:
 the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, npm binaryen.
-  --dev   unoptimized build (no wasm-opt, no size budget): faster, for debugging
+  --dev       unoptimized build (no wasm-opt, no size budget): faster, for debugging
+  --out DIR   also copy the SDK into DIR (e.g. a lesson's own folder, which pages then
+              load it from: examples/animation/sdk)
 ";
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut release = true;
-    for a in args {
+    let mut out = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
         match a.as_str() {
             "--dev" => release = false,
+            "--out" => out = Some(PathBuf::from(it.next().context("--out needs a directory")?)),
             "-h" | "--help" => {
                 print!("{HELP}");
                 return Ok(());
@@ -41,6 +46,22 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let dist = build(release)?;
     println!("SDK built in {}", dist.display());
+    if let Some(out) = out {
+        copy_sdk(&dist, &out)?;
+        println!("SDK copied to {}", out.display());
+    }
+    Ok(())
+}
+
+/// The files of a built SDK, as a page or package needs them.
+pub const SDK_FILES: &[&str] = &["hourofci-log.js", "hourofci_sdk.js", "hourofci_sdk_bg.wasm", "index.d.ts"];
+
+/// Copies the built SDK (`dist`) into `out`, creating it.
+pub fn copy_sdk(dist: &Path, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for f in SDK_FILES {
+        std::fs::copy(dist.join(f), out.join(f)).with_context(|| format!("copying {f} into {}", out.display()))?;
+    }
     Ok(())
 }
 

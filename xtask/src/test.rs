@@ -20,13 +20,15 @@ cargo xtask test [--only STAGE]... [--skip STAGE]... [--no-setup] [--fuzz-second
 
 Installs what the tests need (apt: postgresql-15 chromium chromium-driver sqlite3;
 rustup: wasm32-unknown-unknown; cargo: wasm-bindgen-cli at the Cargo.lock version;
-npm ci; python venv .venv with examples/notebook/requirements.txt), then runs:
+npm ci; the lesson kit's wheel (cargo xtask wheel) into target/wheels; python venv .venv
+with examples/notebook/requirements.txt and that wheel), then runs:
 
   rust      cargo test --workspace (collector against a real PostgreSQL, SQLite,
             SDK pure logic, testkit)
   sdk       cargo xtask build-sdk, then the SDK's wasm-bindgen tests in headless Chromium
   sdk-e2e   node --test sdk-wasm/e2e/  (SDK against the real collector in Chromium)
-  e2e       node --test e2e/  (examples, PostgreSQL, collector faults, real JupyterLab)
+  e2e       node --test e2e/  (examples, PostgreSQL, collector faults, real JupyterLab,
+            the wheel installed into a fresh venv)
   fuzz      cargo xtask fuzz --seconds N  (each fuzz target briefly; default 10 s)
 
 Options:
@@ -84,12 +86,16 @@ pub fn run(args: &[String]) -> Result<()> {
                 util::run(Command::new(&xtask).arg("build-sdk").current_dir(&root))?;
             }
             if wanted("e2e") {
-                prereqs::jupyter_venv()?;
+                let wheel = crate::wheel::build(&root.join("target/wheels"), false)?;
+                prereqs::jupyter_venv(&wheel)?;
             }
             Ok(())
         });
     } else if wanted("sdk") || wanted("sdk-e2e") || wanted("e2e") {
         stage("build-sdk", &mut || util::run(Command::new(&xtask).arg("build-sdk").current_dir(&root)));
+        if wanted("e2e") {
+            stage("wheel", &mut || crate::wheel::build(&root.join("target/wheels"), false).map(|_| ()));
+        }
     }
     if stages.any_failed() {
         return stages.summarize();
@@ -110,6 +116,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .env("HOURCI_PGCLUSTER_BIN", target.join("debug/pgcluster"))
             .env("HOURCI_SDK_DIST", root.join("js/dist"))
             .env("HOURCI_JUPYTER_BIN", root.join(".venv/bin/jupyter"))
+            .env("HOURCI_WHEEL_DIR", root.join("target/wheels"))
             .env("CHROMIUM", "/usr/bin/chromium");
     };
 

@@ -1,20 +1,26 @@
 """Record a learner's answers in an Hour of CI lesson notebook.
 
-Every answer leaves from the learner's browser through the hourofci-log SDK (loaded
-from the collector's ``/sdk/``), so it is kept in the browser's storage while offline
-and sent later, exactly once. Nothing is sent from the kernel.
+Every answer leaves from the learner's browser through the hourofci-log SDK, which
+ships inside this package and reaches the page through the kernel (never from the
+collector), so answers are kept in the browser's storage while the collector cannot be
+reached and sent later, exactly once. Nothing is sent from the kernel.
 
     import hourofci_lesson
     lesson = hourofci_lesson.start()              # lesson/level from the notebook's path
-    lesson.submit_button("2A", some_ipywidget)    # replaces the old SubmitBtn
+    lesson.submit_button("2A", some_ipywidget)    # a Submit button for question 2A
     lesson.animation("../animation/index.html")   # an HTML animation in an iframe
 
+    from hourofci_lesson import SubmitBtn         # old notebooks: only the import changes
+    SubmitBtn(user_agent, "gateway", "beginner", "2A", widget, out_func=out)
+
 Cells tagged with a question id (e.g. ``1C``) log the answer ``run`` each time they run.
-See README.md beside this file.
+See the README of the package and examples/notebook/ in the hourofci-log repository.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import os
@@ -62,131 +68,11 @@ def notebook_path() -> str | None:
     return session or os.environ.get("JPY_SESSION_NAME")
 
 
-_SDK_LOADER = r"""
-// One SDK module per page (import() caches by URL); one init per settings.
-const loading = new Map();
-function loadSdk(endpoint, test) {
-  const key = `${endpoint} ${test}`;
-  if (!loading.has(key)) {
-    loading.set(key, (async () => {
-      const sdk = await import(`${endpoint}/sdk/hourofci-log.js`);
-      await sdk.init({ endpoint, test });
-      return sdk;
-    })());
-  }
-  return loading.get(key);
-}
-function describe(e) {
-  if (e.kind === "sent") return "Answer recorded.";
-  if (e.kind === "queued") return "Saved on this device; it will be sent when you're back online.";
-  if (e.kind === "queued-memory") return "Not saved on this device (its storage is full or disabled): keep this page open until it is sent.";
-  if (e.kind === "rejected") return `This answer could not be recorded (${e.reason || "refused"}).`;
-  if (e.kind === "dropped") return `${e.count} older unsent answers had to be discarded.`;
-  return "";
-}
-"""
+_HERE = Path(__file__).resolve().parent
+SDK_DIR = _HERE / "sdk"
+"""The built browser SDK (js/dist of hourofci-log) shipped in this package."""
 
-# The lesson's status line. It loads the SDK as soon as the widget exists in the page
-# (not on a click: offline the module and wasm could no longer be fetched), publishes the
-# lesson's settings for JavaScript cells, and logs "run" events the kernel reports.
-_LOGGER_ESM = _SDK_LOADER + r"""
-function initialize({ model }) {
-  const endpoint = model.get("endpoint");
-  const test = model.get("test");
-  window.hourofciLesson = { endpoint, test, lesson: model.get("lesson"), level: model.get("level") };
-  const ready = loadSdk(endpoint, test).then(
-    (sdk) => { model.set("state", "ready"); model.save_changes(); return sdk; },
-    (err) => { console.warn("hourofci: SDK unavailable", err); model.set("state", "unavailable"); model.save_changes(); return null; },
-  );
-  const onMessage = async (msg) => {
-    if (!msg || msg.kind !== "run") return;
-    // Every open view of the notebook gets the message; only the one that ran the cell logs.
-    const mine = model.widget_manager?.kernel?.clientId;
-    if (msg.client && mine && msg.client !== mine) return;
-    const sdk = await ready;
-    if (sdk) await sdk.logAnswer(model.get("lesson"), model.get("level"), msg.question, "run");
-  };
-  model.on("msg:custom", onMessage);
-  return () => model.off("msg:custom", onMessage);
-}
-function render({ model, el }) {
-  const line = document.createElement("p");
-  line.className = "hourofci-status";
-  line.setAttribute("role", "status");
-  el.appendChild(line);
-  const show = (text) => { line.textContent = text; };
-  show(`Lesson ${model.get("lesson")} (${model.get("level")}): connecting to the answer recorder…`);
-  let unsubscribe = () => {};
-  loadSdk(model.get("endpoint"), model.get("test")).catch(() => null).then((sdk) => {
-    line.dataset.state = sdk ? "ready" : "unavailable";
-    if (!sdk) return show("Answers can't be recorded right now (the answer server could not be reached).");
-    show(`Lesson ${model.get("lesson")} (${model.get("level")}): your answers are recorded.`);
-    unsubscribe = sdk.onStatus((e) => show(describe(e)));
-  });
-  return () => unsubscribe();
-}
-export default { initialize, render };
-"""
-
-_SUBMIT_ESM = _SDK_LOADER + r"""
-async function currentAnswer(model, input) {
-  if (input) return input.value;
-  const ref = model.get("source");            // "IPY_MODEL_<id>" of the widget holding the answer
-  const other = await model.widget_manager.get_model(ref.replace(/^IPY_MODEL_/, ""));
-  const value = other.get("value");
-  if (value !== undefined) return value;
-  // Selection widgets (RadioButtons, Dropdown, SelectMultiple...) sync only the chosen
-  // index in the browser: record the chosen label(s).
-  const labels = other.get("_options_labels") || [];
-  const index = other.get("index");
-  if (Array.isArray(index)) return index.length ? index.map((i) => labels[i]) : null;
-  return index === null || index === undefined ? null : labels[index];
-}
-function render({ model, el }) {
-  const sdkReady = loadSdk(model.get("endpoint"), model.get("test")).catch((err) => {
-    console.warn("hourofci: SDK unavailable", err);
-    return null;
-  });
-  const box = document.createElement("div");
-  box.className = "hourofci-submit";
-  let input = null;
-  if (!model.get("source")) {
-    input = document.createElement("textarea");
-    input.rows = 2;
-    input.setAttribute("aria-label", `Answer to question ${model.get("question")}`);
-    box.appendChild(input);
-  }
-  const button = document.createElement("button");
-  button.type = "button";
-  button.textContent = model.get("description");
-  button.className = "jupyter-button hourofci-submit-button";
-  const status = document.createElement("span");
-  status.className = "hourofci-submit-status";
-  status.setAttribute("role", "status");
-  box.append(button, status);
-  el.appendChild(box);
-  button.addEventListener("click", async () => {
-    const answer = await currentAnswer(model, input);
-    if (answer === null || answer === undefined || answer === "") {
-      status.textContent = "Choose or type an answer first.";
-      return;
-    }
-    const sdk = await sdkReady;
-    if (!sdk) {
-      status.textContent = "Your answer can't be recorded right now (the answer server could not be reached).";
-      return;
-    }
-    try {
-      const delivery = await sdk.logAnswer(model.get("lesson"), model.get("level"), model.get("question"), answer);
-      status.textContent = delivery === "sent" ? "Submitted." : describe({ kind: delivery });
-      status.dataset.delivery = delivery;
-    } catch (err) {
-      status.textContent = `Could not record this answer: ${err.message || err}`;
-    }
-  });
-}
-export default { render };
-"""
+_WIDGET_ESM = (_HERE / "widget.js").read_text(encoding="utf-8")
 
 _CSS = """
 .hourofci-status { font-size: 0.85em; color: #5b6472; margin: 0; }
@@ -196,18 +82,57 @@ _CSS = """
 """
 
 
+class SdkAssets(anywidget.AnyWidget):
+    """The browser SDK, sent once per kernel to the page: the wasm as a binary buffer
+    (no base64) and its two ES modules as text. Never displayed; the lesson widgets
+    refer to it and import the SDK from it (see widget.js and docs/DESIGN.md)."""
+
+    _esm = "export default {};"
+    wasm = traitlets.Bytes().tag(sync=True)
+    glue = traitlets.Unicode().tag(sync=True)
+    shim = traitlets.Unicode().tag(sync=True)
+
+
+_assets: SdkAssets | None = None
+
+
+def sdk_assets(fresh: bool = False) -> SdkAssets:
+    """The kernel's SdkAssets widget; ``fresh``: a new one (each :func:`start` sends the
+    SDK again, so a page opened later on a running kernel need not find an old model)."""
+    global _assets
+    if _assets is None or fresh:
+        missing = [f for f in ("hourofci-log.js", "hourofci_sdk.js", "hourofci_sdk_bg.wasm") if not (SDK_DIR / f).is_file()]
+        if missing:
+            raise RuntimeError(f"hourofci_lesson: the browser SDK is missing from {SDK_DIR} ({', '.join(missing)}); reinstall the package")
+        _assets = SdkAssets(
+            wasm=(SDK_DIR / "hourofci_sdk_bg.wasm").read_bytes(),
+            glue=(SDK_DIR / "hourofci_sdk.js").read_text(encoding="utf-8"),
+            shim=(SDK_DIR / "hourofci-log.js").read_text(encoding="utf-8"),
+        )
+    return _assets
+
+
 class _LessonWidget(anywidget.AnyWidget):
+    _esm = _WIDGET_ESM
+    _css = _CSS
+    kind = traitlets.Unicode().tag(sync=True)
     endpoint = traitlets.Unicode().tag(sync=True)
     test = traitlets.Bool(False).tag(sync=True)
     lesson = traitlets.Unicode().tag(sync=True)
     level = traitlets.Unicode().tag(sync=True)
+    user_agent = traitlets.Unicode("").tag(sync=True)
+    sdk = traitlets.Instance(SdkAssets).tag(sync=True, **ipywidgets.widget_serialization)
+
+    def __init__(self, **kwargs):
+        if kwargs.get("sdk") is None:
+            kwargs["sdk"] = sdk_assets()
+        super().__init__(**kwargs)
 
 
 class LessonLogger(_LessonWidget):
     """The status line shown by :func:`start`; relays "run" events to the browser."""
 
-    _esm = _LOGGER_ESM
-    _css = _CSS
+    kind = traitlets.Unicode("status").tag(sync=True)
     state = traitlets.Unicode("loading").tag(sync=True)
 
 
@@ -218,11 +143,25 @@ class SubmitButton(_LessonWidget):
     as the browser sees it; without, the button brings its own text box.
     """
 
-    _esm = _SUBMIT_ESM
-    _css = _CSS
+    kind = traitlets.Unicode("submit").tag(sync=True)
     question = traitlets.Unicode().tag(sync=True)
     description = traitlets.Unicode("Submit").tag(sync=True)
-    source = traitlets.Instance(ipywidgets.Widget, allow_none=True).tag(sync=True, **ipywidgets.widget_serialization)
+    sources = traitlets.List(traitlets.Instance(ipywidgets.Widget)).tag(sync=True, **ipywidgets.widget_serialization)
+    # SubmitBtn: the answer is Python's str() of the value(s), as the original logged it.
+    python_str = traitlets.Bool(False).tag(sync=True)
+    source_is_list = traitlets.Bool(False).tag(sync=True)
+    fixed_answer = traitlets.Unicode(None, allow_none=True).tag(sync=True)
+
+    def __init__(self, source=None, **kwargs):
+        if source is not None:
+            kwargs["sources"] = [source]
+        super().__init__(**kwargs)
+        self._on_submitted = None
+        self.on_msg(self._handle_msg)
+
+    def _handle_msg(self, _widget, content, _buffers):
+        if isinstance(content, dict) and content.get("kind") == "submitted" and self._on_submitted:
+            self._on_submitted(content.get("delivery"))
 
 
 class Lesson:
@@ -320,14 +259,18 @@ def start(lesson=None, level=None, *, endpoint=None, test=None):
     if _active is not None and shell is not None:
         shell.events.unregister("post_run_cell", _active._after_cell)
     current = Lesson(lesson, level, endpoint=endpoint, test=test)
-    current.logger = LessonLogger(**current._settings())
+    current.logger = LessonLogger(sdk=sdk_assets(fresh=True), **current._settings())
     if shell is not None:
         shell.events.register("post_run_cell", current._after_cell)
     _active = current
     # Published at once for JavaScript cells: the widget's module loads asynchronously, and
     # with "Run All" the next cell's JavaScript may run before it.
+    # `sdk` is a promise of the SDK that the status widget resolves once it is loaded.
     settings = json.dumps(current._settings()).replace("</", "<\\/")
-    display(Javascript(f"window.hourofciLesson = {settings};"))
+    display(Javascript(
+        f"const l = (window.hourofciLesson ??= {{}}); Object.assign(l, {settings});"
+        " if (!l.sdk) l.sdk = new Promise((r) => { l.resolveSdk = r; });"
+    ))
     display(current.logger)
     return current
 
@@ -347,20 +290,125 @@ def _tags_from_file(path):
     return {}
 
 
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
 def _inline_page(page: Path, settings: dict) -> str:
-    """The page with its local stylesheets and scripts inlined, and the settings injected."""
+    """The page with its local stylesheets and scripts inlined, for ``<iframe srcdoc>``.
+
+    The settings go in as a JSON data block (``#hourofci-config``, with ``"sdk": "host"``:
+    the page uses the SDK the notebook's status widget loaded, through ``parent``, since
+    a srcdoc page shares the notebook's origin). The page's Content-Security-Policy is
+    kept, with ``'self'`` sources replaced by the hashes of what was inlined.
+    """
     text = page.read_text(encoding="utf-8")
     base = page.parent
+    scripts, styles = [], []
 
     def style(match):
-        css = (base / match.group(1)).read_text(encoding="utf-8")
-        return "<style>\n" + css.replace("</style", "<\\/style") + "\n</style>"
+        css = "\n" + (base / match.group(1)).read_text(encoding="utf-8").replace("</style", "<\\/style") + "\n"
+        styles.append(css)
+        return f"<style>{css}</style>"
 
     def script(match):
-        js = (base / match.group(2)).read_text(encoding="utf-8")
-        return f'<script{match.group(1)}>\n' + js.replace("</script", "<\\/script") + "\n</script>"
+        js = "\n" + (base / match.group(2)).read_text(encoding="utf-8").replace("</script", "<\\/script") + "\n"
+        scripts.append(js)
+        return f"<script{match.group(1)}>{js}</script>"
 
     text = re.sub(r'<link rel="stylesheet" href="(?!https?:)([^"]+)">', style, text)
     text = re.sub(r'<script((?: type="module")?) src="(?!https?:)([^"]+)"></script>', script, text)
-    config = json.dumps(settings).replace("</", "<\\/")
-    return text.replace("<head>", f"<head>\n<script>window.hourofciAnimationConfig = {config};</script>", 1)
+    config = json.dumps({**settings, "sdk": "host"}).replace("</", "<\\/")
+    text = re.sub(r'<script type="application/json" id="hourofci-config">.*?</script>\s*', "", text, flags=re.S)
+    text = text.replace("<head>", f'<head>\n<script type="application/json" id="hourofci-config">{config}</script>', 1)
+
+    def policy(match):
+        directives = []
+        for directive in match.group(2).split(";"):
+            name, *sources = directive.split()
+            if name == "script-src":
+                sources = [s for s in sources if s != "'self'"] + [_csp_hash(js) for js in scripts]
+            elif name == "style-src":
+                sources = [s for s in sources if s != "'self'"] + [_csp_hash(css) for css in styles]
+            directives.append(" ".join([name, *sources]))
+        return match.group(1) + html.escape("; ".join(directives)) + match.group(3)
+
+    return re.sub(r'(<meta http-equiv="Content-Security-Policy" content=")([^"]*)(">)', policy, text)
+
+
+# ------------------------------------------------------------------ the original helper's name
+
+
+def _md5_hex(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
+
+
+def SubmitBtn(*args, out_func=None, text="Submit", test=False, endpoint=None):  # noqa: N802 (the original's name)
+    """The original ``hourofci.py`` helper, recording through the browser SDK.
+
+    ``SubmitBtn(user_agent, lesson, lesson_level, question, widget, out_func=out,
+    text="Submit", test=False)`` shows a button; a click records, from the browser,
+    what the original sent from the kernel: ``widget`` itself when it is a string,
+    ``str(widget.value)`` for one widget, ``str([w.value for w in widget])`` for a list
+    of widgets. ``user_agent`` (the browser's user-agent string) is stored as its MD5
+    hex digest, as before; when empty, the SDK uses the MD5 of the browser's own.
+    ``out_func`` (an ``ipywidgets.Output`` or a function of one string) gets the
+    confirmation; ``test=True`` records into ``loggingtable_test``.
+
+    The later form ``SubmitBtn(widget, out_func=out, ...)`` recorded nothing in the
+    original (its request was commented out); here too it only confirms.
+    The collector is $HOURCI_LOG_ENDPOINT or https://check.hourofci.org:4000 unless
+    ``endpoint=`` is given (or :func:`start` was called with one).
+    """
+    if len(args) == 5:
+        user_agent, lesson, level, question, widget = args
+        record = True
+    elif len(args) == 1:
+        user_agent, lesson, level, question, widget = "", "template", "template", "1A", args[0]
+        record = False
+    else:
+        raise TypeError(
+            "SubmitBtn(user_agent, lesson, lesson_level, question, widget, out_func=..., text=..., test=...) "
+            f"takes 5 positional arguments (or just the widget), got {len(args)}"
+        )
+    if endpoint is None:
+        endpoint = _active.endpoint if _active is not None else os.environ.get("HOURCI_LOG_ENDPOINT") or DEFAULT_ENDPOINT
+    options = dict(
+        endpoint=str(endpoint).rstrip("/"),
+        test=bool(test),
+        lesson=str(lesson),
+        level=str(level),
+        question=str(question),
+        description=str(text),
+        user_agent=_md5_hex(str(user_agent)) if user_agent else "",
+        python_str=True,
+    )
+    if isinstance(widget, str):
+        options["fixed_answer"] = widget
+    elif isinstance(widget, (list, tuple)):
+        options["sources"] = list(widget)
+        options["source_is_list"] = True
+    else:
+        options["sources"] = [widget]
+    if not record:
+        button = ipywidgets.Button(description=str(text))
+        button.on_click(lambda _b: _confirm(out_func, "Submit Successfully!"))
+        display(button)
+        return None
+    button = SubmitButton(**options)
+    button._on_submitted = lambda delivery: _confirm(
+        out_func,
+        "Submit Successfully!" if delivery == "sent" else "Saved on this device; it will be sent when you're back online.",
+    )
+    display(button)
+    return None
+
+
+def _confirm(out_func, message):
+    if out_func is None:
+        return
+    if isinstance(out_func, ipywidgets.Output):
+        with out_func:
+            print(message)
+    elif callable(out_func):
+        out_func(message)
