@@ -238,12 +238,23 @@ struct Governed {
     /// runs at most every [`EVICT_EVERY`] however many newcomers arrive.
     last_evict: Mutex<Instant>,
     last_warn: AtomicU64,
+    /// Whether the store was found full at the last sample: only then does a check
+    /// pay for asking whether its client is new (see [`RateLimiter::check`]).
+    full: std::sync::atomic::AtomicBool,
 }
 
 const EVICT_EVERY: Duration = Duration::from_millis(250);
+/// Each thread samples the number of tracked clients every `max_clients / 64` checks
+/// (at most this many), so the store may exceed `max_clients` by that many clients
+/// per thread, and a check with room to spare costs one map lookup.
+const SAMPLE_EVERY: usize = 256;
+
+thread_local! {
+    static CHECKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
 
 /// Per-client token buckets: governor's keyed GCRA limiter over a DashMap, bounded to
-/// `max_clients`. Cheap to clone (shared state).
+/// about `max_clients`. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct RateLimiter {
     config: Arc<RateLimitConfig>,
@@ -264,6 +275,7 @@ impl RateLimiter {
                 max_clients: config.max_clients.max(1),
                 last_evict: Mutex::new(Instant::now()),
                 last_warn: AtomicU64::new(0),
+                full: std::sync::atomic::AtomicBool::new(false),
             })
         });
         RateLimiter { config: Arc::new(config), governed }
@@ -276,7 +288,15 @@ impl RateLimiter {
     /// Take one token for `client`.
     pub fn check(&self, client: ClientKey) -> Result<(), RateRefusal> {
         let Some(g) = &self.governed else { return Ok(()) };
-        if !g.store.0.contains_key(&client) && g.store.0.len() >= g.max_clients {
+        let sample = CHECKS.with(|c| {
+            let n = c.get().wrapping_add(1);
+            c.set(n);
+            n as usize % (g.max_clients / 64).clamp(1, SAMPLE_EVERY) == 0
+        });
+        if sample {
+            g.full.store(g.store.0.len() >= g.max_clients, Ordering::Relaxed);
+        }
+        if g.full.load(Ordering::Relaxed) && !g.store.0.contains_key(&client) && g.store.0.len() >= g.max_clients {
             // Full. Forget the clients whose bucket has refilled (they are
             // indistinguishable from new ones); if every tracked client is still
             // being limited, refuse the newcomer: letting it through untracked would
@@ -288,7 +308,9 @@ impl RateLimiter {
                     *last = Instant::now();
                 }
             }
-            if g.store.0.len() >= g.max_clients {
+            let full = g.store.0.len() >= g.max_clients;
+            g.full.store(full, Ordering::Relaxed);
+            if full {
                 throttled_warn(&g.last_warn, || {
                     tracing::warn!(max = g.max_clients, "rate limiter full of active clients; refusing new clients (--rate-limit-max-clients)")
                 });
