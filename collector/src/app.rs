@@ -28,6 +28,9 @@ use crate::validate::Rules;
 pub const MAX_BATCH_EVENTS: usize = 500;
 /// Largest `/batch` body.
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// The only routes that read a request body (see [`crate::limits::guard`]); every
+/// other route refuses a body unread with 413.
+pub const BODY_ROUTES: &[&str] = &["/batch", "/test/batch"];
 
 /// Shared by every handler. Cheap to clone.
 #[derive(Clone)]

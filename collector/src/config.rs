@@ -146,11 +146,17 @@ pub struct ServeArgs {
     /// Requests one client may make in a burst after being idle.
     #[arg(long, env = "HOURCI_RATE_LIMIT_BURST", default_value_t = 200)]
     pub rate_limit_burst: u32,
-    /// Behind a reverse proxy: take the client address from the last X-Forwarded-For
-    /// entry. Never set this when clients reach the collector directly: they could
-    /// then choose their own address.
+    /// Deprecated: use --trusted-proxy. Kept working: the same as
+    /// `--trusted-proxy 127.0.0.0/8 --trusted-proxy ::1` (a reverse proxy on this host).
     #[arg(long, env = "HOURCI_TRUST_PROXY")]
     pub trust_proxy: bool,
+    /// Address or CIDR of a reverse proxy whose X-Forwarded-For names the client, e.g.
+    /// 10.0.0.0/8 or ::1 (repeat the flag, or separate with commas in the environment
+    /// variable). The client is the right-most X-Forwarded-For hop that is not itself
+    /// such a proxy. From any other peer the header is ignored: clients could choose
+    /// their own address. Trusted proxies are exempt from --max-connections-per-client.
+    #[arg(long = "trusted-proxy", env = "HOURCI_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     /// Most open connections; more are closed at once.
     #[arg(long, env = "HOURCI_MAX_CONNECTIONS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -163,6 +169,32 @@ pub struct ServeArgs {
     /// Largest total size of a request's headers, in bytes; 431 over it.
     #[arg(long, env = "HOURCI_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
     pub max_header_bytes: usize,
+    /// Most open connections from one client address (IPv6: one /64); more are closed
+    /// at once, before taking one of --max-connections. 0: no per-client cap.
+    #[arg(long, env = "HOURCI_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 128)]
+    pub max_connections_per_client: u32,
+    /// Seconds a connection may stay open with no request in flight (HTTP/1 keep-alive
+    /// and HTTP/2 alike), and a peer may take no byte of an answer, before it is closed.
+    #[arg(long, env = "HOURCI_IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+    /// Most concurrent requests (streams) on one HTTP/2 connection.
+    #[arg(long, env = "HOURCI_HTTP2_MAX_STREAMS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_streams: u32,
+    /// Most bytes of request bodies held in memory at once, all clients together; a
+    /// body that would go over it gets 503 + Retry-After (`busy`) unread. Only /batch
+    /// takes a body; its Content-Length (or 1 MiB when none is declared) is reserved
+    /// before the first byte is read.
+    #[arg(long, env = "HOURCI_MAX_BODY_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes_in_flight: usize,
+    /// The same, for one client address (IPv6: one /64); over it: 429 + Retry-After.
+    /// At least 1 MiB (one full batch).
+    #[arg(long, env = "HOURCI_MAX_BODY_BYTES_IN_FLIGHT_PER_CLIENT", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes_in_flight_per_client: usize,
+    /// Most clients the rate limiter tracks. When full, clients whose bucket has
+    /// refilled are forgotten; if all are still being limited, new clients get 503
+    /// (never let through unlimited).
+    #[arg(long, env = "HOURCI_RATE_LIMIT_MAX_CLIENTS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate_limit_max_clients: u64,
 }
 
 impl ServeArgs {
@@ -184,9 +216,17 @@ impl ServeArgs {
         crate::limits::RateLimitConfig {
             per_second: self.rate_limit_per_second,
             burst: self.rate_limit_burst,
-            trust_proxy: self.trust_proxy,
-            ..Default::default()
+            max_clients: self.rate_limit_max_clients as usize,
         }
+    }
+
+    /// `--trusted-proxy` values, plus loopback for the deprecated `--trust-proxy`.
+    pub fn trusted_proxies(&self) -> anyhow::Result<crate::limits::TrustedProxies> {
+        let mut proxies = crate::limits::TrustedProxies::parse(&self.trusted_proxies)?;
+        if self.trust_proxy {
+            proxies.extend(crate::limits::TrustedProxies::loopback());
+        }
+        Ok(proxies)
     }
 }
 
@@ -287,6 +327,19 @@ mod tests {
     fn allow_origin_repeats_and_splits_on_commas() {
         let cli = Cli::try_parse_from(["x", "--allow-origin", "https://a.org,https://b.org", "--allow-origin", "http://c"]).unwrap();
         assert_eq!(cli.serve.allow_origins, ["https://a.org", "https://b.org", "http://c"]);
+    }
+
+    #[test]
+    fn trusted_proxy_repeats_and_the_old_switch_means_loopback() {
+        let cli = Cli::try_parse_from(["x", "--trusted-proxy", "10.0.0.0/8,::1", "--trusted-proxy", "192.0.2.1"]).unwrap();
+        let p = cli.serve.trusted_proxies().unwrap();
+        assert!(p.contains("10.9.9.9".parse().unwrap()) && p.contains("192.0.2.1".parse().unwrap()));
+        assert!(!p.contains("127.0.0.1".parse().unwrap()));
+        let cli = Cli::try_parse_from(["x", "--trust-proxy"]).unwrap();
+        let p = cli.serve.trusted_proxies().unwrap();
+        assert!(p.contains("127.0.0.1".parse().unwrap()) && p.contains("::1".parse().unwrap()));
+        assert!(!p.contains("10.0.0.1".parse().unwrap()));
+        assert!(Cli::try_parse_from(["x"]).unwrap().serve.trusted_proxies().unwrap().is_empty());
     }
 
     #[test]

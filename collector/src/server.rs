@@ -88,6 +88,16 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
     }
     .with_max_answer_bytes(args.max_answer_bytes);
     let cors = app::cors_origins(&args.allow_origins)?;
+    let proxies = args.trusted_proxies()?;
+    if args.trust_proxy {
+        tracing::warn!("--trust-proxy is deprecated: it now means --trusted-proxy 127.0.0.0/8 --trusted-proxy ::1; name your proxies with --trusted-proxy");
+    }
+    anyhow::ensure!(
+        args.max_body_bytes_in_flight_per_client >= app::MAX_BATCH_BYTES
+            && args.max_body_bytes_in_flight >= args.max_body_bytes_in_flight_per_client,
+        "--max-body-bytes-in-flight-per-client must be at least {} (one full batch) and at most --max-body-bytes-in-flight",
+        app::MAX_BATCH_BYTES
+    );
     let store = Arc::new(open_store(args).await?);
     if let Err(e) = store.health().await {
         tracing::warn!("the database does not answer yet ({e}); requests get 503 until it does");
@@ -106,9 +116,13 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
         sdk_dir: args.sdk_dir.clone(),
         limits: crate::limits::RequestLimits {
             rate: crate::limits::RateLimiter::new(args.rate_limit_config()),
+            proxies: proxies.clone(),
             max_header_bytes: args.max_header_bytes,
             body_timeout: Duration::from_secs(args.body_timeout_secs),
             max_body_bytes: app::MAX_BATCH_BYTES,
+            bodies: crate::limits::BodyBudget::new(args.max_body_bytes_in_flight, args.max_body_bytes_in_flight_per_client),
+            body_routes: app::BODY_ROUTES,
+            retry_after_secs: args.retry_after_secs,
         },
     });
     let router = app::router(state.clone());
@@ -118,8 +132,14 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
-    let connections =
-        crate::limits::ConnectionLimit::new(args.max_connections as usize, Duration::from_secs(args.header_timeout_secs));
+    crate::limits::raise_open_files_limit(args.max_connections as usize);
+    let connections = crate::limits::ConnectionLimit::new(crate::limits::ConnectionConfig {
+        max: args.max_connections as usize,
+        max_per_client: args.max_connections_per_client as usize,
+        head_timeout: Duration::from_secs(args.header_timeout_secs),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        proxies,
+    });
     let (served, https, reloader) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = crate::tls::load(cert, key).await?;
@@ -155,13 +175,29 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
 }
 
 /// Cut off clients that dribble their request headers (slowloris): hyper enforces
-/// the header read timeout only when it has a timer.
+/// the header read timeout only when it has a timer. Bound what one connection may
+/// make hyper hold: its read buffer (the largest head we accept, no more: hyper's
+/// default is ~400 KiB), and for HTTP/2 the streams at once and the header list;
+/// ping HTTP/2 peers so a vanished one is noticed. (The head deadline for the HTTP/2
+/// preface and the idle timeout live in [`crate::limits::Guarded`].)
 fn slow_client_timeouts(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>, args: &ServeArgs) {
+    let largest_head = (args.max_answer_bytes * 3 + 4096) + args.max_header_bytes + 8 * 1024;
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(args.header_timeout_secs));
+        .header_read_timeout(Duration::from_secs(args.header_timeout_secs))
+        .max_buf_size(largest_head.max(128 * 1024));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(args.http2_max_streams)
+        .max_header_list_size(u32::try_from(args.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(HTTP2_PING_EVERY))
+        .keep_alive_timeout(HTTP2_PING_EVERY);
 }
+
+/// HTTP/2 keep-alive: ping this often; no answer within as long closes the connection.
+const HTTP2_PING_EVERY: Duration = Duration::from_secs(20);
 
 /// Serve until SIGTERM or SIGINT, then shut down gracefully.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {

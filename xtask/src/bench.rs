@@ -483,6 +483,8 @@ impl Collector {
         cmd.args(["serve", "--bind", &addr.to_string(), "--database-url", database_url]);
         // Every request comes from 127.0.0.1: the per-client limit would answer 429.
         cmd.args(["--rate-limit-per-second", "0"]);
+        // Up to 256 connections from that one address: over the per-client cap.
+        cmd.args(["--max-connections-per-client", "0"]);
         if let Some(dir) = sdk_dir {
             cmd.arg("--sdk-dir").arg(dir);
         }
