@@ -315,3 +315,67 @@ async fn nothing_lost_or_doubled_through_kills_restarts_and_a_rolling_deploy() {
     .await
     .expect("test took too long");
 }
+
+/// Status and Retry-After of a GET (reqwest), `None` when the connection failed.
+async fn health(client: &reqwest::Client, base: &str) -> Option<(u16, bool)> {
+    let res = client.get(format!("{base}/healthz")).send().await.ok()?;
+    Some((res.status().as_u16(), res.headers().contains_key("retry-after")))
+}
+
+/// Rolling-deploy shutdown on the real binary, with no balancer: after SIGTERM the
+/// collector answers /healthz 503 + Retry-After but still writes every request, for
+/// the whole --shutdown-drain-ms, then finishes and exits 0 with every 2xx stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_fails_healthz_first_and_keeps_serving_through_the_drain() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let pg = PgCluster::start().expect("PostgreSQL is required");
+        let db = fresh_db(&pg).await;
+        let port = testkit::free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        // A drain far longer than this test needs, so the load below is over before it ends.
+        let args = ["--database-url", &db.writer_url, "--rate-limit-per-second", "0", "--shutdown-drain-ms", "20000"];
+        let mut collector = Collector::start(port, &args);
+        let client = reqwest::Client::new();
+        assert_eq!(health(&client, &base).await, Some((200, false)));
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let generator = tokio::spawn(load(base.clone(), 8, usize::MAX, stop.clone()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut child = collector.child.take().unwrap();
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let mut draining = None;
+        for _ in 0..400 {
+            draining = health(&client, &base).await;
+            if draining != Some((200, false)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(draining, Some((503, true)), "/healthz answers 503 + Retry-After once SIGTERM arrived");
+        // Still serving: new connections and new events are written.
+        let fresh = reqwest::Client::new();
+        let mut during_drain = Vec::new();
+        for i in 0..10 {
+            let id = Uuid::new_v4();
+            during_drain.push(id);
+            let res = fresh
+                .post(format!("{base}/{UA}/gateway/beginner/1A/draining-{i}"))
+                .header("Idempotency-Key", id.to_string())
+                .send()
+                .await
+                .expect("served during the drain");
+            assert_eq!(res.status(), 201);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut seen = generator.await.unwrap();
+        assert!(seen.errors.is_empty(), "{:?}", seen.errors);
+        assert_eq!(seen.answered_503, 0, "only /healthz fails during the drain");
+        seen.acked.extend(during_drain.into_iter().map(|id| (id, 1)));
+        let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+        assert!(exit.success(), "exit status {exit}");
+        assert_exactly_once(&db, &seen).await;
+    })
+    .await
+    .expect("test took too long");
+}
