@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod prereqs;
+mod scaleout;
 mod sdk;
 mod test;
 mod util;
@@ -22,6 +23,8 @@ Commands:
   build-sdk   build the browser SDK into js/dist and print its gzipped download size
   bench       throughput/latency benchmark against a durable PostgreSQL (writes docs/BENCHMARKS.md)
   fuzz        run the cargo-fuzz targets (--seconds N each)
+  scale-out   PostgreSQL, PgBouncer, two collectors and HAProxy on loopback ports
+              (examples/scale-out/, docs/SCALING.md); prints the URL
 
 Run `cargo xtask <command> --help` for a command's options.
 ";
@@ -38,6 +41,7 @@ fn main() {
         "build-sdk" => sdk::run(rest),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
+        "scale-out" => scaleout::run(rest),
         "-h" | "--help" | "help" => {
             print!("{HELP}");
             Ok(())

@@ -18,12 +18,13 @@ use std::time::Instant;
 const HELP: &str = "\
 cargo xtask test [--only STAGE]... [--skip STAGE]... [--no-setup] [--fuzz-seconds N]
 
-Installs what the tests need (apt: postgresql-15 chromium chromium-driver sqlite3;
+Installs what the tests need (apt: postgresql-15 chromium chromium-driver sqlite3
+haproxy pgbouncer;
 rustup: wasm32-unknown-unknown; cargo: wasm-bindgen-cli at the Cargo.lock version;
 npm ci; python venv .venv with examples/notebook/requirements.txt), then runs:
 
   rust      cargo test --workspace (collector against a real PostgreSQL, SQLite,
-            SDK pure logic, testkit)
+            PgBouncer and HAProxy, SDK pure logic, testkit)
   sdk       cargo xtask build-sdk, then the SDK's wasm-bindgen tests in headless Chromium
   sdk-e2e   node --test sdk-wasm/e2e/  (SDK against the real collector in Chromium)
   e2e       node --test e2e/  (examples, PostgreSQL, collector faults, real JupyterLab)
