@@ -173,10 +173,13 @@ pub struct ServeArgs {
     /// their own address. Trusted proxies are exempt from --max-connections-per-client.
     #[arg(long = "trusted-proxy", env = "HOURCI_TRUSTED_PROXY", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
-    /// Most open connections; more are closed at once.
+    /// Most open connections, all clients together; more are closed at once (see also
+    /// --max-connections-per-client).
     #[arg(long, env = "HOURCI_MAX_CONNECTIONS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
-    /// Seconds a client has to send a request's headers (slow senders are cut off).
+    /// Seconds a client has to send a whole request head (slow senders are cut off); for
+    /// a new connection counted from when it connects, and for HTTP/2 covering the
+    /// connection preface and first SETTINGS frame.
     #[arg(long, env = "HOURCI_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_secs: u64,
     /// Seconds a client has to send a request's whole body; 408 after that.

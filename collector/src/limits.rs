@@ -291,7 +291,7 @@ impl RateLimiter {
         let sample = CHECKS.with(|c| {
             let n = c.get().wrapping_add(1);
             c.set(n);
-            n as usize % (g.max_clients / 64).clamp(1, SAMPLE_EVERY) == 0
+            (n as usize).is_multiple_of((g.max_clients / 64).clamp(1, SAMPLE_EVERY))
         });
         if sample {
             g.full.store(g.store.0.len() >= g.max_clients, Ordering::Relaxed);
@@ -1022,9 +1022,9 @@ pub fn raise_open_files_limit(max_connections: usize) {
             }
         }
         let needed = max_connections as u64 + 64;
-        if (lim.rlim_cur as u64) < needed {
+        if lim.rlim_cur < needed {
             tracing::warn!(
-                open_files = lim.rlim_cur as u64,
+                open_files = lim.rlim_cur,
                 "the open-files limit is below --max-connections + 64 ({needed}); raise LimitNOFILE or lower --max-connections"
             );
         }

@@ -426,3 +426,56 @@ async fn futures_statuses(server: SocketAddr, from: Ipv4Addr, headers: impl Iter
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_http2_clients_are_served_across_the_deadlines() {
+    let dir = TempDir::new("abuse-h2ok");
+    // Short deadlines: a live HTTP/2 connection must outlive the head deadline, and
+    // only be closed when it has been idle.
+    let collector = spawn_collector(dir.path(), &["--header-timeout-secs", "1", "--idle-timeout-secs", "3", "--http2-max-streams", "4"]);
+    let base = format!("http://{}", collector.addr);
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        // Ten requests at once over one connection with at most 4 streams in flight.
+        let sends = (0..10).map(|i| {
+            let id = Uuid::new_v4();
+            ids.push(id);
+            client
+                .post(format!("{base}{}", event_path(false, &format!("h2-{round}-{i}"))))
+                .header("Idempotency-Key", id.to_string())
+                .send()
+        });
+        for res in futures_join(sends).await {
+            let res = res.expect("HTTP/2 request");
+            assert_eq!(res.version(), reqwest::Version::HTTP_2);
+            assert_eq!(res.status(), 201);
+        }
+        // Past the head deadline, within the idle timeout.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let batch = client
+        .post(format!("{base}/batch"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"events":[]}"#)
+        .send()
+        .await
+        .expect("HTTP/2 batch");
+    assert_eq!(batch.status(), 200);
+    for id in ids {
+        assert_eq!(stored(dir.path(), id).await, 1);
+    }
+}
+
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}

@@ -421,8 +421,12 @@ async fn migrate_upgrades_an_original_database_in_place() {
 
 #[tokio::test]
 async fn concurrent_posts_are_written_exactly_once_and_coalesced() {
-    // One client IP sends 400 requests at once: lift the per-client rate limit.
-    let (app, db) = spawn_pg_app(&["--group-max-wait-ms", "20", "--writers", "2", "--rate-limit-per-second", "0"]).await;
+    // One client IP sends 400 requests at once (on up to 400 connections): lift the
+    // per-client rate limit and connection cap.
+    let (app, db) = spawn_pg_app(&[
+        "--group-max-wait-ms", "20", "--writers", "2", "--rate-limit-per-second", "0", "--max-connections-per-client", "0",
+    ])
+    .await;
     let ids: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
     let mut tasks = tokio::task::JoinSet::new();
     // Every id twice, all at once: one of each pair is written, the other a duplicate.
