@@ -109,6 +109,7 @@ pub fn run(args: &[String]) -> Result<()> {
         cmd.current_dir(&root)
             .env("HOURCI_COLLECTOR_BIN", target.join("debug/hourofci-collector"))
             .env("HOURCI_PGCLUSTER_BIN", target.join("debug/pgcluster"))
+            .env("HOURCI_BALANCERS_BIN", target.join("debug/balancers"))
             .env("HOURCI_SDK_DIST", root.join("js/dist"))
             .env("HOURCI_JUPYTER_BIN", root.join(".venv/bin/jupyter"))
             .env("CHROMIUM", "/usr/bin/chromium");
