@@ -479,3 +479,37 @@ where
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_answers_is_disconnected() {
+    let dir = TempDir::new("abuse-slowread");
+    let collector = spawn_collector(dir.path(), &["--idle-timeout-secs", "2", "--rate-limit-per-second", "0"]);
+    let server = collector.addr;
+    // A tiny receive window, then 40 000 pipelined requests whose answers it never
+    // reads: the collector's writes block once both socket buffers are full.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(SocketAddr::from((loopback(7), 0))).unwrap();
+    let mut s = socket.connect(server).await.unwrap();
+    let pipelined = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(40_000);
+    let started = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.write_all(&pipelined)).await;
+    // Without reading a byte, keep poking until a write fails: the collector has
+    // closed the connection (RST once our unread requests meet a closed socket).
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(40) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match tokio::time::timeout(Duration::from_secs(1), s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")).await {
+            Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            _ => continue,
+        }
+    }
+    eprintln!("client not reading: disconnected after {:?} (idle timeout 2 s)", started.elapsed());
+    assert!(closed, "a client that never reads its answers kept its connection for 40 s");
+    // Everyone else is served.
+    let (status, rows) = second_client_answer(dir.path(), server, loopback(2), Duration::from_secs(20)).await;
+    assert_eq!((status, rows), (Some(201), 1));
+}
