@@ -53,6 +53,9 @@ pub struct Inner {
     pub sdk_dir: Option<PathBuf>,
     /// Rate limit, header size and body deadline (see [`crate::limits::guard`]).
     pub limits: crate::limits::RequestLimits,
+    /// Set on SIGTERM: /healthz answers 503 so balancers stop sending new requests
+    /// while the collector still serves (see `--shutdown-drain-ms`).
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::ops::Deref for AppState {
@@ -176,6 +179,9 @@ async fn root() -> &'static str {
 }
 
 pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return state.unavailable(&SubmitError::ShuttingDown).into_response();
+    }
     match tokio::time::timeout(state.db_timeout, state.store.health()).await {
         Ok(Ok(())) => "ok".into_response(),
         Ok(Err(e)) => {

@@ -148,10 +148,26 @@ pub struct ServeArgs {
     /// PostgreSQL connections (default: writers + 1, for /healthz).
     #[arg(long, env = "HOURCI_DB_POOL_SIZE")]
     pub db_pool_size: Option<u32>,
+    /// What --database-url points at: `session` (PostgreSQL itself, or PgBouncer with
+    /// pool_mode=session) or `transaction` (PgBouncer with pool_mode=transaction).
+    /// In transaction pooling a server connection is the collector's only while a
+    /// transaction is open, so a statement prepared on it may be gone (or another
+    /// client's) at the next message: `transaction` uses unnamed statements, no
+    /// statement cache, and wraps each write in BEGIN/COMMIT so its Parse and Bind
+    /// reach the same server connection. See docs/SCALING.md.
+    #[arg(long, env = "HOURCI_DATABASE_POOL_MODE", value_enum, default_value_t = PoolMode::Session)]
+    pub database_pool_mode: PoolMode,
     /// Seconds advertised in Retry-After on 503.
     #[arg(long, env = "HOURCI_RETRY_AFTER_SECS", default_value_t = 2)]
     pub retry_after_secs: u64,
-    /// On SIGTERM/SIGINT, how long to wait for in-flight requests, in seconds.
+    /// On SIGTERM/SIGINT, first answer /healthz with 503 and keep serving for this many
+    /// ms, so a load balancer's health checks take the collector out of rotation
+    /// before it stops accepting (rolling restarts lose no request). Set it above the
+    /// balancer's check interval times its fall count (examples/scale-out/haproxy.cfg:
+    /// 2 x 500 ms, so e.g. 3000). 0: stop accepting at once.
+    #[arg(long, env = "HOURCI_SHUTDOWN_DRAIN_MS", default_value_t = 0)]
+    pub shutdown_drain_ms: u64,
+    /// On SIGTERM/SIGINT, after the drain, how long to wait for in-flight requests, in seconds.
     #[arg(long, env = "HOURCI_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
@@ -214,6 +230,17 @@ pub struct ServeArgs {
     /// (never let through unlimited).
     #[arg(long, env = "HOURCI_RATE_LIMIT_MAX_CLIENTS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate_limit_max_clients: u64,
+}
+
+/// How the connections of `--database-url` are pooled (`--database-pool-mode`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PoolMode {
+    /// Each connection is one PostgreSQL backend for its whole life: named prepared
+    /// statements are cached per connection (the fastest).
+    #[default]
+    Session,
+    /// PgBouncer `pool_mode = transaction` (1.18 keeps no prepared statements).
+    Transaction,
 }
 
 impl ServeArgs {

@@ -1,5 +1,6 @@
 //! Process lifecycle: build the store and the write path, bind, serve (HTTP or HTTPS),
-//! and on SIGTERM/SIGINT stop accepting, finish in-flight requests, commit what is
+//! and on SIGTERM/SIGINT fail /healthz for `--shutdown-drain-ms` while still serving
+//! (balancers stop sending), then stop accepting, finish in-flight requests, commit what is
 //! queued, and return.
 
 use std::net::SocketAddr;
@@ -48,6 +49,12 @@ impl RunningServer {
         &self.state
     }
 
+    /// First step of a rolling restart: /healthz answers 503 from now on (everything
+    /// else is served as before) so balancers take this collector out of rotation.
+    pub fn begin_drain(&self) {
+        self.state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Graceful stop: refuse new connections, let in-flight requests finish (their
     /// events get committed), then drain the write queue and stop the writers.
     pub async fn shutdown(self) -> anyhow::Result<()> {
@@ -74,9 +81,9 @@ pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
     match args.database.resolve()? {
         Some(url) => {
             let shown = redact_url(&url);
-            let store = PgStore::connect_lazy(&url, args.pool_size(), timeout)
+            let store = PgStore::connect_lazy(&url, args.pool_size(), timeout, args.database_pool_mode)
                 .map_err(|e| anyhow::anyhow!("{e}"))?; // names the URL redacted, or not at all
-            tracing::info!("storing events in PostgreSQL at {shown}");
+            tracing::info!("storing events in PostgreSQL at {shown} ({:?} pooling)", args.database_pool_mode);
             Ok(Store::Postgres(store))
         }
         None => {
@@ -136,6 +143,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
             body_routes: app::BODY_ROUTES,
             retry_after_secs: args.retry_after_secs,
         },
+        draining: std::sync::atomic::AtomicBool::new(false),
     });
     let router = app::router(state.clone());
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -224,6 +232,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("/metrics and /healthz also on {admin} (--admin-bind)");
     }
     shutdown_signal().await;
+    if args.shutdown_drain_ms > 0 {
+        server.begin_drain();
+        tracing::info!("draining for {} ms: /healthz answers 503, requests are still served", args.shutdown_drain_ms);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(args.shutdown_drain_ms)) => {}
+            // A second signal cuts the drain short.
+            _ = shutdown_signal() => {}
+        }
+    }
     tracing::info!("shutting down: finishing in-flight requests and committing queued events");
     server.shutdown().await?;
     tracing::info!("stopped cleanly");

@@ -8,7 +8,10 @@
 //! Nothing here skips: when PostgreSQL is not installed, [`PgCluster::start`] returns
 //! an error that names what is missing, and tests fail with it.
 
+pub mod daemons;
 pub mod proxy;
+
+pub use daemons::{HaProxy, PgBouncer};
 
 use std::fs;
 use std::io;
@@ -281,7 +284,7 @@ impl Drop for PgCluster {
     }
 }
 
-fn as_user(cmd: &mut Command, ids: Option<(u32, u32)>) -> &mut Command {
+pub(crate) fn as_user(cmd: &mut Command, ids: Option<(u32, u32)>) -> &mut Command {
     if let Some((uid, gid)) = ids {
         // std drops root's supplementary groups itself when it changes uid.
         cmd.uid(uid).gid(gid);
@@ -290,7 +293,7 @@ fn as_user(cmd: &mut Command, ids: Option<(u32, u32)>) -> &mut Command {
 }
 
 /// `None` when not root; else the uid/gid of `postgres` (or `nobody`).
-fn unprivileged_ids() -> io::Result<Option<(u32, u32)>> {
+pub(crate) fn unprivileged_ids() -> io::Result<Option<(u32, u32)>> {
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
     }

@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod prereqs;
+mod scaleout;
 mod sdk;
 mod test;
 mod util;
@@ -24,6 +25,8 @@ Commands:
   wheel       build the SDK, then the lesson kit's Python wheel (hourofci-lesson) with it inside
   bench       throughput/latency benchmark against a durable PostgreSQL (writes docs/BENCHMARKS.md)
   fuzz        run the cargo-fuzz targets (--seconds N each)
+  scale-out   PostgreSQL, PgBouncer, two collectors and HAProxy on loopback ports
+              (examples/scale-out/, docs/SCALING.md); prints the URL
 
 Run `cargo xtask <command> --help` for a command's options.
 ";
@@ -41,6 +44,7 @@ fn main() {
         "wheel" => wheel::run(rest),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
+        "scale-out" => scaleout::run(rest),
         "-h" | "--help" | "help" => {
             print!("{HELP}");
             Ok(())

@@ -15,9 +15,13 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "/usr/bin/chromium"),
     ("chromium-driver", "/usr/bin/chromedriver"),
     ("sqlite3", "/usr/bin/sqlite3"),
+    // The scale-out tests (collector/tests/scale_out.rs) and `cargo xtask scale-out`.
+    ("haproxy", "/usr/sbin/haproxy"),
+    ("pgbouncer", "/usr/sbin/pgbouncer"),
 ];
 
-/// PostgreSQL server, Chromium and ChromeDriver, sqlite3 (for looking at the demo's rows).
+/// PostgreSQL server, Chromium and ChromeDriver, sqlite3 (for looking at the demo's rows),
+/// HAProxy and PgBouncer (the scale-out tests).
 pub fn system_packages() -> Result<()> {
     let missing: Vec<&str> = SYSTEM_PACKAGES
         .iter()

@@ -18,13 +18,14 @@ use std::time::Instant;
 const HELP: &str = "\
 cargo xtask test [--only STAGE]... [--skip STAGE]... [--no-setup] [--fuzz-seconds N]
 
-Installs what the tests need (apt: postgresql-15 chromium chromium-driver sqlite3;
+Installs what the tests need (apt: postgresql-15 chromium chromium-driver sqlite3
+haproxy pgbouncer;
 rustup: wasm32-unknown-unknown; cargo: wasm-bindgen-cli at the Cargo.lock version;
 npm ci; the lesson kit's wheel (cargo xtask wheel) into target/wheels; python venv .venv
 with examples/notebook/requirements.txt and that wheel), then runs:
 
   rust      cargo test --workspace (collector against a real PostgreSQL, SQLite,
-            SDK pure logic, testkit)
+            PgBouncer and HAProxy, SDK pure logic, testkit)
   sdk       cargo xtask build-sdk, then the SDK's wasm-bindgen tests in headless Chromium
   sdk-e2e   node --test sdk-wasm/e2e/  (SDK against the real collector in Chromium)
   e2e       node --test e2e/  (examples, PostgreSQL, collector faults, real JupyterLab,
@@ -114,6 +115,7 @@ pub fn run(args: &[String]) -> Result<()> {
         cmd.current_dir(&root)
             .env("HOURCI_COLLECTOR_BIN", target.join("debug/hourofci-collector"))
             .env("HOURCI_PGCLUSTER_BIN", target.join("debug/pgcluster"))
+            .env("HOURCI_BALANCERS_BIN", target.join("debug/balancers"))
             .env("HOURCI_SDK_DIST", root.join("js/dist"))
             .env("HOURCI_JUPYTER_BIN", root.join(".venv/bin/jupyter"))
             .env("HOURCI_WHEEL_DIR", root.join("target/wheels"))

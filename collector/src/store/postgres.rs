@@ -11,6 +11,7 @@ use sqlx::ConnectOptions;
 use uuid::Uuid;
 
 use super::{Outcome, StoreError};
+use crate::config::PoolMode;
 use crate::event::{NewEvent, Table};
 
 const LOG_EVENTS: &str = "SELECT event_index, status FROM public.log_events_v2($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -45,21 +46,31 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
 
 pub struct PgStore {
     pool: PgPool,
+    mode: PoolMode,
 }
 
 impl PgStore {
     /// A lazily connecting pool: the collector starts even while the database is down
     /// and (re)connects on demand. Each checkout is pinged first, so connections broken
     /// by a database restart are replaced instead of failing a group.
-    pub fn connect_lazy(url: &str, pool_size: u32, timeout: Duration) -> Result<Self, StoreError> {
-        let options = connect_options(url)?.application_name("hourofci-collector");
+    ///
+    /// Behind PgBouncer in transaction pooling ([`PoolMode::Transaction`]) nothing may
+    /// outlive a transaction on a server connection: no statement cache, and no
+    /// `extra_float_digits` startup parameter (PgBouncer refuses parameters it does not
+    /// track unless told to ignore them; the collector sends no floats). The
+    /// checkout ping is a bare Sync, which PgBouncer answers in every mode.
+    pub fn connect_lazy(url: &str, pool_size: u32, timeout: Duration, mode: PoolMode) -> Result<Self, StoreError> {
+        let mut options = connect_options(url)?.application_name("hourofci-collector");
+        if mode == PoolMode::Transaction {
+            options = options.statement_cache_capacity(0).extra_float_digits(None);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .min_connections(0)
             .acquire_timeout(timeout)
             .test_before_acquire(true)
             .connect_lazy_with(options);
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, mode })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -74,7 +85,7 @@ impl PgStore {
         let ids: Vec<Option<Uuid>> = events.iter().map(|e| e.id).collect();
         let client_times: Vec<Option<DateTime<Utc>>> = events.iter().map(|e| e.client_time).collect();
         let pick = |f: fn(&NewEvent) -> &str| events.iter().map(f).collect::<Vec<&str>>();
-        let verdicts: Vec<(i32, String)> = sqlx::query_as(LOG_EVENTS)
+        let call = sqlx::query_as(LOG_EVENTS)
             .bind(&tests)
             .bind(&ids)
             .bind(&client_times)
@@ -82,14 +93,28 @@ impl PgStore {
             .bind(pick(|e| &e.lesson))
             .bind(pick(|e| &e.level))
             .bind(pick(|e| &e.question))
-            .bind(pick(|e| &e.answer))
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(pick(|e| &e.answer));
+        let verdicts: Vec<(i32, String)> = match self.mode {
+            PoolMode::Session => call.fetch_all(&self.pool).await?,
+            // sqlx sends Parse+Describe, Sync, then Bind+Execute, Sync. Outside a
+            // transaction PgBouncer may hand each Sync-ended step a different server
+            // connection, so the Bind would meet another client's statement (or none).
+            // An unnamed statement inside BEGIN/COMMIT stays on one server connection
+            // and leaves nothing behind on it.
+            PoolMode::Transaction => {
+                let mut tx = self.pool.begin().await?;
+                let verdicts = call.persistent(false).fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                verdicts
+            }
+        };
         outcomes_from_verdicts(events.len(), &verdicts)
     }
 
+    /// One round trip in the simple query protocol (no prepared statement, so it works
+    /// through PgBouncer in every pool mode).
     pub async fn health(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::raw_sql("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 }

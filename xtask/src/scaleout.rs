@@ -1,0 +1,188 @@
+//! `cargo xtask scale-out`: the scale-out topology of docs/SCALING.md on one machine,
+//! each part its own process on loopback ports: PostgreSQL (a throwaway testkit
+//! cluster), PgBouncer in transaction pooling, N collectors, HAProxy in front, all
+//! from the files in examples/scale-out/ with only ports and paths replaced.
+
+use crate::prereqs;
+use crate::test::cargo_target_dir;
+use crate::util::{self, cargo, root};
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use testkit::{HaProxy, PgBouncer, PgCluster};
+
+const HELP: &str = "\
+cargo xtask scale-out [--port N] [--collectors N] [--debug] [--no-build] [--smoke]
+
+Starts, on 127.0.0.1: a throwaway PostgreSQL cluster with the migrated database
+`hourofci` and the writer role `hourofciuser`; PgBouncer (examples/scale-out/pgbouncer.ini,
+transaction pooling, auth_file generated from PostgreSQL's SCRAM secret); N collectors
+(--database-pool-mode transaction, --shutdown-drain-ms 3000) behind HAProxy
+(examples/scale-out/haproxy.cfg, health checks on /healthz). Prints the URL to send
+events to and how to look at the rows. Ctrl-C stops everything and deletes the cluster.
+Installs haproxy and pgbouncer (apt) when missing.
+
+Options:
+  --port N        HAProxy's port (default 8080)
+  --collectors N  how many collectors (default 2)
+  --debug         build and run the debug collector (quicker to build, slower)
+  --no-build      use the collector already built
+  --smoke         send 20 events through HAProxy, check each is stored once, stop
+";
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// A collector process, killed on drop.
+struct Collector(Child);
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let (mut port, mut collectors, mut build, mut smoke, mut debug) = (8080u16, 2usize, true, false, false);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--port" => port = it.next().and_then(|p| p.parse().ok()).context("--port needs a port number")?,
+            "--collectors" => {
+                collectors = it.next().and_then(|p| p.parse().ok()).filter(|n| (1..=16).contains(n)).context("--collectors needs 1..16")?
+            }
+            "--no-build" => build = false,
+            "--smoke" => smoke = true,
+            "--debug" => debug = true,
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(());
+            }
+            other => bail!("unknown option `{other}`\n\n{HELP}"),
+        }
+    }
+    prereqs::system_packages()?;
+    let profile = if debug { "debug" } else { "release" };
+    if build {
+        let mut build = cargo();
+        build.args(["build", "-p", "hourofci-collector"]);
+        if !debug {
+            build.arg("--release");
+        }
+        util::run(&mut build)?;
+    }
+    let bin = cargo_target_dir().join(profile).join("hourofci-collector");
+    if !bin.exists() {
+        bail!("{} is not built: run without --no-build", bin.display());
+    }
+    let example = |file: &str| {
+        let path = root().join("examples/scale-out").join(file);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
+
+    let pg = PgCluster::start().context("starting PostgreSQL")?;
+    let admin_url = pg.create_database("hourofci");
+    let writer_password = uuid::Uuid::new_v4().simple().to_string();
+    pg.create_login_role("hourofciuser", &writer_password);
+    util::run(Command::new(&bin).args(["migrate", "--writer-role", "hourofciuser"]).env("DATABASE_URL", &admin_url))?;
+    let bouncer = PgBouncer::start(&example("pgbouncer.ini")?, pg.port(), &testkit::daemons::userlist_line(&pg, "hourofciuser"))
+        .context("starting PgBouncer")?;
+    let writer_url = bouncer.url_for("hourofciuser", &writer_password, "hourofci");
+
+    let mut ports = Vec::new();
+    let mut running = Vec::new();
+    for _ in 0..collectors {
+        let p = testkit::free_port();
+        let child = Command::new(&bin)
+            .args(["serve", "--bind", &format!("127.0.0.1:{p}")])
+            .args(["--database-pool-mode", "transaction", "--shutdown-drain-ms", "3000", "--trusted-proxy", "127.0.0.1"])
+            .args(["--allow-origin", "*"])
+            .env("DATABASE_URL", &writer_url)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .context("starting a collector")?;
+        running.push(Collector(child));
+        ports.push(p);
+    }
+    for p in &ports {
+        wait_for_200(&format!("127.0.0.1:{p}"), "/healthz", Duration::from_secs(30))?;
+    }
+    // The example names two collectors; one `server` line per collector here.
+    let mut config = example("haproxy.cfg")?.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    config = config.replace("    server collector2 127.0.0.1:4002\n", "");
+    let servers: String = ports.iter().enumerate().map(|(i, p)| format!("    server collector{} 127.0.0.1:{p}\n", i + 1)).collect();
+    config = config.replace("    server collector1 127.0.0.1:4001\n", &servers);
+    let haproxy = HaProxy::start(&config, port).context("starting HAProxy")?;
+    let front = format!("127.0.0.1:{}", haproxy.port());
+    wait_for_200(&front, "/healthz", Duration::from_secs(30))?;
+
+    let psql = format!("{}/psql {admin_url}", pg.bin_dir().display());
+    println!(
+        "\nhourofci-log scale-out on one machine\n\
+         \n  send events to:  http://{front}   (HAProxy, health checks on /healthz)\
+         \n  collectors:      {}\
+         \n  PgBouncer:       127.0.0.1:{} (transaction pooling)   PostgreSQL: 127.0.0.1:{}\
+         \n  try:             curl -X POST -H \"Idempotency-Key: $(cat /proc/sys/kernel/random/uuid)\" http://{front}/3b5d5c3712955042212316173ccf37be/gateway/beginner/1A/hello\
+         \n  rows:            {psql} -c 'select id, lesson, answer, event_id from loggingtable order by id'\
+         \n\n  Ctrl-C stops everything.\n",
+        ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect::<Vec<_>>().join("  "),
+        bouncer.port(),
+        pg.port(),
+    );
+    if smoke {
+        let ids: Vec<String> = (0..20).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let path = format!("/3b5d5c3712955042212316173ccf37be/gateway/beginner/1A/smoke-{i}");
+            let status = request(&front, "POST", &path, &format!("Idempotency-Key: {id}\r\n"))?;
+            if status != 201 {
+                bail!("POST {path} through HAProxy answered {status}, not 201");
+            }
+        }
+        let stored = pg.psql("hourofci", "SELECT count(DISTINCT event_id) || '/' || count(*) FROM loggingtable");
+        if stored != "20/20" {
+            bail!("expected 20 distinct rows, found {stored} (distinct/all)");
+        }
+        println!("smoke: 20 events through HAProxy -> {collectors} collectors -> PgBouncer -> PostgreSQL, each stored once");
+        return Ok(());
+    }
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
+    while !STOP.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("stopping");
+    drop(haproxy);
+    drop(running);
+    Ok(())
+}
+
+/// Status code of one HTTP/1.1 request over a fresh connection.
+fn request(addr: &str, method: &str, path: &str, headers: &str) -> Result<u16> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    std::str::from_utf8(&head[9..12])?.parse().context("status code")
+}
+
+fn wait_for_200(addr: &str, path: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if matches!(request(addr, "GET", path, ""), Ok(200)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("http://{addr}{path} did not answer 200 within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
