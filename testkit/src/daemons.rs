@@ -89,6 +89,10 @@ impl Daemon {
         Ok(())
     }
 
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn log_tail(&self) -> String {
         let mut text = String::new();
         for file in ["stderr.log", "daemon.log"] {
@@ -208,6 +212,11 @@ impl PgBouncer {
         &self.daemon.dir
     }
 
+    /// The process id while running (for CPU accounting from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.pid()
+    }
+
     pub fn log_tail(&self) -> String {
         self.daemon.log_tail()
     }
@@ -239,6 +248,11 @@ impl HaProxy {
 
     pub fn port(&self) -> u16 {
         self.daemon.port
+    }
+
+    /// The process id while running (for CPU accounting from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.pid()
     }
 
     pub fn log_tail(&self) -> String {

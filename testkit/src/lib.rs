@@ -206,6 +206,11 @@ impl PgCluster {
         self.port
     }
 
+    /// The postmaster's process id while running (its backends are its children).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn bin_dir(&self) -> &Path {
         &self.bin
     }

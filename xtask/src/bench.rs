@@ -7,7 +7,10 @@
 //!    POSTs at 1/16/64/256 connections, `/batch` with 100 events, and a fixed rate at
 //!    half the best single-event throughput (for p99 below saturation); peak RSS;
 //! 4. the SDK in headless Chromium (`xtask/bench/sdk.mjs`): gzipped size, `logAnswer`
-//!    to "queued" offline, and how long a 1000-event backlog takes to drain.
+//!    to "queued" offline, and how long a 1000-event backlog takes to drain;
+//! 5. scale-out ([`scale`]): the same load generator against 1 collector direct, 1
+//!    collector through PgBouncer, and HAProxy → 2 collectors → PgBouncer, with the CPU
+//!    each part spends per 1000 events.
 //!
 //! PostgreSQL is a throwaway durable cluster (fsync and synchronous_commit on) started
 //! by `testkit`. After every phase the rows in the database are compared with the
@@ -16,7 +19,9 @@
 
 mod load;
 mod pgbench;
+mod procstat;
 mod report;
+mod scale;
 
 use crate::util;
 use anyhow::{bail, Context, Result};
@@ -39,7 +44,7 @@ Prints a table and writes it to docs/BENCHMARKS.md.
 Options:
   --quick                 2 s per step instead of 5 (rougher figures)
   --seconds N             seconds per step
-  --only LIST             comma-separated subset of: pgbench, collector, sdk
+  --only LIST             comma-separated subset of: pgbench, collector, sdk, scale-out
   --collector-arg ARG     extra flag for `hourofci-collector serve` (repeatable),
                           e.g. --collector-arg=--writers=2
   --profile               also record `perf` system-wide during an extra 64-connection
@@ -66,6 +71,7 @@ struct Options {
     pgbench: bool,
     collector: bool,
     sdk: bool,
+    scale_out: bool,
     collector_args: Vec<String>,
     profile: bool,
     write: bool,
@@ -78,6 +84,7 @@ impl Options {
             pgbench: true,
             collector: true,
             sdk: true,
+            scale_out: true,
             collector_args: Vec::new(),
             profile: false,
             write: true,
@@ -96,13 +103,14 @@ impl Options {
                     let list = value()?;
                     let parts: Vec<&str> = list.split(',').map(str::trim).collect();
                     for p in &parts {
-                        if !["pgbench", "collector", "sdk"].contains(p) {
-                            bail!("--only: unknown part `{p}` (pgbench, collector, sdk)");
+                        if !["pgbench", "collector", "sdk", "scale-out"].contains(p) {
+                            bail!("--only: unknown part `{p}` (pgbench, collector, sdk, scale-out)");
                         }
                     }
                     o.pgbench = parts.contains(&"pgbench");
                     o.collector = parts.contains(&"collector");
                     o.sdk = parts.contains(&"sdk");
+                    o.scale_out = parts.contains(&"scale-out");
                 }
                 "--collector-arg" => o.collector_args.push(value()?),
                 "--profile" => o.profile = true,
@@ -132,8 +140,12 @@ pub fn run(args: &[String]) -> Result<()> {
 
     // Build everything before measuring anything, so compiling does not overlap.
     let collector_bin = root.join("target/release/hourofci-collector");
-    if opts.collector || opts.sdk {
+    if opts.collector || opts.sdk || opts.scale_out {
         util::run(util::cargo().args(["build", "--release", "-p", "hourofci-collector"]))?;
+    }
+    if opts.scale_out {
+        // HAProxy and PgBouncer (apt, when missing).
+        crate::prereqs::system_packages()?;
     }
     let sdk_dist = work_dir.join("sdk-dist");
     let mut sdk_error = None;
@@ -173,8 +185,13 @@ pub fn run(args: &[String]) -> Result<()> {
         measure_pgbench(&pg, &work_dir, step, &mut results)?;
     }
     if opts.collector || opts.sdk {
-        let mut collector =
-            Collector::start(&collector_bin, &writer_url, sdk_ready.then_some(sdk_dist.as_path()), &opts.collector_args, &work_dir)?;
+        let mut collector = Collector::start(
+            &collector_bin,
+            &writer_url,
+            sdk_ready.then_some(sdk_dist.as_path()),
+            &opts.collector_args,
+            &work_dir.join("collector.log"),
+        )?;
         let outcome = (|| -> Result<()> {
             if opts.collector {
                 measure_collector(&pg, &collector, step, opts.profile, &work_dir, &mut results)?;
@@ -190,6 +207,18 @@ pub fn run(args: &[String]) -> Result<()> {
         })();
         collector.stop()?;
         outcome?;
+    }
+    if opts.scale_out {
+        let setup = scale::Setup {
+            pg: &pg,
+            collector_bin: &collector_bin,
+            writer_url: &writer_url,
+            writer_password: WRITER_PASSWORD,
+            collector_args: &opts.collector_args,
+            work_dir: &work_dir,
+            step,
+        };
+        scale::measure(&setup, &mut results)?;
     }
     results.machine.load_after = load_average();
 
@@ -266,9 +295,10 @@ fn measure_collector(
     let mut http = |label: String, kind: Kind, connections: usize, duration: Duration, pace: Pace| -> Result<HttpFigures> {
         settle(pg)?;
         let before = count_rows(pg, "loggingtable")?;
-        let cpu_before = CpuTimes::now(collector.pid());
+        let postmaster = pg.pid().unwrap_or(0);
+        let cpu_before = CpuTimes::now(collector.pid(), postmaster);
         let outcome = load::run(&Plan { addr, kind, connections, duration, pace, ids: ids.clone() })?;
-        let cpu = CpuTimes::now(collector.pid()).since(&cpu_before);
+        let cpu = CpuTimes::now(collector.pid(), postmaster).since(&cpu_before);
         let found = count_rows(pg, "loggingtable")? - before;
         results.row_checks.push(RowCheck { phase: label.clone(), expected: outcome.events_written, found });
         let figures = HttpFigures {
@@ -477,9 +507,9 @@ struct Collector {
 }
 
 impl Collector {
-    fn start(bin: &Path, database_url: &str, sdk_dir: Option<&Path>, extra: &[String], work_dir: &Path) -> Result<Self> {
+    fn start(bin: &Path, database_url: &str, sdk_dir: Option<&Path>, extra: &[String], log_path: &Path) -> Result<Self> {
         let addr: SocketAddr = ([127, 0, 0, 1], testkit::free_port()).into();
-        let log = std::fs::File::create(work_dir.join("collector.log"))?;
+        let log = std::fs::File::create(log_path)?;
         let mut cmd = Command::new(bin);
         cmd.args(["serve", "--bind", &addr.to_string(), "--database-url", database_url]);
         // Every request comes from 127.0.0.1: the per-client limit would answer 429.
@@ -496,14 +526,14 @@ impl Collector {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = collector.child.try_wait()? {
-                bail!("the collector exited with {status}; see target/bench/collector.log");
+                bail!("the collector exited with {status}; see {}", log_path.display());
             }
             if healthz_ok(addr) {
                 return Ok(collector);
             }
             if Instant::now() > deadline {
                 collector.stop()?;
-                bail!("the collector did not answer /healthz within 30 s; see target/bench/collector.log");
+                bail!("the collector did not answer /healthz within 30 s; see {}", log_path.display());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -550,7 +580,8 @@ fn healthz_ok(addr: SocketAddr) -> bool {
 }
 
 /// CPU time (user + system, ms) of the collector, this process (the load generator)
-/// and every `postgres` process, to see where the two cores go during a run.
+/// and PostgreSQL (the postmaster's process tree, not other clusters on the machine),
+/// to see where the two cores go during a run.
 struct CpuTimes {
     collector_ms: f64,
     generator_ms: f64,
@@ -558,37 +589,22 @@ struct CpuTimes {
 }
 
 impl CpuTimes {
-    fn now(collector_pid: u32) -> Self {
-        let mut postgres_ms = 0.0;
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            if stat.contains(" (postgres) ") {
-                postgres_ms += stat_cpu_ms(&stat);
-            }
+    fn now(collector_pid: u32, postmaster_pid: u32) -> Self {
+        let procs = procstat::snapshot();
+        CpuTimes {
+            collector_ms: procstat::ticks_to_ms(procstat::own_ticks(&procs, collector_pid)),
+            generator_ms: procstat::ticks_to_ms(procstat::own_ticks(&procs, std::process::id())),
+            postgres_ms: procstat::ticks_to_ms(procstat::tree_ticks(&procs, postmaster_pid)),
         }
-        let collector = std::fs::read_to_string(format!("/proc/{collector_pid}/stat")).unwrap_or_default();
-        let generator = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        CpuTimes { collector_ms: stat_cpu_ms(&collector), generator_ms: stat_cpu_ms(&generator), postgres_ms }
     }
 
     fn since(&self, earlier: &CpuTimes) -> CpuTimes {
         CpuTimes {
             collector_ms: self.collector_ms - earlier.collector_ms,
             generator_ms: self.generator_ms - earlier.generator_ms,
-            // Backends that exit during a run take their time with them; the pool's
-            // connections live through it, so this is close.
             postgres_ms: (self.postgres_ms - earlier.postgres_ms).max(0.0),
         }
     }
-}
-
-/// utime + stime of a `/proc/PID/stat` line, in ms (0 when unreadable).
-fn stat_cpu_ms(stat: &str) -> f64 {
-    let Some(after_comm) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return 0.0 };
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
-    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks * 1000.0 / per_sec
 }
 
 fn load_average() -> String {

@@ -50,6 +50,32 @@ pub struct SdkFigures {
     pub drain_ms: f64,
 }
 
+/// CPU ms per 1000 events written, per part of a scale-out topology (`None`: the
+/// part is not in this topology).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuParts {
+    pub collectors: f64,
+    pub pgbouncer: Option<f64>,
+    pub haproxy: Option<f64>,
+    pub postgres: f64,
+    pub generator: f64,
+}
+
+impl CpuParts {
+    pub fn total(&self) -> f64 {
+        self.collectors + self.pgbouncer.unwrap_or(0.0) + self.haproxy.unwrap_or(0.0) + self.postgres + self.generator
+    }
+}
+
+/// One run through a scale-out topology.
+#[derive(Clone, Debug)]
+pub struct ScaleFigures {
+    pub http: HttpFigures,
+    /// `/batch` (rows/s, against ceiling B) rather than single events (ceiling A).
+    pub batch: bool,
+    pub cpu: Option<CpuParts>,
+}
+
 /// A comparison of what the database holds with what the load generator was told.
 #[derive(Clone, Debug)]
 pub struct RowCheck {
@@ -77,6 +103,7 @@ pub struct Results {
     pub peak_rss_kib: Option<u64>,
     pub collector_flags: Vec<String>,
     pub sdk: Option<SdkFigures>,
+    pub scale_out: Vec<ScaleFigures>,
     pub row_checks: Vec<RowCheck>,
 }
 
@@ -230,10 +257,19 @@ impl Results {
             );
             let _ = writeln!(s, "| 4 | drain a {}-event offline backlog once online | {:.0} ms | | 0 | |", sdk.calls, sdk.drain_ms);
         }
+        for f in &self.scale_out {
+            let (unit, r) = if f.batch {
+                ("rows/s", ratio(f.http.events_per_sec, batch_ceiling) + " of B")
+            } else {
+                ("events/s", ratio(f.http.events_per_sec, single_ceiling) + " of A")
+            };
+            http_row(&mut s, "5", &f.http, unit, r);
+        }
         let _ = writeln!(
             s,
             "\nWhere the two cores go: CPU time (user + system) per 1000 events written, from \
-             `/proc/PID/stat` before and after each run (PostgreSQL: all its processes).\n"
+             `/proc/PID/stat` before and after each run (PostgreSQL: the postmaster and its \
+             backends, including backends that exited during the run).\n"
         );
         let _ = writeln!(s, "| run | collector ms | load generator ms | PostgreSQL ms |");
         let _ = writeln!(s, "|---|---|---|---|");
@@ -241,6 +277,31 @@ impl Results {
         for f in runs {
             if let Some([c, g, p]) = f.cpu_ms_per_1000 {
                 let _ = writeln!(s, "| {} | {c:.0} | {g:.0} | {p:.0} |", f.label);
+            }
+        }
+        if !self.scale_out.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nScale-out (5), the same per part: every part is its own process on this machine, so \
+                 the parts share the cores; each figure is that part's process tree.\n"
+            );
+            let _ = writeln!(s, "| run | collectors ms | PgBouncer ms | HAProxy ms | PostgreSQL ms | load generator ms | total ms |");
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+            let opt = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into());
+            for f in &self.scale_out {
+                if let Some(c) = &f.cpu {
+                    let _ = writeln!(
+                        s,
+                        "| {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} |",
+                        f.http.label,
+                        c.collectors,
+                        opt(c.pgbouncer),
+                        opt(c.haproxy),
+                        c.postgres,
+                        c.generator,
+                        c.total()
+                    );
+                }
             }
         }
         let _ = writeln!(s, "\nRows in the database against the answers the load generator got:\n");
@@ -313,5 +374,36 @@ mod tests {
         assert!(text.contains(&format!("{START}\nsecond\n{END}")));
         assert!(!text.contains("first"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn scale_out_rows_have_ratios_to_the_same_runs_ceilings_and_cpu_per_part() {
+        let http = |label: &str, events_per_sec: f64| HttpFigures {
+            label: label.into(),
+            connections: 64,
+            events_per_sec,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            max_ms: 3.0,
+            errors: 0,
+            error_summary: String::new(),
+            peak_rss_kib: None,
+            cpu_ms_per_1000: None,
+        };
+        let pg = |clients, rows_per_transaction, tps| PgbenchRun { clients, rows_per_transaction, tps, latency_avg_ms: 1.0, transactions: 1 };
+        let cpu = CpuParts { collectors: 50.0, pgbouncer: Some(10.0), haproxy: None, postgres: 30.0, generator: 20.0 };
+        let results = Results {
+            pg_single: vec![pg(16, 1, 5000.0)],
+            pg_batch: vec![pg(4, 100, 500.0)],
+            scale_out: vec![
+                ScaleFigures { http: http("scale-out: 1 collector → PgBouncer, single", 7500.0), batch: false, cpu: Some(cpu.clone()) },
+                ScaleFigures { http: http("scale-out: 1 collector → PgBouncer, batch", 25000.0), batch: true, cpu: None },
+            ],
+            ..Default::default()
+        };
+        let md = results.markdown();
+        assert!(md.contains("| 5 | scale-out: 1 collector → PgBouncer, single | 7500 events/s | 1.00 / 2.00 / 3.00 | 0 | 1.50× of A |"), "{md}");
+        assert!(md.contains("| 5 | scale-out: 1 collector → PgBouncer, batch | 25000 rows/s | 1.00 / 2.00 / 3.00 | 0 | 0.50× of B |"), "{md}");
+        assert!(md.contains("| scale-out: 1 collector → PgBouncer, single | 50 | 10 | – | 30 | 20 | 110 |"), "{md}");
     }
 }
