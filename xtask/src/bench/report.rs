@@ -210,6 +210,8 @@ impl Results {
         let single_ceiling = self.single_ceiling();
         let batch_ceiling = self.batch_ceiling();
         let ratio = |v: f64, c: Option<f64>| c.map(|c| format!("{:.2}×", v / c)).unwrap_or_else(|| "–".into());
+        // "0.88× of A", or "–" when this run measured no ceiling (`--only`).
+        let ratio_of = |v: f64, c: Option<f64>, name: &str| c.map(|c| format!("{:.2}× of {name}", v / c)).unwrap_or_else(|| "–".into());
         for r in &self.pg_single {
             let _ = writeln!(
                 s,
@@ -231,13 +233,13 @@ impl Results {
             let _ = writeln!(s, "| 2 | **ceiling B**: best of the above | **{c:.0} rows/s** | | | 1.00× |");
         }
         for f in &self.http_single {
-            http_row(&mut s, "3", f, "events/s", ratio(f.events_per_sec, single_ceiling) + " of A");
+            http_row(&mut s, "3", f, "events/s", ratio_of(f.events_per_sec, single_ceiling, "A"));
         }
         for f in &self.http_batch {
-            http_row(&mut s, "3", f, "rows/s", ratio(f.events_per_sec, batch_ceiling) + " of B");
+            http_row(&mut s, "3", f, "rows/s", ratio_of(f.events_per_sec, batch_ceiling, "B"));
         }
         if let Some((_, f)) = &self.http_paced {
-            http_row(&mut s, "3", f, "events/s", ratio(f.events_per_sec, single_ceiling) + " of A");
+            http_row(&mut s, "3", f, "events/s", ratio_of(f.events_per_sec, single_ceiling, "A"));
         }
         if let Some(kib) = self.peak_rss_kib {
             let _ = writeln!(s, "| 3 | collector peak RSS (VmHWM, whole run) | {:.1} MB | | | |", kib as f64 / 1024.0);
@@ -259,21 +261,24 @@ impl Results {
         }
         for f in &self.scale_out {
             let (unit, r) = if f.batch {
-                ("rows/s", ratio(f.http.events_per_sec, batch_ceiling) + " of B")
+                ("rows/s", ratio_of(f.http.events_per_sec, batch_ceiling, "B"))
             } else {
-                ("events/s", ratio(f.http.events_per_sec, single_ceiling) + " of A")
+                ("events/s", ratio_of(f.http.events_per_sec, single_ceiling, "A"))
             };
             http_row(&mut s, "5", &f.http, unit, r);
         }
-        let _ = writeln!(
-            s,
-            "\nWhere the two cores go: CPU time (user + system) per 1000 events written, from \
-             `/proc/PID/stat` before and after each run (PostgreSQL: the postmaster and its \
-             backends, including backends that exited during the run).\n"
-        );
-        let _ = writeln!(s, "| run | collector ms | load generator ms | PostgreSQL ms |");
-        let _ = writeln!(s, "|---|---|---|---|");
-        let runs = self.http_single.iter().chain(&self.http_batch).chain(self.http_paced.iter().map(|(_, f)| f));
+        let runs: Vec<&HttpFigures> =
+            self.http_single.iter().chain(&self.http_batch).chain(self.http_paced.iter().map(|(_, f)| f)).collect();
+        if !runs.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nWhere the two cores go: CPU time (user + system) per 1000 events written, from \
+                 `/proc/PID/stat` before and after each run (PostgreSQL: the postmaster and its \
+                 backends, including backends that exited during the run).\n"
+            );
+            let _ = writeln!(s, "| run | collector ms | load generator ms | PostgreSQL ms |");
+            let _ = writeln!(s, "|---|---|---|---|");
+        }
         for f in runs {
             if let Some([c, g, p]) = f.cpu_ms_per_1000 {
                 let _ = writeln!(s, "| {} | {c:.0} | {g:.0} | {p:.0} |", f.label);
@@ -282,8 +287,9 @@ impl Results {
         if !self.scale_out.is_empty() {
             let _ = writeln!(
                 s,
-                "\nScale-out (5), the same per part: every part is its own process on this machine, so \
-                 the parts share the cores; each figure is that part's process tree.\n"
+                "\nScale-out (5), CPU time per 1000 events written for each part (its process tree, \
+                 from `/proc/PID/stat` before and after each run). Every part runs on this machine, \
+                 so they share the cores: the total, not the speed, is what carries over to more hosts.\n"
             );
             let _ = writeln!(s, "| run | collectors ms | PgBouncer ms | HAProxy ms | PostgreSQL ms | load generator ms | total ms |");
             let _ = writeln!(s, "|---|---|---|---|---|---|---|");

@@ -121,8 +121,6 @@ pub(super) fn measure(setup: &Setup, results: &mut Results) -> Result<()> {
             for (what, kind, connections, duration) in runs {
                 let label = format!("scale-out: {}, {what}, {connections} connections", topology.name);
                 let figures = step(setup.pg, &ids, target, &label, kind, connections, duration, &pids, results)?;
-                let peak = collectors.iter().filter_map(Collector::peak_rss_kib).max();
-                results.peak_rss_kib = results.peak_rss_kib.max(peak);
                 if !what.starts_with("warm-up") {
                     results.scale_out.push(figures);
                 }
