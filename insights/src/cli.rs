@@ -27,6 +27,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Serve the insights pages and GET /api/answers on an internal address. Every
+    /// page, download and API call needs the token (login form -> session cookie, or
+    /// `Authorization: Bearer TOKEN`); without it: 401.
+    Serve(ServeArgs),
     /// Write every column of the matching rows, in id order, as CSV (RFC 4180, UTF-8,
     /// header) or JSON lines. Streams with constant memory from one consistent
     /// snapshot; a progress bar on standard error when it is a terminal.
@@ -38,6 +42,22 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Delete test traffic (loggingtable_test) received before a date, in one transaction.
     Prune(PruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The READER role's URL (migrate --reader-role), or the SQLite file (opened read-only).
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address to listen on; keep it internal (or behind an authenticating proxy with TLS).
+    #[arg(long, env = "HOURCI_INSIGHTS_BIND", default_value = "127.0.0.1:4001")]
+    pub bind: std::net::SocketAddr,
+    /// File whose first line is the access token (at least 16 characters, e.g. `openssl rand -hex 32`).
+    #[arg(long, env = "HOURCI_INSIGHTS_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// Database connections.
+    #[arg(long, default_value_t = 4)]
+    pub pool_size: u32,
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +139,13 @@ fn private_file(path: &PathBuf) -> anyhow::Result<std::fs::File> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve(args) => {
+            let token = std::fs::read_to_string(&args.token_file)
+                .map_err(|e| anyhow::anyhow!("cannot read --token-file {}: {e}", args.token_file.display()))?;
+            let token = token.lines().next().unwrap_or_default().to_string();
+            let source = Source::open_read(&target(&args.database)?, args.pool_size).await?;
+            crate::server::serve(crate::server::AppState::new(source, &token)?, args.bind).await
+        }
         Command::Export(args) => {
             let source = Source::open_read(&target(&args.database)?, 1).await?;
             let filter = Filter {
@@ -129,6 +156,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 since: args.since,
                 until: args.until,
                 search: None,
+                charted_only: false,
             };
             let progress = std::io::stderr().is_terminal();
             let out: Box<dyn Write> = match &args.output {

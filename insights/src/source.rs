@@ -115,6 +115,9 @@ pub struct Filter {
     pub until: Option<DateTime<Utc>>,
     /// Answers containing this text (case-sensitive substring).
     pub search: Option<String>,
+    /// Leave out interaction events (`logInteraction` answers are JSON objects): they
+    /// are listed, never charted as free text.
+    pub charted_only: bool,
 }
 
 impl Filter {
@@ -179,14 +182,14 @@ pub enum ReadTx {
 }
 
 /// Parameters of a filtered query, in the order of their placeholders.
-enum Param {
+pub(crate) enum Param {
     Text(String),
     Int(i64),
     Instant(DateTime<Utc>),
 }
 
 /// `WHERE ...` text with `$n` (PostgreSQL) or `?n` (SQLite) placeholders, and the values.
-fn conditions(filter: &Filter, postgres: bool, cursor: Option<(i64, Order)>) -> (String, Vec<Param>) {
+pub(crate) fn conditions(filter: &Filter, postgres: bool, cursor: Option<(i64, Order)>) -> (String, Vec<Param>) {
     let mut sql = Vec::new();
     let mut params = Vec::new();
     let mut push = |clause: &str, p: Param| {
@@ -214,6 +217,9 @@ fn conditions(filter: &Filter, postgres: bool, cursor: Option<(i64, Order)>) -> 
     if let Some(s) = &filter.search {
         // strpos/instr: no LIKE wildcards to escape.
         push(if postgres { "strpos(answer, #) > 0" } else { "instr(answer, #) > 0" }, Param::Text(s.clone()));
+    }
+    if filter.charted_only {
+        sql.push("(answer IS NULL OR substr(answer, 1, 1) <> '{')".to_string());
     }
     let text = if sql.is_empty() { String::new() } else { format!("WHERE {}", sql.join(" AND ")) };
     (text, params)
@@ -275,6 +281,28 @@ impl ReadTx {
                 let (cond, params) = conditions(filter, false, cursor);
                 let sql = format!("SELECT {} FROM {table} {cond} ORDER BY id {direction} LIMIT {limit}", sqlite_columns(*has_learner));
                 bind_all_sqlite!(sqlx::query_as::<_, AnswerRow>(&sql), params).fetch_all(&mut **tx).await?
+            }
+        })
+    }
+
+    /// Rows of an aggregate query. `{table}` and `{where}` in the SQL are replaced by
+    /// the filter's table and conditions; one text per store (their functions differ).
+    pub async fn rows<T>(&mut self, filter: &Filter, pg_sql: &str, sqlite_sql: &str) -> anyhow::Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        let table = table_name(filter.table());
+        Ok(match self {
+            ReadTx::Postgres(tx) => {
+                let (cond, params) = conditions(filter, true, None);
+                let sql = pg_sql.replace("{table}", &format!("public.{table}")).replace("{where}", &cond);
+                bind_all!(sqlx::query_as::<_, T>(&sql), params).fetch_all(&mut **tx).await?
+            }
+            ReadTx::Sqlite(tx, has_learner) => {
+                let (cond, params) = conditions(filter, false, None);
+                let from = if *has_learner { table.to_string() } else { format!("(SELECT *, NULL AS learner_id FROM {table})") };
+                let sql = sqlite_sql.replace("{table}", &from).replace("{where}", &cond);
+                bind_all_sqlite!(sqlx::query_as::<_, T>(&sql), params).fetch_all(&mut **tx).await?
             }
         })
     }
