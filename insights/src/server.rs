@@ -320,16 +320,21 @@ pub struct OverviewRow {
     pub last: Option<String>,
 }
 
-const OVERVIEW_PG: &str = "SELECT lesson::text AS lesson, lesson_level::text AS level, question::text AS question,
-    count(*) AS answers, count(DISTINCT learner_id) AS learners,
-    count(DISTINCT CASE WHEN learner_id IS NULL THEN user_agent END) AS user_agents,
-    to_char(max(received_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS last
-    FROM {table} {where} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3";
-const OVERVIEW_SQLITE: &str = "SELECT lesson, lesson_level AS level, question,
-    count(*) AS answers, count(DISTINCT learner_id) AS learners,
-    count(DISTINCT CASE WHEN learner_id IS NULL THEN user_agent END) AS user_agents,
-    replace(substr(max(received_at), 1, 19), 'T', ' ') AS last
-    FROM {table} {where} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3";
+/// Distinct counts by two hash aggregations (one row per question and learner, or per
+/// question and user agent for rows without learner id), not `count(DISTINCT ..)`,
+/// which sorts every group: about 3x faster on a million rows.
+const OVERVIEW_PG: &str = "SELECT lesson, level, question, sum(n)::bigint AS answers, count(learner_id) AS learners,
+    count(ua) AS user_agents, to_char(max(last) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS last
+    FROM (SELECT lesson::text AS lesson, lesson_level::text AS level, question::text AS question, learner_id,
+                 CASE WHEN learner_id IS NULL THEN user_agent END AS ua, count(*) AS n, max(received_at) AS last
+          FROM {table} {where} GROUP BY 1, 2, 3, 4, 5) per_learner
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3";
+const OVERVIEW_SQLITE: &str = "SELECT lesson, level, question, sum(n) AS answers, count(learner_id) AS learners,
+    count(ua) AS user_agents, replace(substr(max(last), 1, 19), 'T', ' ') AS last
+    FROM (SELECT lesson, lesson_level AS level, question, learner_id,
+                 CASE WHEN learner_id IS NULL THEN user_agent END AS ua, count(*) AS n, max(received_at) AS last
+          FROM {table} {where} GROUP BY 1, 2, 3, 4, 5) per_learner
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3";
 
 pub async fn overview_rows(source: &Source, filter: &Filter) -> anyhow::Result<Vec<OverviewRow>> {
     source.read().await?.rows(filter, OVERVIEW_PG, OVERVIEW_SQLITE).await

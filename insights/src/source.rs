@@ -52,13 +52,19 @@ fn sqlite_path(target: &str) -> anyhow::Result<PathBuf> {
 }
 
 impl Source {
-    /// Open for reading. SQLite files are opened read-only.
+    /// Open for reading. SQLite connections are `query_only`: they cannot change the file.
     pub async fn open_read(target: &str, pool_size: u32) -> anyhow::Result<Source> {
         if is_postgres(target) {
             return Source::open_postgres(target, pool_size).await;
         }
         let path = sqlite_path(target)?;
-        let options = SqliteConnectOptions::new().filename(&path).read_only(true).busy_timeout(std::time::Duration::from_secs(5));
+        // `query_only` rather than a read-only open: a read-only connection cannot create
+        // the `-shm` file a WAL database needs once the collector has closed it.
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(false)
+            .pragma("query_only", "ON")
+            .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(pool_size.max(1)).connect_with(options).await?;
         let has_learner: i64 =
             sqlx::query_scalar("SELECT count(*) FROM pragma_table_info('loggingtable') WHERE name = 'learner_id'")
