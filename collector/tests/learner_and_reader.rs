@@ -252,3 +252,24 @@ async fn sqlite_stores_the_learner_id_and_upgrades_an_old_file() {
     let l = Some(learner.to_string());
     assert_eq!(rows, [("old row".to_string(), None), ("new row".to_string(), l.clone()), ("batch row".to_string(), l)]);
 }
+
+/// A browser may send `X-Learner-Id` from an allowed origin: the preflight allows it.
+#[tokio::test]
+async fn the_cors_preflight_allows_the_learner_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cors.db");
+    let app = spawn_app(&["--sqlite-path", path.to_str().unwrap(), "--allow-origin", "https://lab.example.org"]).await;
+    let res = app
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/{UA}/gateway/beginner/1A/x", app.url))
+        .header("Origin", "https://lab.example.org")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "idempotency-key,x-client-time,x-learner-id")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let allowed = res.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("x-learner-id"), "{allowed}");
+    app.server.shutdown().await.expect("shutdown");
+}
