@@ -19,7 +19,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::source::{self, AnswerRow, Filter, Order, Source, Table};
+use crate::source::{self, AnswerRow, Filter, Order, ReadTx, Source, Table};
 
 /// How long a login lasts.
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
@@ -426,17 +426,14 @@ pub struct Counted {
 }
 
 /// The most frequent answers (trimmed) of the filter, most frequent first.
-pub async fn top_answers(source: &Source, filter: &Filter, limit: usize) -> anyhow::Result<Vec<Counted>> {
+pub async fn top_answers(tx: &mut ReadTx, filter: &Filter, limit: usize) -> anyhow::Result<Vec<Counted>> {
     let sql = format!("SELECT trim(answer) AS label, count(*) AS n FROM {{table}} {{where}} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {limit}");
-    source.read().await?.rows(filter, &sql, &sql).await
+    tx.rows(filter, &sql, &sql).await
 }
 
 /// Answers per day (UTC), oldest first.
-pub async fn per_day(source: &Source, filter: &Filter) -> anyhow::Result<Vec<Counted>> {
-    source
-        .read()
-        .await?
-        .rows(
+pub async fn per_day(tx: &mut ReadTx, filter: &Filter) -> anyhow::Result<Vec<Counted>> {
+    tx.rows(
             filter,
             "SELECT to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS label, count(*) AS n FROM {table} {where} GROUP BY 1 ORDER BY 1",
             "SELECT substr(received_at, 1, 10) AS label, count(*) AS n FROM {table} {where} GROUP BY 1 ORDER BY 1",
@@ -498,20 +495,21 @@ fn timeline(days: &[Counted]) -> Markup {
 
 async fn question(State(state): State<AppState>, Query(params): Query<Params>) -> Result<Markup, Failure> {
     let filter = params.filter()?;
-    let source = &state.0.source;
+    // One snapshot, so the chart, the totals and the list agree with each other.
+    let mut tx = state.0.source.read().await?;
     let whole = Filter { search: None, ..filter.clone() };
     let charted = Filter { charted_only: true, ..whole.clone() };
-    let total = source.read().await?.count(&whole).await?;
-    let charted_total = source.read().await?.count(&charted).await?;
-    let top = top_answers(source, &charted, TOP_ANSWERS).await?;
+    let total = tx.count(&whole).await?;
+    let charted_total = tx.count(&charted).await?;
+    let top = top_answers(&mut tx, &charted, TOP_ANSWERS).await?;
     let mut bars: Vec<(String, i64)> = top.iter().map(|c| (c.label.clone().unwrap_or_default(), c.n)).collect();
     let other = charted_total - bars.iter().map(|(_, n)| n).sum::<i64>();
     if other > 0 {
         bars.push(("(other answers)".to_string(), other));
     }
-    let days = per_day(source, &whole).await?;
+    let days = per_day(&mut tx, &whole).await?;
     let cursor = params.before.map(|id| (id, Order::Descending)).or(Some((i64::MAX, Order::Descending)));
-    let list = source.read().await?.page(&filter, cursor, LIST_PAGE).await?;
+    let list = tx.page(&filter, cursor, LIST_PAGE).await?;
     let title = format!(
         "{} / {} / {}",
         filter.lesson.as_deref().unwrap_or("any lesson"),
