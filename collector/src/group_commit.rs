@@ -271,7 +271,9 @@ impl Writer {
     /// groups that hold a bad event pay them.
     async fn write_isolating(&self, events: &[NewEvent]) -> Vec<Result<Outcome, Arc<StoreError>>> {
         let mut results: Vec<Option<Result<Outcome, Arc<StoreError>>>> = vec![None; events.len()];
-        let mut parts = vec![0..events.len()];
+        // Ranges of `events` still to commit (a stack: the whole group first).
+        let mut parts: Vec<std::ops::Range<usize>> = Vec::new();
+        parts.push(0..events.len());
         while let Some(part) = parts.pop() {
             let slice = &events[part.clone()];
             match self.write_once(slice).await {
@@ -284,7 +286,7 @@ impl Writer {
                 Err(e) => match e.rejected_rule() {
                     Some(rule) if part.len() == 1 => {
                         tracing::info!(rule, "the database refused one event's values; answered 422");
-                        self.metrics.record_commit(slice, &[Outcome::Rejected(rule)]);
+                        self.metrics.invalid.inc();
                         results[part.start] = Some(Ok(Outcome::Rejected(rule)));
                     }
                     Some(_) => {

@@ -26,7 +26,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The status word in a `/batch` result and in `log_events_v2`.
+    /// The status word in a `/batch` result (`log_events_v2` answers the first three).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Written => "written",
