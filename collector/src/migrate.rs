@@ -101,6 +101,20 @@ pub async fn grant_reader(admin_url: &str, reader_role: &str, writer_role: &str)
          -c \"CREATE ROLE {reader_role} LOGIN PASSWORD :'pw'\" then run migrate again"
     );
     let database: String = sqlx::query_scalar("SELECT pg_catalog.current_database()").fetch_one(&mut conn).await?;
+    // A superuser or a member of the owner could write whatever is granted here.
+    let (superuser, owner_member): (bool, bool) = sqlx::query_as(
+        "SELECT r.rolsuper, pg_catalog.pg_has_role(r.oid, d.datdba, 'USAGE')
+         FROM pg_catalog.pg_roles r, pg_catalog.pg_database d
+         WHERE r.rolname = $1 AND d.datname = pg_catalog.current_database()",
+    )
+    .bind(reader_role)
+    .fetch_one(&mut conn)
+    .await?;
+    anyhow::ensure!(
+        !superuser && !owner_member,
+        "the reader role {reader_role:?} is a superuser or a member of the owner of {database}, so it could write: \
+         use a plain login role (CREATE ROLE {reader_role} LOGIN ...)"
+    );
     let role = quote_ident(reader_role);
     let mut tx = conn.begin().await?;
     for statement in [

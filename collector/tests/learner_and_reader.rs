@@ -158,6 +158,11 @@ async fn the_reader_can_select_and_nothing_else_and_the_writer_still_cannot_read
     assert!(refused.unwrap_err().to_string().contains("must not be the writer"));
     let missing = hourofci_collector::migrate::grant_reader(&db.admin_url, "no_such_reader", &db.writer_role).await;
     assert!(missing.unwrap_err().to_string().contains("does not exist"));
+    let owner_member = format!("{}_owner_member", db.name);
+    PG.create_login_role(&owner_member, READER_PASSWORD);
+    PG.psql("postgres", &format!("GRANT {}_admin TO {owner_member}", db.name));
+    let refused = hourofci_collector::migrate::grant_reader(&db.admin_url, &owner_member, &db.writer_role).await;
+    assert!(refused.unwrap_err().to_string().contains("could write"), "a member of the owner is no reader");
     // The role once had more (the original set-up's habits): migrate takes it back.
     PG.psql(&db.name, &format!("GRANT INSERT, DELETE ON loggingtable TO {reader_role}"));
     hourofci_collector::migrate::grant_reader(&db.admin_url, &reader_role, &db.writer_role).await.expect("grant reader");
@@ -272,4 +277,38 @@ async fn the_cors_preflight_allows_the_learner_header() {
     let allowed = res.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
     assert!(allowed.contains("x-learner-id"), "{allowed}");
     app.server.shutdown().await.expect("shutdown");
+}
+
+/// The binary's `migrate --reader-role` makes the same grants (and only with the flag).
+#[tokio::test]
+async fn migrate_reader_role_flag_grants_select() {
+    let (name, admin_url) = PG.fresh_database("lrncli");
+    let (writer, reader) = (format!("{name}_writer"), format!("{name}_reader"));
+    PG.create_login_role(&writer, WRITER_PASSWORD);
+    PG.create_login_role(&reader, READER_PASSWORD);
+    let migrate = |extra: &'static [&'static str]| {
+        let admin_url = admin_url.clone();
+        let (writer, reader) = (writer.clone(), reader.clone());
+        async move {
+            let mut args = vec!["migrate".to_string(), "--database-url".into(), admin_url, "--writer-role".into(), writer];
+            if !extra.is_empty() {
+                args.extend(["--reader-role".to_string(), reader]);
+            }
+            let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_hourofci-collector")).args(&args).env_remove("DATABASE_URL").output();
+            let out = tokio::time::timeout(std::time::Duration::from_secs(120), run).await.expect("migrate within 2 minutes").unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    };
+    let admin = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin_url).await.unwrap();
+    let can_select = || async {
+        sqlx::query_scalar::<_, bool>("SELECT has_table_privilege($1, 'public.loggingtable_test', 'SELECT')")
+            .bind(&reader)
+            .fetch_one(&admin)
+            .await
+            .unwrap()
+    };
+    migrate(&[]).await;
+    assert!(!can_select().await, "no reader grants without the flag");
+    migrate(&["--reader-role"]).await;
+    assert!(can_select().await);
 }
