@@ -265,7 +265,17 @@ async fn post_event(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
         Some(Err(e)) => return Err(ApiError::new(status_for(&e, StatusCode::UNPROCESSABLE_ENTITY), e)),
         None => return Err(ApiError::not_found()),
     };
-    let event = values.into_event(Some(id), client_time);
+    let learner_id = match headers.get("x-learner-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| event::parse_learner_id(t).ok())
+                .ok_or_else(|| bad_header("X-Learner-Id", "X-Learner-Id must be a UUID other than the nil UUID"))?,
+        ),
+    };
+    let mut event = values.into_event(Some(id), client_time);
+    event.learner_id = learner_id;
     if let Err(e) = state.rules.check(&event) {
         state.metrics.invalid.inc();
         return Err(ApiError::new(status_for(&e, StatusCode::UNPROCESSABLE_ENTITY), e));

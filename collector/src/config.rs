@@ -284,6 +284,10 @@ pub struct MigrateArgs {
     /// The existing login role the collector connects as; gets CONNECT and EXECUTE only.
     #[arg(long, env = "HOURCI_WRITER_ROLE", default_value = "hourofciuser")]
     pub writer_role: String,
+    /// An existing login role for the read side (`hourofci-insights`, analysts): gets
+    /// CONNECT and SELECT on the two tables only. Must not be the writer role.
+    #[arg(long, env = "HOURCI_READER_ROLE")]
+    pub reader_role: Option<String>,
 }
 
 /// A database URL as it may appear in logs and errors: the password (in the user

@@ -177,6 +177,7 @@ pub fn sdk_layer(origins: &OriginList) -> CorsLayer {
             header::CONTENT_TYPE,
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("x-client-time"),
+            HeaderName::from_static("x-learner-id"),
         ])
         .expose_headers([header::RETRY_AFTER])
         .max_age(Duration::from_secs(24 * 3600))

@@ -46,6 +46,9 @@ pub struct NewEvent {
     pub question: String,
     pub answer: String,
     pub client_time: Option<DateTime<Utc>>,
+    /// The pseudonymous learner (`X-Learner-Id` header, or a batch event's
+    /// `learner_id`); `None` for legacy requests and SDKs that do not send one.
+    pub learner_id: Option<Uuid>,
 }
 
 /// Why a request (or one event of a batch) was refused. Serializes to the JSON error
@@ -117,6 +120,7 @@ impl PathValues {
             question: self.question,
             answer: self.answer,
             client_time,
+            learner_id: None,
         }
     }
 }
@@ -172,6 +176,17 @@ pub fn check_event_id(id: Uuid) -> Result<Uuid, Invalid> {
         return Err(Invalid::field("id", "the event id must not be the nil UUID 00000000-0000-0000-0000-000000000000"));
     }
     Ok(id)
+}
+
+/// Parse a learner id (`X-Learner-Id` or a batch event's `learner_id`): a UUID in any
+/// form the `uuid` crate reads (stored canonically), not the nil UUID (which every
+/// learner of a client without a random source would share).
+pub fn parse_learner_id(text: &str) -> Result<Uuid, Invalid> {
+    let rule = "the learner id must be a UUID other than the nil UUID, e.g. 0b6f3c1e-8f1d-4b7a-9c2e-5d4f3a2b1c0d";
+    match Uuid::parse_str(text.trim()) {
+        Ok(id) if !id.is_nil() => Ok(id),
+        _ => Err(Invalid::field("learner_id", rule)),
+    }
 }
 
 /// A parsed `/batch` body. Events that could not be read are kept in place as errors so
@@ -234,6 +249,11 @@ fn parse_batch_event(value: Value) -> BatchItem {
             Some(Value::String(s)) => Some(parse_client_time(s)?),
             Some(_) => return Err(Invalid::field("client_time", "\"client_time\" must be an RFC 3339 string")),
         };
+        let learner_id = match obj.get("learner_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(parse_learner_id(s)?),
+            Some(_) => return Err(Invalid::field("learner_id", "\"learner_id\" must be a UUID string")),
+        };
         // Take the strings out of the parsed object rather than copy them.
         let mut text = |field: &'static str| -> Result<String, Invalid> {
             match obj.remove(field) {
@@ -250,6 +270,7 @@ fn parse_batch_event(value: Value) -> BatchItem {
             question: text("question")?,
             answer: text("answer")?,
             client_time,
+            learner_id,
         })
     })();
     match parsed {
@@ -322,6 +343,31 @@ mod tests {
         assert!(matches!(&b.events[0], BatchItem::Event(e) if e.client_time.is_some()));
         assert!(matches!(&b.events[1], BatchItem::Unreadable { id, reason } if id == "nope" && reason.field == Some("id")));
         assert!(matches!(&b.events[2], BatchItem::Unreadable { id, .. } if id.is_empty()));
+    }
+
+    #[test]
+    fn learner_ids_are_optional_uuids_never_nil() {
+        let learner = "0b6f3c1e-8f1d-4b7a-9c2e-5d4f3a2b1c0d";
+        assert_eq!(parse_learner_id(&learner.to_uppercase()).unwrap().to_string(), learner);
+        for bad in ["", "bob", "00000000-0000-0000-0000-000000000000", "0b6f3c1e-8f1d-4b7a-9c2e"] {
+            assert_eq!(parse_learner_id(bad).unwrap_err().field, Some("learner_id"), "{bad:?}");
+        }
+        let event = |extra: &str| {
+            format!(r#"{{"id":"6f1c1a5e-33a4-4d0b-9f57-8f8f5d6f4a01","user_agent":"u","lesson":"l","level":"v","question":"1A","answer":"a"{extra}}}"#)
+        };
+        let body = format!(
+            r#"{{"events":[{},{},{},{}]}}"#,
+            event(&format!(r#","learner_id":"{learner}""#)),
+            event(""),
+            event(r#","learner_id":"nope""#),
+            event(r#","learner_id":7"#)
+        );
+        let b = parse_batch(body.as_bytes(), 10).unwrap();
+        assert!(matches!(&b.events[0], BatchItem::Event(e) if e.learner_id.map(|l| l.to_string()).as_deref() == Some(learner)));
+        assert!(matches!(&b.events[1], BatchItem::Event(e) if e.learner_id.is_none()));
+        for bad in &b.events[2..] {
+            assert!(matches!(bad, BatchItem::Unreadable { reason, .. } if reason.field == Some("learner_id")), "{bad:?}");
+        }
     }
 
     #[test]

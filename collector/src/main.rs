@@ -18,7 +18,11 @@ async fn main() -> anyhow::Result<()> {
                 .database
                 .resolve()?
                 .ok_or_else(|| anyhow::anyhow!("migrate needs --database-url, DATABASE_URL or --database-url-file (the admin role)"))?;
-            hourofci_collector::migrate::run(&url, &args.writer_role).await
+            hourofci_collector::migrate::run(&url, &args.writer_role).await?;
+            match &args.reader_role {
+                Some(reader) => hourofci_collector::migrate::grant_reader(&url, reader, &args.writer_role).await,
+                None => Ok(()),
+            }
         }
         Some(Command::Serve(args)) => hourofci_collector::serve(args).await,
         None => hourofci_collector::serve(cli.serve).await,

@@ -15,13 +15,14 @@ use sqlx::{Connection, PgConnection};
 use crate::config::redact_url;
 
 /// The functions the writer may call (signatures as PostgreSQL spells them). The
-/// collector calls only `log_events_v2`; the others stay for older callers.
+/// collector calls only `log_events_v3`; the others stay for older callers.
 const WRITER_FUNCTIONS: &[&str] = &[
     "logging(text, date, time, varchar, varchar, varchar, text)",
     "logging2(text, date, time, varchar, varchar, varchar, text)",
     "log_event(boolean, uuid, timestamptz, text, text, text, text, text)",
     "log_events(boolean, uuid[], timestamptz[], text[], text[], text[], text[], text[])",
     "log_events_v2(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[])",
+    "log_events_v3(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[])",
 ];
 
 /// Accept only plain lower-case identifiers (`[a-z_][a-z0-9_]*`, at most 63 bytes).
@@ -76,6 +77,55 @@ pub async fn run(admin_url: &str, writer_role: &str) -> anyhow::Result<()> {
     }
     tx.commit().await?;
     tracing::info!("writer role {writer_role} may connect to {database} and execute the write functions");
+    Ok(())
+}
+
+/// `migrate --reader-role NAME`: give an existing read-only login role (the insights
+/// service's, an analyst's) CONNECT on the database and SELECT on the two tables,
+/// after taking every other table right from it. It must not be the writer: the
+/// public write service never holds read rights.
+pub async fn grant_reader(admin_url: &str, reader_role: &str, writer_role: &str) -> anyhow::Result<()> {
+    check_role_name(reader_role)?;
+    anyhow::ensure!(reader_role != writer_role, "--reader-role must not be the writer role {writer_role:?}: the writer never reads");
+    let options = crate::store::postgres::connect_options(admin_url)?;
+    let mut conn = PgConnection::connect_with(&options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to {} as the admin role: {}", redact_url(admin_url), scrub(&e.to_string(), admin_url)))?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)")
+        .bind(reader_role)
+        .fetch_one(&mut conn)
+        .await?;
+    anyhow::ensure!(
+        exists,
+        "the reader role {reader_role:?} does not exist. A DBA creates it once, e.g.: psql -v pw=\"$HOURCI_READER_PASSWORD\" \
+         -c \"CREATE ROLE {reader_role} LOGIN PASSWORD :'pw'\" then run migrate again"
+    );
+    let database: String = sqlx::query_scalar("SELECT pg_catalog.current_database()").fetch_one(&mut conn).await?;
+    // A superuser or a member of the owner could write whatever is granted here.
+    let (superuser, owner_member): (bool, bool) = sqlx::query_as(
+        "SELECT r.rolsuper, pg_catalog.pg_has_role(r.oid, d.datdba, 'USAGE')
+         FROM pg_catalog.pg_roles r, pg_catalog.pg_database d
+         WHERE r.rolname = $1 AND d.datname = pg_catalog.current_database()",
+    )
+    .bind(reader_role)
+    .fetch_one(&mut conn)
+    .await?;
+    anyhow::ensure!(
+        !superuser && !owner_member,
+        "the reader role {reader_role:?} is a superuser or a member of the owner of {database}, so it could write: \
+         use a plain login role (CREATE ROLE {reader_role} LOGIN ...)"
+    );
+    let role = quote_ident(reader_role);
+    let mut tx = conn.begin().await?;
+    for statement in [
+        format!("GRANT CONNECT ON DATABASE {} TO {role}", quote_ident(&database)),
+        format!("REVOKE ALL ON TABLE public.loggingtable, public.loggingtable_test FROM {role}"),
+        format!("GRANT SELECT ON TABLE public.loggingtable, public.loggingtable_test TO {role}"),
+    ] {
+        sqlx::query(&statement).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    tracing::info!("reader role {reader_role} may connect to {database} and SELECT from the two tables");
     Ok(())
 }
 

@@ -152,6 +152,7 @@ mod tests {
             question: question.into(),
             answer: answer.into(),
             client_time: None,
+            learner_id: None,
         }
     }
 

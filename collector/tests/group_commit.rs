@@ -21,6 +21,7 @@ fn event(answer: &str) -> NewEvent {
         question: "1A".into(),
         answer: answer.into(),
         client_time: None,
+        learner_id: None,
     }
 }
 

@@ -298,7 +298,7 @@ async fn upgrade_from_the_old_migrations_closes_both_holes_and_keeps_the_rows() 
     .fetch_all(&db.admin)
     .await
     .unwrap();
-    assert_eq!(search_paths.len(), 5, "{search_paths:?}");
+    assert_eq!(search_paths.len(), 6, "{search_paths:?}"); // with log_events_v3 (sql/0004)
     for (function, config) in &search_paths {
         assert_eq!(config, "search_path=pg_catalog, pg_temp", "{function}");
     }

@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
             question: v.question,
             answer: v.answer,
             client_time: None,
+            learner_id: None,
         };
         if let Err(e) = rules.check(&event) {
             assert!(e.field.is_some(), "a refusal names its field: {e:?}");

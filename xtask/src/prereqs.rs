@@ -15,6 +15,8 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "/usr/bin/chromium"),
     ("chromium-driver", "/usr/bin/chromedriver"),
     ("sqlite3", "/usr/bin/sqlite3"),
+    // The export round-trip test reads CSV with pandas (any python3 that has it).
+    ("python3-pandas", "/usr/lib/python3/dist-packages/pandas/__init__.py"),
     // The scale-out tests (collector/tests/scale_out.rs) and `cargo xtask scale-out`.
     ("haproxy", "/usr/sbin/haproxy"),
     ("pgbouncer", "/usr/sbin/pgbouncer"),

@@ -33,6 +33,28 @@ const SCHEMA: &[&str] = &[
         received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))",
 ];
 
+/// What PostgreSQL's sql/0004 adds: the `learner_id` column (files made before it get
+/// it, NULL in old rows) and the indexes the read side uses.
+async fn upgrade(pool: &SqlitePool) -> Result<(), StoreError> {
+    for table in ["loggingtable", "loggingtable_test"] {
+        let has: i64 = sqlx::query_scalar("SELECT count(*) FROM pragma_table_info(?) WHERE name = 'learner_id'")
+            .bind(table)
+            .fetch_one(pool)
+            .await?;
+        if has == 0 {
+            sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN learner_id TEXT")).execute(pool).await?;
+        }
+        for (suffix, columns) in [
+            ("question_idx", "(lesson, lesson_level, question, id)"),
+            ("learner_idx", "(learner_id) WHERE learner_id IS NOT NULL"),
+            ("received_idx", "(received_at)"),
+        ] {
+            sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {table}_{suffix} ON {table} {columns}")).execute(pool).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The stored content of an id in `table`, to compare a repeated id with.
 fn stored_sql(table: Table) -> &'static str {
     match table {
@@ -53,12 +75,12 @@ type Stored = (Option<String>, Option<String>, Option<String>, Option<String>, O
 fn insert_sql(table: Table) -> &'static str {
     match table {
         Table::Production => {
-            "INSERT INTO loggingtable (user_agent, date_log, time_log, lesson, lesson_level, question, answer, event_id, client_time)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+            "INSERT INTO loggingtable (user_agent, date_log, time_log, lesson, lesson_level, question, answer, event_id, client_time, learner_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
         }
         Table::Test => {
-            "INSERT INTO loggingtable_test (user_agent, date_log, time_log, lesson, lesson_level, question, answer, event_id, client_time)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+            "INSERT INTO loggingtable_test (user_agent, date_log, time_log, lesson, lesson_level, question, answer, event_id, client_time, learner_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
         }
     }
 }
@@ -82,6 +104,7 @@ impl SqliteStore {
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
         }
+        upgrade(&pool).await?;
         Ok(SqliteStore { pool })
     }
 
@@ -116,6 +139,7 @@ impl SqliteStore {
                 .bind(&e.answer)
                 .bind(&id)
                 .bind(e.client_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+                .bind(e.learner_id.map(|l| l.to_string()))
                 .execute(&mut *tx)
                 .await?;
             if done.rows_affected() == 1 {

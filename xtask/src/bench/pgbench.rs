@@ -11,13 +11,13 @@ use std::time::Duration;
 pub const SINGLE_SCRIPT: &str = "SELECT log_event(false, gen_random_uuid(), now(), \
 '0cc175b9c0f1b6a831c399e269772661', 'gateway', 'beginner', '1A', 'pgbench answer / café');\n";
 
-/// One `log_events_v2` call (the function the collector's group commit uses) with
-/// `size` rows per transaction.
+/// One `log_events_v3` call (the function the collector's group commit uses) with
+/// `size` rows per transaction, each with a learner id as the SDK sends it.
 pub fn batch_script(size: usize) -> String {
     let fill = |value: &str, ty: &str| format!("array_fill({value}::{ty}, ARRAY[{size}])");
     format!(
-        "SELECT count(*) FROM log_events_v2({}, \
-ARRAY(SELECT gen_random_uuid() FROM generate_series(1, {size})), {}, {}, {}, {}, {}, {});\n",
+        "SELECT count(*) FROM log_events_v3({}, \
+ARRAY(SELECT gen_random_uuid() FROM generate_series(1, {size})), {}, {}, {}, {}, {}, {}, {});\n",
         fill("false", "boolean"),
         fill("now()", "timestamptz"),
         fill("'0cc175b9c0f1b6a831c399e269772661'", "text"),
@@ -25,6 +25,7 @@ ARRAY(SELECT gen_random_uuid() FROM generate_series(1, {size})), {}, {}, {}, {},
         fill("'beginner'", "text"),
         fill("'1A'", "text"),
         fill("'pgbench batch answer / café'", "text"),
+        fill("'0b6f3c1e-8f1d-4b7a-9c2e-5d4f3a2b1c0d'", "uuid"),
     )
 }
 
@@ -110,9 +111,9 @@ latency average = 16.2 ms\ninitial connection time = 12.3 ms\ntps = 246.8 (witho
     #[test]
     fn batch_script_fills_every_array() {
         let s = batch_script(100);
-        // The table flags and the six value arrays (ids come from generate_series).
-        assert_eq!(s.matches("ARRAY[100]").count(), 7);
-        assert!(s.starts_with("SELECT count(*) FROM log_events_v2("));
+        // The table flags, the six value arrays and the learner ids (event ids come from generate_series).
+        assert_eq!(s.matches("ARRAY[100]").count(), 8);
+        assert!(s.starts_with("SELECT count(*) FROM log_events_v3("));
         assert!(s.contains("generate_series(1, 100)"));
     }
 }
