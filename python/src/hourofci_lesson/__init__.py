@@ -255,7 +255,9 @@ def start(lesson=None, level=None, *, endpoint=None, test=None):
     """Set up answer logging for this notebook and show its status line.
 
     ``endpoint`` defaults to $HOURCI_LOG_ENDPOINT, else https://check.hourofci.org:4000;
-    ``test`` to $HOURCI_LOG_TEST == "1" (log to the test table).
+    ``test`` to $HOURCI_LOG_TEST == "1" (log to the test table). In a JupyterHub that sets
+    $HOURCI_LEARNER_SALT, answers carry :func:`learner_id_from_hub` as their learner id;
+    otherwise the SDK's random id of the browser profile.
     """
     global _active
     shell = get_ipython()
@@ -377,7 +379,8 @@ def SubmitBtn(*args, out_func=None, text="Submit", test=False, endpoint=None):  
     of widgets. ``user_agent`` (the browser's user-agent string) is stored as its MD5
     hex digest, as before; when empty, the SDK uses the MD5 of the browser's own.
     ``out_func`` (an ``ipywidgets.Output`` or a function of one string) gets the
-    confirmation; ``test=True`` records into ``loggingtable_test``.
+    confirmation; ``test=True`` records into ``loggingtable_test``. The learner id is
+    :func:`learner_id_from_hub` when the hub sets a salt, else the browser's own.
 
     The later form ``SubmitBtn(widget, out_func=out, ...)`` recorded nothing in the
     original (its request was commented out); here too it only confirms.
