@@ -28,7 +28,9 @@ test("an answer given while the SDK loads, page closed at once: stored in the SD
   assert.equal(await page.evaluate(() => document.body.dataset.logging), undefined, "the SDK was still loading when the answer was given");
   assert.notEqual(await page.locator("#status").getAttribute("data-kind"), "error", `the answer was accepted: ${await page.textContent("#status")}`);
 
-  const stored = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("hourofci-log:")).map((k) => [k, localStorage.getItem(k)]));
+  const stored = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("hourofci-log:ev:")).map((k) => [k, localStorage.getItem(k)]));
+  const learner = await page.evaluate(() => localStorage.getItem("hourofci-log:learner:v1"));
+  assert.match(learner ?? "", /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, "this browser profile's learner id, made by the shim");
   const userAgent = await page.evaluate(() => navigator.userAgent);
   await page.close();
 
@@ -50,6 +52,7 @@ test("an answer given while the SDK loads, page closed at once: stored in the SD
       client_time: "-",
       test: false,
       endpoint: stack.collector.url,
+      learner_id: learner,
     },
   );
   assert.ok(!Number.isNaN(Date.parse(event.client_time)) && event.client_time.endsWith("Z"), `client_time is RFC 3339 UTC: ${event.client_time}`);
@@ -70,6 +73,7 @@ test("an answer given while the SDK loads, page closed at once: stored in the SD
   assert.equal(rows[0].event_id, event.id);
   assert.equal(Date.parse(rows[0].client_time), Date.parse(event.client_time), "the row keeps the time the learner answered");
   assert.equal(await next.evaluate(() => window.hourofci.pending()), 0);
+  assert.deepEqual(await stack.pg.json(stack.db, "SELECT json_agg(learner_id) FROM loggingtable"), [learner], "sent with the learner id it was stored with");
 
   // Once loaded, the SDK records the same user agent (the shim's MD5, its one home).
   await next.fill("#free-answer", "after the SDK was ready");

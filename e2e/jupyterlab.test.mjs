@@ -325,10 +325,19 @@ h.display = shown.append  # what SubmitBtn shows, without a front end
 h.SubmitBtn("Mozilla/5.0 (X11)", "gateway", "beginner", "2A", "typed answer", text="Go", test=True)
 old = shown[-1]
 h.SubmitBtn(ipywidgets.Text(value="x"), out_func=print)
+later = shown[-1]
+import os
+os.environ.update(JUPYTERHUB_USER="alice@example.org", HOURCI_LEARNER_SALT="hub secret")
+h.SubmitBtn("", "gateway", "beginner", "2B", "x")
+hub_learner = shown[-1].learner_id
+del os.environ["HOURCI_LEARNER_SALT"]
+h.SubmitBtn("", "gateway", "beginner", "2B", "x")
+unsalted_learner = shown[-1].learner_id
 print(json.dumps({
   "paths": [h.lesson_and_level_from_path("beginner-lessons/geospatial-data/gd-2.ipynb"), h.lesson_and_level_from_path("big-data/advanced/bd-1.ipynb"), h.lesson_and_level_from_path("elsewhere/x.ipynb")],
   "submit_btn_widget": [type(old).__name__, old.user_agent, old.lesson, old.level, old.question, old.fixed_answer, old.test, old.description, old.python_str],
-  "later_form": type(shown[-1]).__name__,
+  "later_form": type(later).__name__,
+  "learner_ids": [hub_learner, unsalted_learner],
   "files": {p.name: p.read_bytes().hex() for p in h.SDK_DIR.iterdir()},
   "license": m.get("License-Expression"),
   "requires_python": m.get("Requires-Python"),
@@ -349,4 +358,12 @@ print(json.dumps({
     "SubmitBtn with the original arguments: a browser-side button, the user agent as its MD5, the test table",
   );
   assert.equal(found.later_form, "Button", "the later SubmitBtn(widget, out_func=...) form only confirms, as the original did");
+  // In a JupyterHub with a salt: the salted SHA-256 of the hub user, as a UUID (version 4 and
+  // variant bits set); without a salt, none (the browser's own id is used).
+  const digest = crypto.createHash("sha256").update("hub secret\0alice@example.org").digest().subarray(0, 16);
+  digest[6] = (digest[6] & 0x0f) | 0x40;
+  digest[8] = (digest[8] & 0x3f) | 0x80;
+  const hex = digest.toString("hex");
+  const expected = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  assert.deepEqual(found.learner_ids, [expected, ""], "SubmitBtn passes the hub user's salted hash as learnerId, nothing without a salt");
 });

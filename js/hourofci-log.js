@@ -30,10 +30,31 @@ export async function init(options) {
     loaded = true;
     for (const entry of early) entry.unsubscribe = sdk.onStatus(entry.callback);
   }
-  // The default user agent (MD5 of navigator.userAgent) is computed here, where calls made
-  // before the wasm loads need it too, and nowhere else.
-  await sdk.init(options instanceof Object ? { ...options, userAgent: options.userAgent ?? md5(navigator.userAgent) } : options);
+  // The default user agent (MD5 of navigator.userAgent) and the learner id are made here,
+  // where calls made before the wasm loads need them too, and nowhere else.
+  await sdk.init(options instanceof Object ? { ...options, userAgent: options.userAgent ?? md5(navigator.userAgent), learnerId: learner(options) } : options);
 }
+
+// ---- The pseudonymous learner id (docs/DESIGN.md, "SDK JavaScript API") ----
+// A random UUID v4 made once per browser profile and kept in localStorage (derived from
+// nothing about the person); where storage is refused, one per page. Or the lesson's own
+// (`init({learnerId})`, e.g. the lesson kit's salted hash of the JupyterHub user name).
+// This is its one home: the wasm records and sends what it is given.
+let pageLearner;
+function learner({ learnerId }) {
+  if (learnerId == null) {
+    try {
+      pageLearner ??= localStorage.getItem("hourofci-log:learner:v1");
+      if (!isLearnerId(pageLearner)) localStorage.setItem("hourofci-log:learner:v1", (pageLearner = uuid()));
+    } catch {}
+    return (pageLearner = isLearnerId(pageLearner) ? pageLearner : uuid());
+  }
+  if (isLearnerId(learnerId)) return learnerId;
+  throw new Error("hourofci: option `learnerId` must be a non-nil UUID");
+}
+/** A UUID v4 from getRandomValues (pages on plain http, a lab server, have no randomUUID). */
+const uuid = () => "10000000-1000-4000-8000-100000000000".replace(/[018]/g, (c) => (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16));
+const isLearnerId = (v) => /^(?!0{8}-0{4}-0{4}-0{4}-0{12})[\da-f]{8}(-[\da-f]{4}){3}-[\da-f]{12}$/i.test(v);
 
 export async function logAnswer(lesson, level, question, answer) {
   if (!loaded) return storeEarly(() => sdk.logAnswer(lesson, level, question, answer), lesson, level, question, typeof answer === "string" ? answer : JSON.stringify(answer));
@@ -47,7 +68,7 @@ export async function logInteraction(lesson, level, question, detail) {
 
 // ---- Lesson kit (issue 10): a call made while the wasm still loads is not lost ----
 // It is written to localStorage at once in the SDK's stored format (sdk-wasm/src/queue.rs:
-// key hourofci-log:ev:<16-digit order>:<id>), which the SDK sends once loaded, or the next
+// key hourofci-log:ev:<16-digit order>:<id>, learner id included), which the SDK sends once loaded, or the next
 // page load does if this one closes first. Before init() there is no endpoint: reject. What
 // cannot be stored so (storage refused, a wrong argument) waits for the SDK instead.
 let initOptions = null;
@@ -55,13 +76,14 @@ let order = 0;
 function storeEarly(later, lesson, level, question, answer) {
   if (!initOptions) throw notInitialized();
   try {
+    const learner_id = learner(initOptions);
     if ([lesson, level, question, answer].some((v) => typeof v !== "string")) throw 0;
     const url = new URL(initOptions.endpoint.trim());
-    const id = crypto.randomUUID();
+    const id = uuid();
     order = Math.max(order + 1, Date.now() * 1000);
     localStorage.setItem(`hourofci-log:ev:${String(order).padStart(16, "0")}:${id}`, JSON.stringify({
       id, user_agent: initOptions.userAgent ?? md5(navigator.userAgent), lesson, level, question, answer,
-      client_time: new Date().toISOString(), test: initOptions.test === true, endpoint: url.origin + url.pathname.replace(/\/+$/, ""),
+      client_time: new Date().toISOString(), test: initOptions.test === true, endpoint: url.origin + url.pathname.replace(/\/+$/, ""), learner_id,
     }));
     return "queued";
   } catch {

@@ -7,6 +7,12 @@ export interface InitOptions {
   test?: boolean;
   /** Default: lowercase MD5 hex of navigator.userAgent. */
   userAgent?: string;
+  /**
+   * The pseudonymous learner every event records (a UUID other than the nil UUID; init
+   * rejects any other). Default: a random UUID made once per browser profile, kept in
+   * localStorage (`hourofci-log:learner:v1`), or one per page where storage is refused.
+   */
+  learnerId?: string;
   /** Default 1000; over it the oldest events are dropped and counted. */
   maxQueue?: number;
   /** Default 1000. */

@@ -16,6 +16,7 @@ pub struct RawOptions {
     pub endpoint: Option<String>,
     pub test: Option<bool>,
     pub user_agent: Option<String>,
+    pub learner_id: Option<String>,
     pub max_queue: Option<u32>,
     pub retry_base_ms: Option<u32>,
     pub retry_cap_ms: Option<u32>,
@@ -52,6 +53,7 @@ impl RawOptions {
         match key {
             "endpoint" => self.endpoint = string(value)?,
             "userAgent" => self.user_agent = string(value)?,
+            "learnerId" => self.learner_id = string(value)?,
             "test" => {
                 self.test = match value {
                     Value::Absent => None,
@@ -67,7 +69,7 @@ impl RawOptions {
                 return Err(crate::cat(&[
                     "unknown option `",
                     key,
-                    "` (known: endpoint, test, userAgent, maxQueue, retryBaseMs, retryCapMs, batchSize)",
+                    "` (known: endpoint, test, userAgent, learnerId, maxQueue, retryBaseMs, retryCapMs, batchSize)",
                 ]))
             }
         }
@@ -94,6 +96,11 @@ pub struct Config {
     pub endpoint: String,
     pub test: bool,
     pub user_agent: String,
+    /// The pseudonymous learner every event records; empty when not given. The shim
+    /// always gives one, the lesson's or this browser profile's, and is the one home of
+    /// its rule (a non-nil UUID; init rejects any other): checking it here too cost
+    /// about 300 B gzipped of wasm (docs/BENCHMARKS.md).
+    pub learner_id: String,
     pub max_queue: u32,
     pub retry_base_ms: u32,
     pub retry_cap_ms: u32,
@@ -140,6 +147,7 @@ impl Config {
             endpoint,
             test: raw.test.unwrap_or(false),
             user_agent,
+            learner_id: raw.learner_id.unwrap_or_default(),
             max_queue: at_least_one(raw.max_queue, 1000, "maxQueue")?,
             retry_base_ms,
             retry_cap_ms,
@@ -165,6 +173,7 @@ mod tests {
                 endpoint: "https://check.hourofci.org:4000".into(),
                 test: false,
                 user_agent: "md5".into(),
+                learner_id: String::new(),
                 max_queue: 1000,
                 retry_base_ms: 1000,
                 retry_cap_ms: 60_000,
@@ -189,6 +198,17 @@ mod tests {
             let err = Config::from_raw(r, || "x".into()).unwrap_err();
             assert!(err.contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn a_given_learner_id_is_kept_as_given() {
+        let id = "0B7E6F4C-3A8D-4F2E-9C1B-5D6A7E8F9A0B";
+        let c = Config::from_raw(RawOptions { learner_id: Some(id.into()), ..raw("http://h") }, || "x".into()).unwrap();
+        assert_eq!(c.learner_id, id);
+        let mut r = raw("http://h");
+        r.set("learnerId", Value::Str(id.into())).unwrap();
+        assert_eq!(r.learner_id.as_deref(), Some(id));
+        assert!(r.set("learnerId", Value::Number(7.0)).unwrap_err().contains("`learnerId`"));
     }
 
     #[test]

@@ -139,7 +139,7 @@ async fn step(keepalive: bool, settled: &mut Settled) -> Option<Next> {
     let reply = match &send.body {
         None => {
             let e = &send.events[0];
-            let headers = [("Idempotency-Key", e.id.as_str()), ("X-Client-Time", e.client_time.as_str())];
+            let headers = [("Idempotency-Key", e.id.as_str()), ("X-Client-Time", e.client_time.as_str()), ("X-Learner-Id", e.learner_id.as_str())];
             net::post(&send.url, &headers, None, keepalive).await
         }
         Some(body) => net::post(&send.url, &[("Content-Type", "application/json")], Some(body), keepalive).await,

@@ -216,6 +216,8 @@ mod tests {
             question: "1A".into(),
             answer: answer.into(),
             client_time: "2026-11-28T07:35:44.123Z".into(),
+            // Every third event comes from an SDK before learner ids.
+            learner_id: if n % 3 == 2 { String::new() } else { crate::uuid::uuid_v4([n as u8; 16]) },
         }
     }
 
@@ -241,6 +243,16 @@ mod tests {
             let send = engine().next(&queue(vec![ev(1, MINE, answer)])).unwrap();
             assert!(send.body.is_none(), "{answer:?}: {}", send.url);
         }
+    }
+
+    #[test]
+    fn a_backlog_carries_each_events_learner_id_in_the_batch_body() {
+        // (A single event's goes as `X-Learner-Id`, set by `deliver`: sdk-e2e learner-id.test.mjs.)
+        let batch = engine().next(&queue(vec![ev(1, MINE, "a"), ev(2, MINE, "b")])).unwrap();
+        let body = json::parse(batch.body.as_deref().unwrap()).unwrap();
+        let items = body.get("events").and_then(Json::as_array).unwrap();
+        assert_eq!(items[0].get("learner_id").and_then(Json::as_str), Some(ev(1, MINE, "a").learner_id.as_str()));
+        assert!(items[1].get("learner_id").is_none(), "an older SDK's event goes without one");
     }
 
     #[test]
@@ -383,6 +395,7 @@ mod tests {
                         let id = item.get("id").and_then(Json::as_str).unwrap();
                         let e = send.events.iter().find(|e| e.id == id).unwrap();
                         assert_eq!(item.get("answer").and_then(Json::as_str), Some(e.answer.as_str()), "byte for byte");
+                        assert_eq!(item.get("learner_id").and_then(Json::as_str).unwrap_or_default(), e.learner_id, "learner_id, or none");
                         let status = store(e, &mut judged);
                         results.push(format!("{{\"id\":\"{id}\",\"status\":\"{status}\"}}"));
                     }

@@ -135,6 +135,7 @@ fn log(function: &str, lesson: JsValue, level: JsValue, question: JsValue, answe
         question: string_arg(function, "question", question)?,
         answer,
         client_time: browser::now_rfc3339(),
+        learner_id: cfg.learner_id,
     };
     Ok(deliver::enqueue(event, cfg.max_queue))
 }

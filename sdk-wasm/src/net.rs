@@ -13,13 +13,15 @@ use wasm_bindgen_futures::JsFuture;
 /// Gives up on a request after this long (a hung request would hold the flush lock).
 const REQUEST_TIMEOUT_MS: u32 = 20_000;
 
-/// `POST url` with `headers` and an optional body. `keepalive` lets the request
+/// `POST url` with `headers` (those with a value) and an optional body. `keepalive` lets the request
 /// outlive the page (pagehide).
 pub async fn post(url: &str, headers: &[(&str, &str)], body: Option<&str>, keepalive: bool) -> Reply {
     let failed = Reply { status: None, retry_after_ms: None, body: String::new() };
     let mut builder = RequestBuilder::new(url).method(Method::POST);
     for (k, v) in headers {
-        builder = builder.header(k, v);
+        if !v.is_empty() {
+            builder = builder.header(k, v);
+        }
     }
     if !keepalive {
         builder = builder.abort_signal(Some(&web_sys::AbortSignal::timeout_with_u32(REQUEST_TIMEOUT_MS)));

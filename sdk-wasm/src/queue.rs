@@ -22,6 +22,10 @@ pub struct Event {
     pub answer: String,
     /// RFC 3339 with milliseconds, UTC: when the learner acted.
     pub client_time: String,
+    /// The pseudonymous learner (a non-nil UUID, `uuid::is_learner_id`), sent as
+    /// `X-Learner-Id` / batch `learner_id`; empty for events stored by SDKs before
+    /// learner ids (sent without one: the collector stores NULL).
+    pub learner_id: String,
 }
 
 /// The pending events, oldest first, and how many were dropped and not yet reported.
@@ -131,6 +135,10 @@ fn write_event(out: &mut String, e: &Event, with_test: bool) {
         out.push(':');
         json::write_str(out, v);
     }
+    if !e.learner_id.is_empty() {
+        out.push_str(",\"learner_id\":");
+        json::write_str(out, &e.learner_id);
+    }
     if with_test {
         out.push_str(if e.test { ",\"test\":true" } else { ",\"test\":false" });
         out.push_str(",\"endpoint\":");
@@ -164,13 +172,15 @@ pub fn event_from_json(v: &Json) -> Option<Event> {
     Some(Event {
         id: s("id"),
         test: v.get("test").and_then(Json::as_bool).unwrap_or(false),
-        endpoint: string_field(v, "endpoint").unwrap_or_default().to_string(),
+        endpoint: s("endpoint"),
         user_agent: s("user_agent"),
         lesson: s("lesson"),
         level: s("level"),
         question: s("question"),
         answer: s("answer"),
         client_time: s("client_time"),
+        // Absent (an older SDK's event): empty, sent without one.
+        learner_id: s("learner_id"),
     })
 }
 
@@ -210,8 +220,11 @@ mod tests {
             question: "1A".into(),
             answer: format!("answer {n} \"/?#%\n"),
             client_time: "2026-11-28T07:35:44.123Z".into(),
+            learner_id: LEARNER.into(),
         }
     }
+
+    const LEARNER: &str = "0b7e6f4c-3a8d-4f2e-9c1b-5d6a7e8f9a0b";
 
     fn queue(events: Vec<Event>) -> Queue {
         Queue { events, dropped: 0 }
@@ -292,6 +305,12 @@ mod tests {
         assert!(!older.contains("endpoint"), "{older}");
         assert_eq!(decode_event(&older), Some(Event { endpoint: String::new(), ..ev(1, true) }));
         assert_eq!(decode_event("{\"id\":5}"), None);
+        // Stored by an SDK before learner ids: none, and sent without one.
+        let no_learner = encode_event(&ev(1, true)).replace(&format!(",\"learner_id\":\"{LEARNER}\""), "");
+        assert!(!no_learner.contains("learner_id"), "{no_learner}");
+        let read = decode_event(&no_learner).unwrap();
+        assert_eq!(read, Event { learner_id: String::new(), ..ev(1, true) });
+        assert_eq!(encode_event(&read), no_learner, "an event without a learner id is stored without one");
         assert_eq!(decode_event("{\"a\":1}"), None);
         // The old single-array queue, for the migration: its items are read one by one.
         let old = format!("[{{\"id\":5}},{},null,{}]", encode_event(&ev(1, true)), encode_event(&ev(2, false)));
@@ -310,6 +329,14 @@ mod tests {
             assert!(e.get(k).and_then(Json::as_str).is_some(), "{k}");
         }
         assert_eq!(e.get("answer").unwrap().as_str(), Some("answer 1 \"/?#%\n"));
+        assert_eq!(e.get("learner_id").and_then(Json::as_str), Some(LEARNER));
+        assert!(e.get("test").is_none() && e.get("endpoint").is_none(), "only the collector's fields");
+        // An event from an older SDK goes without `learner_id` (the collector stores NULL).
+        let old = batch_body(&[Event { learner_id: String::new(), ..ev(2, false) }, ev(3, false)], 0);
+        let v = json::parse(&old).unwrap();
+        let items = v.get("events").unwrap().as_array().unwrap();
+        assert!(items[0].get("learner_id").is_none(), "{old}");
+        assert_eq!(items[1].get("learner_id").and_then(Json::as_str), Some(LEARNER));
         assert!(body.len() <= 32 + event_json_len(&ev(1, true)) + "\"dropped\":4".len() + 2);
     }
 
@@ -319,7 +346,8 @@ mod tests {
         use proptest::prelude::*;
 
         fn arb_event() -> impl Strategy<Value = Event> {
-            (any::<bool>(), any::<String>(), any::<String>(), "[a-f0-9-]{1,36}").prop_map(|(test, answer, lesson, id)| Event {
+            let learner = prop_oneof![Just(String::new()), any::<[u8; 16]>().prop_map(crate::uuid::uuid_v4)];
+            (any::<bool>(), any::<String>(), any::<String>(), "[a-f0-9-]{1,36}", learner).prop_map(|(test, answer, lesson, id, learner_id)| Event {
                 id,
                 test,
                 endpoint: "https://x".into(),
@@ -329,6 +357,7 @@ mod tests {
                 question: "1A".into(),
                 answer,
                 client_time: "2026-11-28T07:35:44.123Z".into(),
+                learner_id,
             })
         }
 

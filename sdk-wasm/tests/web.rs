@@ -215,6 +215,7 @@ async fn wrong_arguments_reject_naming_them() {
         ("test", JsValue::from(1)),
         ("batchSize", JsValue::from(501)),
         ("endPoint", JsValue::from("typo")),
+        ("learnerId", JsValue::from(7)),
     ] {
         let e = hourofci_sdk::init(bad(key, value)).await.unwrap_err();
         let m = msg(e);
@@ -235,6 +236,31 @@ async fn without_user_agent_the_wasm_stores_navigator_user_agent() {
     let stored = stored_text();
     let ua = web_sys::window().unwrap().navigator().user_agent().unwrap();
     assert!(stored.contains(&format!("\"user_agent\":\"{ua}\"")), "{stored}");
+    delivery(p).await;
+    storage().clear().unwrap();
+}
+
+/// The learner id is made and checked by the shim (js/hourofci-log.js, which always passes
+/// `learnerId`; end to end in sdk-wasm/e2e/learner-id.test.mjs): the wasm records the one it
+/// is given in each stored event, and none without.
+#[wasm_bindgen_test]
+async fn events_store_the_learner_id_they_were_logged_with() {
+    storage().clear().unwrap();
+    let learner = "7d444840-9dc0-41d1-a8a4-1a2b3c4d5e6f";
+    let options = Object::new();
+    Reflect::set(&options, &"endpoint".into(), &DEAD_ENDPOINT.into()).unwrap();
+    Reflect::set(&options, &"retryBaseMs".into(), &JsValue::from(60_000)).unwrap();
+    Reflect::set(&options, &"learnerId".into(), &learner.into()).unwrap();
+    hourofci_sdk::init(options.into()).await.map_err(JsValue::from).unwrap();
+    let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "3D".into(), "with learner".into()).unwrap();
+    let stored = stored_text();
+    assert!(stored.contains(&format!("\"learner_id\":\"{learner}\"")), "{stored}");
+    delivery(p).await;
+    storage().clear().unwrap();
+    init_dead_endpoint().await;
+    let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "3D".into(), "without".into()).unwrap();
+    let stored = stored_text();
+    assert!(!stored.contains("learner_id"), "{stored}");
     delivery(p).await;
     storage().clear().unwrap();
 }

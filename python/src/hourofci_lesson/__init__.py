@@ -121,6 +121,8 @@ class _LessonWidget(anywidget.AnyWidget):
     lesson = traitlets.Unicode().tag(sync=True)
     level = traitlets.Unicode().tag(sync=True)
     user_agent = traitlets.Unicode("").tag(sync=True)
+    # The hub user's salted hash (learner_id_from_hub), or "" for the browser's own id.
+    learner_id = traitlets.Unicode("").tag(sync=True)
     sdk = traitlets.Instance(SdkAssets).tag(sync=True, **ipywidgets.widget_serialization)
 
     def __init__(self, **kwargs):
@@ -174,6 +176,7 @@ class Lesson:
         from_path = lesson_and_level_from_path(self.path) if self.path else (None, None)
         self.lesson = lesson or from_path[0]
         self.level = level or from_path[1]
+        self.learner_id = learner_id_from_hub() or ""
         if not self.lesson or not self.level:
             raise ValueError(
                 f"hourofci_lesson: cannot tell the lesson and level of {self.path!r}: keep the notebook under "
@@ -184,7 +187,7 @@ class Lesson:
         self._tags_by_cell_id = None
 
     def _settings(self):
-        return dict(endpoint=self.endpoint, test=self.test, lesson=self.lesson, level=self.level)
+        return dict(endpoint=self.endpoint, test=self.test, lesson=self.lesson, level=self.level, learner_id=self.learner_id)
 
     def submit_button(self, question, source=None, description="Submit"):
         """A Submit button for ``question`` (e.g. "2A"); replaces the old SubmitBtn."""
@@ -252,7 +255,9 @@ def start(lesson=None, level=None, *, endpoint=None, test=None):
     """Set up answer logging for this notebook and show its status line.
 
     ``endpoint`` defaults to $HOURCI_LOG_ENDPOINT, else https://check.hourofci.org:4000;
-    ``test`` to $HOURCI_LOG_TEST == "1" (log to the test table).
+    ``test`` to $HOURCI_LOG_TEST == "1" (log to the test table). In a JupyterHub that sets
+    $HOURCI_LEARNER_SALT, answers carry :func:`learner_id_from_hub` as their learner id;
+    otherwise the SDK's random id of the browser profile.
     """
     global _active
     shell = get_ipython()
@@ -339,6 +344,27 @@ def _inline_page(page: Path, settings: dict) -> str:
 # ------------------------------------------------------------------ the original helper's name
 
 
+def learner_id_from_hub(user: str | None = None, salt: str | None = None) -> str | None:
+    """The pseudonymous learner id of a JupyterHub user, or None (then the browser's own).
+
+    ``user`` defaults to $JUPYTERHUB_USER and ``salt`` to $HOURCI_LEARNER_SALT (a secret the
+    hub sets for every user's server). Without both, None: a bare hash of a user name could
+    be reversed by hashing a list of names. The id is SHA-256 of ``salt``, a NUL and
+    ``user``, its first 16 bytes formatted as a UUID with the version-4 and RFC 4122
+    variant bits set (so never the nil UUID): the same learner on every notebook and
+    browser of the hub, and nothing about the person in it.
+    """
+    user = os.environ.get("JUPYTERHUB_USER") if user is None else user
+    salt = os.environ.get("HOURCI_LEARNER_SALT") if salt is None else salt
+    if not user or not salt:
+        return None
+    b = bytearray(hashlib.sha256(salt.encode("utf-8") + b"\0" + user.encode("utf-8")).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _md5_hex(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()
 
@@ -353,7 +379,8 @@ def SubmitBtn(*args, out_func=None, text="Submit", test=False, endpoint=None):  
     of widgets. ``user_agent`` (the browser's user-agent string) is stored as its MD5
     hex digest, as before; when empty, the SDK uses the MD5 of the browser's own.
     ``out_func`` (an ``ipywidgets.Output`` or a function of one string) gets the
-    confirmation; ``test=True`` records into ``loggingtable_test``.
+    confirmation; ``test=True`` records into ``loggingtable_test``. The learner id is
+    :func:`learner_id_from_hub` when the hub sets a salt, else the browser's own.
 
     The later form ``SubmitBtn(widget, out_func=out, ...)`` recorded nothing in the
     original (its request was commented out); here too it only confirms.
@@ -381,6 +408,7 @@ def SubmitBtn(*args, out_func=None, text="Submit", test=False, endpoint=None):  
         question=str(question),
         description=str(text),
         user_agent=_md5_hex(str(user_agent)) if user_agent else "",
+        learner_id=learner_id_from_hub() or "",
         python_str=True,
     )
     if isinstance(widget, str):

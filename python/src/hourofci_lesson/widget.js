@@ -61,14 +61,16 @@ export function loadSdk(model) {
   const endpoint = model.get("endpoint");
   const test = model.get("test");
   const userAgent = model.get("user_agent") || undefined;
-  const key = `${endpoint} ${test} ${userAgent || ""}`;
+  // The hub user's salted hash, else (undefined) the SDK's id of this browser profile.
+  const learnerId = model.get("learner_id") || undefined;
+  const key = `${endpoint} ${test} ${userAgent || ""} ${learnerId || ""}`;
   if (!KIT.configs.has(key)) {
     const started = performance.now();
     KIT.configs.set(key, (async () => {
       const problem = browserProblem();
       if (problem) throw new Error(problem);
       const sdk = await sdkModule(model);
-      await sdk.init({ endpoint, test, userAgent });
+      await sdk.init({ endpoint, test, userAgent, learnerId });
       KIT.readyMs ??= performance.now() - started;
       return sdk;
     })());
