@@ -45,9 +45,14 @@ export interface StatusEvent {
 
 /** Loads the wasm once; may be called again to reconfigure. Rejects on bad options, naming the option. */
 export function init(options: InitOptions): Promise<void>;
-/** Strings go as they are, other values as their JSON text. */
+/**
+ * Strings go as they are, other values as their JSON text. Called after `init()` but before
+ * the wasm has loaded, the answer is written to localStorage at once (in the SDK's stored
+ * format) and the promise resolves "queued"; the SDK sends it once loaded, or a later page
+ * load does. Before any `init()` there is no endpoint, and it rejects.
+ */
 export function logAnswer(lesson: string, level: string, question: string, answer: unknown): Promise<Delivery>;
-/** For animation widgets: `detail` is stored as its JSON text. */
+/** For animation widgets: `detail` is stored as its JSON text (early calls as for logAnswer). */
 export function logInteraction(lesson: string, level: string, question: string, detail: unknown): Promise<Delivery>;
 export function flush(): Promise<{ sent: number; pending: number }>;
 export function pending(): number;
