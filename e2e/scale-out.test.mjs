@@ -11,7 +11,7 @@ import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
 import {
-  requireAll, repoRoot, PgCluster, Collector, serveStatic, examplesDir, freePort, tmpDir,
+  requireAll, repoRoot, PgCluster, Collector, serveStatic, prepareExamples, freePort, tmpDir,
   launchBrowser, openAnimation, answerFreeText, waitFor, compareAnswers,
 } from "./lib/harness.mjs";
 
@@ -55,15 +55,17 @@ test("SDK through HAProxy, two collectors, PgBouncer: kill, restarts and a rolli
   cleanups.push(() => balancers.stop());
   const bouncerPort = await balancers.command(`pgbouncer ${pg.port} ${path.join(dir, "userlist.txt")}`);
 
-  const pages = await serveStatic(examplesDir, await freePort());
-  cleanups.push(() => pages.close());
+  // The lesson pages are served once HAProxy's address is known: the animation sends only to
+  // collectors on its author's list, so the copy of examples/ lists HAProxy (prepareExamples).
+  const pagesPort = await freePort();
+  const pagesUrl = `http://127.0.0.1:${pagesPort}`;
   const collectors = [];
   for (let i = 0; i < 2; i++) {
     const c = new Collector({
       bin: prereq.collector,
       port: await freePort(),
       databaseUrl: `postgres://${writer}:${password}@127.0.0.1:${bouncerPort}/${name}`,
-      allowOrigins: [pages.url],
+      allowOrigins: [pagesUrl],
       sdkDir: prereq.sdk,
       extraArgs: ["--database-pool-mode", "transaction", "--shutdown-drain-ms", "3000", "--trusted-proxy", "127.0.0.1"],
     });
@@ -72,6 +74,10 @@ test("SDK through HAProxy, two collectors, PgBouncer: kill, restarts and a rolli
     collectors.push(c);
   }
   const endpoint = `http://127.0.0.1:${await balancers.command(`haproxy ${collectors.map((c) => c.port).join(" ")}`)}`;
+  const examples = prepareExamples(prereq.sdk, [endpoint]);
+  cleanups.push(async () => fs.rmSync(examples, { recursive: true, force: true }));
+  const pages = await serveStatic(examples, pagesPort);
+  cleanups.push(() => pages.close());
   const healthy = (url) => waitFor(async () => (await fetch(`${url}/healthz`)).ok, { timeoutMs: 60_000, describe: `${url}/healthz never answered 200` });
   await healthy(endpoint);
 

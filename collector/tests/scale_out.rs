@@ -41,6 +41,13 @@ struct Seen {
     errors: Vec<String>,
 }
 
+/// What the failure test is doing right now, for naming the phase of each client error.
+static PHASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const PHASES: [&str; 3] = ["steady", "crash and restarts", "rolling deploy"];
+/// Errors are tagged with their phase; a SIGKILL can cut a request HAProxy already sent
+/// (it cannot know whether it was stored), so only the rolling deploy must show none.
+const ROLLING: usize = 2;
+
 /// `workers` clients, each sending (until `stop`, or `per_worker` times) a single POST,
 /// then a /batch of 5, alternately, each retried with the same ids after a 503.
 async fn load(base: String, workers: usize, per_worker: usize, stop: Arc<AtomicBool>) -> Seen {
@@ -105,7 +112,7 @@ async fn load(base: String, workers: usize, per_worker: usize, stop: Arc<AtomicB
                                 break;
                             }
                             Err(e) => {
-                                seen.errors.push(e);
+                                seen.errors.push(format!("[{}] {e}", PHASES[PHASE.load(Ordering::Relaxed)]));
                                 Instant::now() > give_up || seen.errors.len() > 50
                             }
                         }
@@ -272,6 +279,7 @@ async fn nothing_lost_or_doubled_through_kills_restarts_and_a_rolling_deploy() {
             let pause = |ms| std::thread::sleep(Duration::from_millis(ms));
             let mut done = Vec::new();
             pause(1500);
+            PHASE.store(1, Ordering::Relaxed);
             let status = c1.signal(libc::SIGKILL);
             done.push(format!("collector 1 SIGKILLed ({status})"));
             pause(1500);
@@ -286,6 +294,7 @@ async fn nothing_lost_or_doubled_through_kills_restarts_and_a_rolling_deploy() {
             wait_healthy(&format!("http://127.0.0.1:{}", c1.port));
             wait_healthy(&format!("http://127.0.0.1:{}", c2.port));
             pause(1500);
+            PHASE.store(ROLLING, Ordering::Relaxed);
             // Rolling deploy: one collector at a time, SIGTERM then start again.
             for c in [&mut c1, &mut c2] {
                 let status = c.signal(libc::SIGTERM);
@@ -308,7 +317,23 @@ async fn nothing_lost_or_doubled_through_kills_restarts_and_a_rolling_deploy() {
             seen.acked.len(),
             seen.answered_503
         );
-        assert!(seen.errors.is_empty(), "clients saw only 2xx and 503 + Retry-After, got: {:?}\nHAProxy: {}", seen.errors, haproxy.log_tail());
+        // During the crash and restarts a client may see its connection cut (a SIGKILLed
+        // collector had the request; the request is retried with the same ids, so nothing is
+        // lost or doubled: asserted below). Anything else, or any error while the collectors
+        // are restarted by SIGTERM one at a time, fails.
+        let rolling = format!("[{}]", PHASES[ROLLING]);
+        let unexpected: Vec<&String> = seen
+            .errors
+            .iter()
+            .filter(|e| e.starts_with(&rolling) || !e.contains("transport error"))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "during the rolling deploy clients saw only 2xx and 503 + Retry-After, and nothing but cut connections during the crash: {unexpected:?}\nall errors: {:?}\nHAProxy: {}",
+            seen.errors,
+            haproxy.log_tail()
+        );
+        eprintln!("client errors during the crash and restarts (retried): {}", seen.errors.len());
         assert!(seen.requests_2xx > 100, "the load kept flowing: {} requests 2xx", seen.requests_2xx);
         assert_exactly_once(&db, &seen).await;
     })
