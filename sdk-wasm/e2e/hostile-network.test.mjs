@@ -12,40 +12,15 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { requireAll, startStack, launchBrowser, serveStatic, freePort, waitFor, compareAnswers, Collector } from "../../e2e/lib/harness.mjs";
+import { launchBrowser, freePort, waitFor, compareAnswers, Collector } from "../../e2e/lib/harness.mjs";
+import { sharedStack } from "./shared-stack.mjs";
 import { startProxy, HOSTILE } from "./hostile-proxy.mjs";
 
-const NEEDS = ["collector", "pgcluster", "sdk", "chromium", "playwright"];
-const pageDir = path.join(path.dirname(fileURLToPath(import.meta.url)), "page");
 const EVENT_PREFIX = "hourofci-log:ev:";
 /** Short retries: a hostile phase is seen and left within seconds. */
 const FAST_RETRY = { retryBaseMs: 100, retryCapMs: 1000 };
 
-// One PostgreSQL + collector for the whole file; every test has its own browser
-// profile, and its own user agent (the `userAgent` init option) to find its rows by.
-let shared = null;
-async function stackFor(t) {
-  const prereq = requireAll(t, NEEDS);
-  if (!prereq) return null;
-  shared ??= (async () => {
-    const pages = await serveStatic(pageDir, await freePort());
-    const stack = await startStack(prereq, { name: "sdk_hostile", allowOrigins: [pages.url] });
-    stack.sdkPages = pages;
-    return stack;
-  })();
-  return { prereq, stack: await shared };
-}
-
-test.after(async () => {
-  if (!shared) return;
-  const stack = await shared.catch(() => null);
-  if (stack) {
-    await stack.sdkPages.close();
-    await stack.cleanup();
-  }
-});
+const stackFor = sharedStack("sdk_hostile");
 
 /**
  * A page of the test origin that loaded the SDK from the collector and initialised it with

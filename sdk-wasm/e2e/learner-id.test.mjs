@@ -7,36 +7,13 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { requireAll, startStack, launchBrowser, serveStatic, freePort, waitFor } from "../../e2e/lib/harness.mjs";
+import { launchBrowser, waitFor } from "../../e2e/lib/harness.mjs";
+import { sharedStack } from "./shared-stack.mjs";
 
-const NEEDS = ["collector", "pgcluster", "sdk", "chromium", "playwright"];
-const pageDir = path.join(path.dirname(fileURLToPath(import.meta.url)), "page");
 const LEARNER_KEY = "hourofci-log:learner:v1";
 const V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-let shared = null;
-async function stackFor(t) {
-  const prereq = requireAll(t, NEEDS);
-  if (!prereq) return null;
-  shared ??= (async () => {
-    const pages = await serveStatic(pageDir, await freePort());
-    const stack = await startStack(prereq, { name: "sdk_learner", allowOrigins: [pages.url] });
-    stack.sdkPages = pages;
-    return stack;
-  })();
-  return { prereq, stack: await shared };
-}
-
-test.after(async () => {
-  if (!shared) return;
-  const stack = await shared.catch(() => null);
-  if (stack) {
-    await stack.sdkPages.close();
-    await stack.cleanup();
-  }
-});
+const stackFor = sharedStack("sdk_learner");
 
 /** A fresh browser profile (its own localStorage), with every POST to the collector recorded. */
 async function profile(t, env) {

@@ -11,42 +11,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { requireAll, startStack, launchBrowser, serveStatic, freePort, waitFor, compareAnswers } from "../../e2e/lib/harness.mjs";
+import { launchBrowser, waitFor, compareAnswers } from "../../e2e/lib/harness.mjs";
+import { sharedStack } from "./shared-stack.mjs";
 
-const NEEDS = ["collector", "pgcluster", "sdk", "chromium", "playwright"];
-const pageDir = path.join(path.dirname(fileURLToPath(import.meta.url)), "page");
 // Every queued event is its own localStorage entry: `hourofci-log:ev:<order>:<id>`.
 const EVENT_PREFIX = "hourofci-log:ev:";
 /** The values of the stored event entries, oldest first, in one string. */
 const storedEvents = (page) =>
   page.evaluate((prefix) => Object.keys(localStorage).filter((k) => k.startsWith(prefix)).sort().map((k) => localStorage.getItem(k)).join("\n"), EVENT_PREFIX);
 
-// One PostgreSQL + collector for the whole file (starting them dominates the run time);
-// every test uses its own answers and its own fresh browser profile.
-let shared = null;
-async function stackFor(t) {
-  const prereq = requireAll(t, NEEDS);
-  if (!prereq) return null;
-  shared ??= (async () => {
-    const pages = await serveStatic(pageDir, await freePort());
-    const stack = await startStack(prereq, { name: "sdk_e2e", allowOrigins: [pages.url] });
-    stack.sdkPages = pages;
-    return stack;
-  })();
-  const stack = await shared;
-  return { prereq, stack };
-}
-
-test.after(async () => {
-  if (!shared) return;
-  const stack = await shared.catch(() => null);
-  if (stack) {
-    await stack.sdkPages.close();
-    await stack.cleanup();
-  }
-});
+const stackFor = sharedStack("sdk_e2e");
 
 /** A fresh browser profile with one page that has loaded and initialised the SDK from the collector. */
 async function browserWithSdk(t, env, options = {}, { initScript } = {}) {
