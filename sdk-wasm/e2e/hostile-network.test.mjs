@@ -13,7 +13,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { launchBrowser, freePort, waitFor, compareAnswers, Collector } from "../../e2e/lib/harness.mjs";
-import { sharedStack } from "./shared-stack.mjs";
+import { sharedStack, fillStorage } from "./shared-stack.mjs";
 import { startProxy, HOSTILE } from "./hostile-proxy.mjs";
 
 const EVENT_PREFIX = "hourofci-log:ev:";
@@ -327,20 +327,6 @@ const legacyEvents = (agent, answers) =>
   }));
 
 
-/** Seeds an older SDK's queue, then fills localStorage up (runs in the page). */
-const seedAndFill = ([key, value]) => {
-  localStorage.setItem(key, value);
-  const chunk = "x".repeat(256 * 1024);
-  let n = 0;
-  try {
-    for (;;) localStorage.setItem(`filler-${n++}`, chunk);
-  } catch {}
-  try {
-    for (let i = 0; ; i++) localStorage.setItem(`f-${i}`, "y".repeat(64));
-  } catch {}
-  return n;
-};
-
 test("answers an older SDK stored (no endpoint recorded) go to the first endpoint initialised, never to another", async (t) => {
   const env = await stackFor(t);
   if (!env) return;
@@ -369,7 +355,7 @@ test("an older SDK's queue that does not fit in a full localStorage is kept unti
   const agent = agentFor("older sdk full");
   const answers = ["older SDK, full storage 1", "older SDK, full storage 2"];
   const context = await freshBrowser(t, env);
-  const first = await openSdkPage(context, env, gate.url, { userAgent: agent }, [seedAndFill, [LEGACY_QUEUE_KEY, JSON.stringify(legacyEvents(agent, answers))]]);
+  const first = await openSdkPage(context, env, gate.url, { userAgent: agent }, [fillStorage, [LEGACY_QUEUE_KEY, JSON.stringify(legacyEvents(agent, answers))]]);
   assert.ok(first.prepared > 1, "localStorage filled up");
   await first.evaluate(() => window.sdk.flush());
   // Its events could at most be held in this page's memory: the old key must outlive the page.
@@ -391,7 +377,7 @@ test("an older SDK's queue in a localStorage that stays full is still delivered,
   const answers = ["older SDK, storage stays full 1", "older SDK, storage stays full 2"];
   const context = await freshBrowser(t, env);
   const seed = [LEGACY_QUEUE_KEY, JSON.stringify(legacyEvents(agent, answers))];
-  const first = await openSdkPage(context, env, env.stack.collector.url, { userAgent: agent }, [seedAndFill, seed]);
+  const first = await openSdkPage(context, env, env.stack.collector.url, { userAgent: agent }, [fillStorage, seed]);
   assert.ok(first.prepared > 1, "localStorage filled up");
   const rows = await settledRows(env.stack.rows, agent, answers, [first]);
   assert.equal(compareAnswers(rows, answers), "");
@@ -411,17 +397,7 @@ test('full localStorage: the status says "kept only while this page stays open",
   const agent = agentFor("full storage");
   const context = await freshBrowser(t, env);
   const page = await openSdkPage(context, env, env.stack.collector.url, { userAgent: agent });
-  const filled = await page.evaluate(() => {
-    const chunk = "x".repeat(256 * 1024);
-    let n = 0;
-    try {
-      for (;;) localStorage.setItem(`filler-${n++}`, chunk);
-    } catch {}
-    try {
-      for (let i = 0; ; i++) localStorage.setItem(`f-${i}`, "y".repeat(64));
-    } catch {}
-    return n;
-  });
+  const filled = await page.evaluate(fillStorage);
   assert.ok(filled > 1, "localStorage filled up");
   await context.setOffline(true);
   const answers = ["full storage 1", "full storage 2"];

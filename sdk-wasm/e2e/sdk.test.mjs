@@ -12,7 +12,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import { launchBrowser, waitFor, compareAnswers } from "../../e2e/lib/harness.mjs";
-import { sharedStack } from "./shared-stack.mjs";
+import { sharedStack, fillStorage } from "./shared-stack.mjs";
 
 // Every queued event is its own localStorage entry: `hourofci-log:ev:<order>:<id>`.
 const EVENT_PREFIX = "hourofci-log:ev:";
@@ -231,17 +231,7 @@ test("full localStorage: answers are kept in memory and still delivered", async 
   const env = await stackFor(t);
   if (!env) return;
   const { context, page } = await browserWithSdk(t, env);
-  const filled = await page.evaluate(() => {
-    const chunk = "x".repeat(256 * 1024);
-    let n = 0;
-    try {
-      for (;;) localStorage.setItem(`filler-${n++}`, chunk);
-    } catch {}
-    try {
-      for (let i = 0; ; i++) localStorage.setItem(`f-${i}`, "y".repeat(64));
-    } catch {}
-    return n;
-  });
+  const filled = await page.evaluate(fillStorage);
   assert.ok(filled > 1, "localStorage filled up");
   await context.setOffline(true);
   // Kept only while this page stays open, and the SDK says so (not "queued": not on this device).

@@ -36,3 +36,20 @@ export function sharedStack(name) {
     return { prereq, stack: await shared };
   };
 }
+
+/**
+ * Runs in the page: stores `seed` (a `[key, value]` pair, e.g. an older SDK's queue) if
+ * given, then fills localStorage until it refuses more. Returns how many large fillers fit.
+ */
+export const fillStorage = (seed) => {
+  if (seed) localStorage.setItem(seed[0], seed[1]);
+  const chunk = "x".repeat(256 * 1024);
+  let n = 0;
+  try {
+    for (;;) localStorage.setItem(`filler-${n++}`, chunk);
+  } catch {}
+  try {
+    for (let i = 0; ; i++) localStorage.setItem(`f-${i}`, "y".repeat(64));
+  } catch {}
+  return n;
+};
