@@ -97,17 +97,7 @@ async fn full_local_storage_falls_back_to_memory() {
     ls.clear().unwrap();
     init_dead_endpoint().await;
     let before = hourofci_sdk::pending().map_err(JsValue::from).unwrap();
-    // Fill localStorage until the browser refuses more.
-    let chunk = "x".repeat(512 * 1024);
-    let mut n = 0;
-    while ls.set_item(&format!("filler-{n}"), &chunk).is_ok() {
-        n += 1;
-        assert!(n < 1000, "localStorage never filled up");
-    }
-    let mut small = 0;
-    while ls.set_item(&format!("small-{small}"), "y").is_ok() && small < 100_000 {
-        small += 1;
-    }
+    fill_local_storage();
     let answers = ["first while full", "second while full"];
     for a in answers {
         let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "2B".into(), a.into()).unwrap();
