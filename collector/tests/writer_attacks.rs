@@ -60,7 +60,8 @@ const PUBLIC_SHADOWS: &[&str] = &[
      $f$ BEGIN PERFORM public.steal(); RETURN QUERY SELECT pg_catalog.unnest($1); END $f$",
 ];
 
-/// Call every write function once as the writer (each writes one row); panics if one fails.
+/// Call every write function once as the writer (each writes one row; `logging2` writes
+/// to the test table); panics if one fails.
 async fn call_every_function(writer: &mut PgConnection, tag: &str) {
     let calls = [
         format!("SELECT public.logging('ua', current_date, localtime, 'gateway', 'beginner', '1A', '{tag} logging')"),
@@ -73,6 +74,14 @@ async fn call_every_function(writer: &mut PgConnection, tag: &str) {
         format!(
             "SELECT * FROM public.log_events_v2(ARRAY[false], ARRAY[gen_random_uuid()], ARRAY[now()], ARRAY['ua'],
              ARRAY['gateway'], ARRAY['beginner'], ARRAY['1A'], ARRAY['{tag} log_events_v2'])"
+        ),
+        format!(
+            "SELECT * FROM public.log_events_v3(ARRAY[false], ARRAY[gen_random_uuid()], ARRAY[now()], ARRAY['ua'],
+             ARRAY['gateway'], ARRAY['beginner'], ARRAY['1A'], ARRAY['{tag} log_events_v3'], ARRAY[NULL::uuid])"
+        ),
+        format!(
+            "SELECT * FROM public.log_events_v4(ARRAY[false], ARRAY[gen_random_uuid()], ARRAY[now()], ARRAY['ua'],
+             ARRAY['gateway'], ARRAY['beginner'], ARRAY['1A'], ARRAY['{tag} log_events_v4'], ARRAY[NULL::uuid])"
         ),
     ];
     for call in calls {
@@ -145,7 +154,7 @@ async fn temp_schema_shadowing_gains_the_writer_nothing() {
     }
     call_every_function(&mut writer, "attack-a").await;
     assert_writer_gained_nothing(&db, &mut writer, &before).await;
-    assert_eq!(count(&db.admin, "loggingtable").await, before.len() as i64 + 4, "the functions still write");
+    assert_eq!(count(&db.admin, "loggingtable").await, before.len() as i64 + 6, "the functions still write");
     assert_eq!(count(&db.admin, "loggingtable_test").await, 1);
 
     // migrate takes a direct grant back (once the writer's temporary objects are gone:
@@ -182,7 +191,7 @@ async fn public_schema_shadowing_gains_the_writer_nothing() {
     }
     call_every_function(&mut writer, "attack-b").await;
     assert_writer_gained_nothing(&db, &mut writer, &before).await;
-    assert_eq!(count(&db.admin, "loggingtable").await, before.len() as i64 + 4, "the functions still write");
+    assert_eq!(count(&db.admin, "loggingtable").await, before.len() as i64 + 6, "the functions still write");
 
     // migrate revokes PUBLIC's CREATE, but the writer now owns objects: it refuses.
     let err = hourofci_collector::migrate::run(&db.admin_url, &db.writer_role).await.unwrap_err().to_string();
@@ -298,7 +307,7 @@ async fn upgrade_from_the_old_migrations_closes_both_holes_and_keeps_the_rows() 
     .fetch_all(&db.admin)
     .await
     .unwrap();
-    assert_eq!(search_paths.len(), 6, "{search_paths:?}"); // with log_events_v3 (sql/0004)
+    assert_eq!(search_paths.len(), 7, "{search_paths:?}"); // with log_events_v3 (sql/0004) and v4 (sql/0005)
     for (function, config) in &search_paths {
         assert_eq!(config, "search_path=pg_catalog, pg_temp", "{function}");
     }

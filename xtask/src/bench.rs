@@ -2,7 +2,7 @@
 //! with what the database itself can do, in one run on one machine (issue 5).
 //!
 //! 1. ceiling A: `pgbench`, one `log_event` call per transaction, 1–64 clients;
-//! 2. ceiling B: `pgbench`, one 100-row `log_events_v3` call per transaction;
+//! 2. ceiling B: `pgbench`, one 100-row `log_events_v4` call per transaction;
 //! 3. the release collector under a load generator on loopback ([`load`]): single-event
 //!    POSTs at 1/16/64/256 connections, `/batch` with 100 events, and a fixed rate at
 //!    half the best single-event throughput (for p99 below saturation); peak RSS;
@@ -495,7 +495,8 @@ fn apply_sql_dir(pg: &PgCluster, dir: &Path) -> Result<()> {
              GRANT EXECUTE ON FUNCTION log_event(boolean, uuid, timestamptz, text, text, text, text, text),
                log_events(boolean, uuid[], timestamptz[], text[], text[], text[], text[], text[]),
                log_events_v2(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[]),
-               log_events_v3(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[]) TO {WRITER_ROLE};"
+               log_events_v3(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[]),
+               log_events_v4(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[]) TO {WRITER_ROLE};"
         ),
     )?;
     Ok(())

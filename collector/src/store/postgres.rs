@@ -1,4 +1,4 @@
-//! PostgreSQL store. Writes go ONLY through `log_events_v3` (sql/0004) (see `sql/`), so the writer
+//! PostgreSQL store. Writes go ONLY through `log_events_v4` (sql/0005) (see `sql/`), so the writer
 //! role needs no table privileges. One call per group, whatever tables its events go
 //! to: a single statement in its own implicit transaction, with a verdict per event
 //! (written, duplicate, conflict).
@@ -14,7 +14,7 @@ use super::{Outcome, StoreError};
 use crate::config::PoolMode;
 use crate::event::{NewEvent, Table};
 
-const LOG_EVENTS: &str = "SELECT event_index, status FROM public.log_events_v3($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const LOG_EVENTS: &str = "SELECT event_index, status FROM public.log_events_v4($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// Connection options from a URL, without echoing the URL (or its password) in an
 /// error or a log line.
@@ -120,7 +120,7 @@ impl PgStore {
     }
 }
 
-/// `log_events_v3` rows (1-based index, status word) -> one outcome per event, in order.
+/// `log_events_v4` rows (1-based index, status word) -> one outcome per event, in order.
 fn outcomes_from_verdicts(n: usize, verdicts: &[(i32, String)]) -> Result<Vec<Outcome>, StoreError> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
     for (index, status) in verdicts {
@@ -128,18 +128,18 @@ fn outcomes_from_verdicts(n: usize, verdicts: &[(i32, String)]) -> Result<Vec<Ou
             .ok()
             .and_then(|i| i.checked_sub(1))
             .and_then(|i| outcomes.get_mut(i))
-            .ok_or_else(|| StoreError::Other(format!("log_events_v3 answered for event {index} of {n}")))?;
+            .ok_or_else(|| StoreError::Other(format!("log_events_v4 answered for event {index} of {n}")))?;
         *slot = Some(match status.as_str() {
             "written" => Outcome::Written,
             "duplicate" => Outcome::Duplicate,
             "conflict" => Outcome::Conflict,
-            other => return Err(StoreError::Other(format!("log_events_v3 answered the unknown status {other:?}"))),
+            other => return Err(StoreError::Other(format!("log_events_v4 answered the unknown status {other:?}"))),
         });
     }
     outcomes
         .into_iter()
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| StoreError::Other("log_events_v3 did not answer for every event".into()))
+        .ok_or_else(|| StoreError::Other("log_events_v4 did not answer for every event".into()))
 }
 
 #[cfg(test)]

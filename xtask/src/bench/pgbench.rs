@@ -11,12 +11,12 @@ use std::time::Duration;
 pub const SINGLE_SCRIPT: &str = "SELECT log_event(false, gen_random_uuid(), now(), \
 '0cc175b9c0f1b6a831c399e269772661', 'gateway', 'beginner', '1A', 'pgbench answer / café');\n";
 
-/// One `log_events_v3` call (the function the collector's group commit uses) with
+/// One `log_events_v4` call (the function the collector's group commit uses) with
 /// `size` rows per transaction, each with a learner id as the SDK sends it.
 pub fn batch_script(size: usize) -> String {
     let fill = |value: &str, ty: &str| format!("array_fill({value}::{ty}, ARRAY[{size}])");
     format!(
-        "SELECT count(*) FROM log_events_v3({}, \
+        "SELECT count(*) FROM log_events_v4({}, \
 ARRAY(SELECT gen_random_uuid() FROM generate_series(1, {size})), {}, {}, {}, {}, {}, {}, {});\n",
         fill("false", "boolean"),
         fill("now()", "timestamptz"),
@@ -113,7 +113,7 @@ latency average = 16.2 ms\ninitial connection time = 12.3 ms\ntps = 246.8 (witho
         let s = batch_script(100);
         // The table flags, the six value arrays and the learner ids (event ids come from generate_series).
         assert_eq!(s.matches("ARRAY[100]").count(), 8);
-        assert!(s.starts_with("SELECT count(*) FROM log_events_v3("));
+        assert!(s.starts_with("SELECT count(*) FROM log_events_v4("));
         assert!(s.contains("generate_series(1, 100)"));
     }
 }

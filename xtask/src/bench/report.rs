@@ -121,7 +121,7 @@ impl Results {
         self.pg_single.iter().map(|r| r.tps).reduce(f64::max)
     }
 
-    /// Best `log_events_v3` rows per second over the client counts.
+    /// Best `log_events_v4` rows per second over the client counts.
     pub fn batch_ceiling(&self) -> Option<f64> {
         self.pg_batch.iter().map(PgbenchRun::rows_per_sec).reduce(f64::max)
     }
@@ -143,11 +143,11 @@ impl Results {
         out.push(match (best_batch, self.batch_ceiling()) {
             (Some(b), Some(c)) => TargetCheck {
                 name: "/batch rows/s",
-                wanted: "≥ 0.8× pgbench log_events_v3 ceiling".into(),
+                wanted: "≥ 0.8× pgbench log_events_v4 ceiling".into(),
                 measured: format!("{b:.0}/s = {:.2}×", b / c),
                 met: Some(b >= 0.8 * c),
             },
-            _ => not_run("/batch rows/s", "≥ 0.8× pgbench log_events_v3 ceiling"),
+            _ => not_run("/batch rows/s", "≥ 0.8× pgbench log_events_v4 ceiling"),
         });
         out.push(match &self.http_paced {
             Some((rate, f)) => TargetCheck {
@@ -225,7 +225,7 @@ impl Results {
         for r in &self.pg_batch {
             let _ = writeln!(
                 s,
-                "| 2 | pgbench `log_events_v3`, {} rows/transaction, {} clients | {:.0} rows/s | avg {:.2} | 0 | {} |",
+                "| 2 | pgbench `log_events_v4`, {} rows/transaction, {} clients | {:.0} rows/s | avg {:.2} | 0 | {} |",
                 r.rows_per_transaction, r.clients, r.rows_per_sec(), r.latency_avg_ms, ratio(r.rows_per_sec(), batch_ceiling)
             );
         }
