@@ -53,6 +53,8 @@ Options:
 ";
 
 const DATABASE: &str = "hourofci";
+/// Migrated only to sql/0003, for the write ceiling's anchor (`log_events_v2`).
+const ANCHOR_DATABASE: &str = "hourofci_anchor";
 const WRITER_ROLE: &str = "hourofciuser";
 /// Throwaway cluster only.
 const WRITER_PASSWORD: &str = "bench-writer-password";
@@ -177,7 +179,7 @@ pub fn run(args: &[String]) -> Result<()> {
         )?;
     } else {
         // Only `--only pgbench` gets here (the other parts build the collector first).
-        apply_sql_dir(&pg, &root.join("sql"))?;
+        apply_sql_dir(&pg, DATABASE, &root.join("sql"), None, ALL_WRITE_FUNCTIONS)?;
     }
 
     let step = Duration::from_secs(opts.seconds);
@@ -278,6 +280,26 @@ fn measure_pgbench(pg: &PgCluster, work_dir: &Path, step: Duration, results: &mu
         } else {
             results.pg_batch.push(run);
         }
+    }
+
+    // The anchor of the write ceiling, same cluster, same run: the group-write function
+    // before learner ids and read indexes (`log_events_v2`, sql/0001-0003).
+    pg.create_database(ANCHOR_DATABASE);
+    apply_sql_dir(
+        pg,
+        ANCHOR_DATABASE,
+        &util::root().join("sql"),
+        Some(3),
+        "log_events_v2(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[])",
+    )?;
+    let anchor_script = work_dir.join("pgbench-log_events_v2.sql");
+    std::fs::write(&anchor_script, pgbench::anchor_batch_script(BATCH_SIZE))?;
+    let anchor = pgbench::Target { database: ANCHOR_DATABASE, ..target };
+    for &clients in &PG_BATCH_CLIENTS[1..] {
+        settle(pg)?;
+        let run = pgbench::run(&anchor, &anchor_script, BATCH_SIZE as u64, clients, step)?;
+        eprintln!("pgbench anchor log_events_v2, {clients:>2} clients: {:>9.0} rows/s", run.rows_per_sec());
+        results.pg_batch_anchor.push(run);
     }
     Ok(())
 }
@@ -477,30 +499,35 @@ fn count_rows(pg: &PgCluster, table: &str) -> Result<u64> {
     text.trim().parse().with_context(|| format!("count(*) from {table} gave {text:?}"))
 }
 
-/// Fallback when the collector is not built (`--only pgbench`): the migrations as the
-/// admin role, and the writer's grants, through psql.
-fn apply_sql_dir(pg: &PgCluster, dir: &Path) -> Result<()> {
+/// The migrations of `dir` up to `up_to` (all when `None`) applied to `database` as
+/// its admin role, and the writer's grants, through psql: for the write ceiling's
+/// anchor, and as the fallback when the collector is not built (`--only pgbench`).
+fn apply_sql_dir(pg: &PgCluster, database: &str, dir: &Path, up_to: Option<u32>, functions: &str) -> Result<()> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
     files.retain(|p| p.extension().is_some_and(|e| e == "sql"));
+    files.retain(|p| {
+        let version = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('_').next()).and_then(|v| v.parse::<u32>().ok());
+        up_to.is_none_or(|max| version.is_some_and(|v| v <= max))
+    });
     files.sort();
     for file in files {
         let sql = std::fs::read_to_string(&file)?;
-        pg.try_psql(DATABASE, &format!("SET ROLE {DATABASE}_admin;\n{sql}"))
+        pg.try_psql(database, &format!("SET ROLE {database}_admin;\n{sql}"))
             .with_context(|| format!("applying {}", file.display()))?;
     }
     pg.try_psql(
-        DATABASE,
-        &format!(
-            "GRANT CONNECT ON DATABASE {DATABASE} TO {WRITER_ROLE};
-             GRANT EXECUTE ON FUNCTION log_event(boolean, uuid, timestamptz, text, text, text, text, text),
-               log_events(boolean, uuid[], timestamptz[], text[], text[], text[], text[], text[]),
-               log_events_v2(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[]),
-               log_events_v3(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[]),
-               log_events_v4(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[]) TO {WRITER_ROLE};"
-        ),
+        database,
+        &format!("GRANT CONNECT ON DATABASE {database} TO {WRITER_ROLE}; GRANT EXECUTE ON FUNCTION {functions} TO {WRITER_ROLE};"),
     )?;
     Ok(())
 }
+
+/// Every write function of sql/ as PostgreSQL spells its signature (the writer's grants).
+const ALL_WRITE_FUNCTIONS: &str = "log_event(boolean, uuid, timestamptz, text, text, text, text, text),
+    log_events(boolean, uuid[], timestamptz[], text[], text[], text[], text[], text[]),
+    log_events_v2(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[]),
+    log_events_v3(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[]),
+    log_events_v4(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[])";
 
 /// The release collector, serving on a free loopback port.
 struct Collector {

@@ -97,6 +97,9 @@ pub struct Results {
     pub seconds_per_step: u64,
     pub pg_single: Vec<PgbenchRun>,
     pub pg_batch: Vec<PgbenchRun>,
+    /// `log_events_v2` on a database migrated to sql/0003 (the write ceiling before
+    /// issue 12), same cluster, same run.
+    pub pg_batch_anchor: Vec<PgbenchRun>,
     pub http_single: Vec<HttpFigures>,
     pub http_batch: Vec<HttpFigures>,
     pub http_paced: Option<(f64, HttpFigures)>,
@@ -119,6 +122,11 @@ impl Results {
     /// Best `log_event` transactions per second over the client counts.
     pub fn single_ceiling(&self) -> Option<f64> {
         self.pg_single.iter().map(|r| r.tps).reduce(f64::max)
+    }
+
+    /// Best anchor (`log_events_v2` on sql/0001-0003) rows per second.
+    pub fn anchor_ceiling(&self) -> Option<f64> {
+        self.pg_batch_anchor.iter().map(PgbenchRun::rows_per_sec).reduce(f64::max)
     }
 
     /// Best `log_events_v4` rows per second over the client counts.
@@ -148,6 +156,15 @@ impl Results {
                 met: Some(b >= 0.8 * c),
             },
             _ => not_run("/batch rows/s", "≥ 0.8× pgbench log_events_v4 ceiling"),
+        });
+        out.push(match (self.batch_ceiling(), self.anchor_ceiling()) {
+            (Some(c), Some(a)) => TargetCheck {
+                name: "write ceiling B against log_events_v2 on sql/0001-0003",
+                wanted: "≥ −5 %".into(),
+                measured: format!("{c:.0} against {a:.0} rows/s = {:+.1} %", (c / a - 1.0) * 100.0),
+                met: Some(c >= 0.95 * a),
+            },
+            _ => not_run("write ceiling B against log_events_v2 on sql/0001-0003", "≥ −5 %"),
         });
         out.push(match &self.http_paced {
             Some((rate, f)) => TargetCheck {
@@ -231,6 +248,20 @@ impl Results {
         }
         if let Some(c) = batch_ceiling {
             let _ = writeln!(s, "| 2 | **ceiling B**: best of the above | **{c:.0} rows/s** | | | 1.00× |");
+        }
+        for r in &self.pg_batch_anchor {
+            let _ = writeln!(
+                s,
+                "| 2 | anchor: pgbench `log_events_v2` on sql/0001–0003 (before learner ids and read indexes), {} rows/transaction, {} clients | {:.0} rows/s | avg {:.2} | 0 | {} |",
+                r.rows_per_transaction, r.clients, r.rows_per_sec(), r.latency_avg_ms, ratio(r.rows_per_sec(), batch_ceiling)
+            );
+        }
+        if let (Some(c), Some(a)) = (batch_ceiling, self.anchor_ceiling()) {
+            let _ = writeln!(
+                s,
+                "| 2 | **ceiling B against its anchor** (best `log_events_v4` / best `log_events_v2`) | **{:+.1} %** | | | |",
+                (c / a - 1.0) * 100.0
+            );
         }
         for f in &self.http_single {
             http_row(&mut s, "3", f, "events/s", ratio_of(f.events_per_sec, single_ceiling, "A"));
