@@ -142,7 +142,9 @@ pub fn run(args: &[String]) -> Result<()> {
 
     // Build everything before measuring anything, so compiling does not overlap.
     let collector_bin = root.join("target/release/hourofci-collector");
-    if opts.collector || opts.sdk || opts.scale_out {
+    // A release collector left by an earlier build would migrate with that build's sql/:
+    // rebuild whenever it will be used (a no-op when it is fresh).
+    if opts.collector || opts.sdk || opts.scale_out || collector_bin.exists() {
         util::run(util::cargo().args(["build", "--release", "-p", "hourofci-collector"]))?;
     }
     if opts.scale_out {

@@ -1,5 +1,5 @@
 //! Embedded SQLite store: the zero-setup default (`hourofci-log.db` in the working
-//! directory). Same columns and the same verdicts as PostgreSQL's `log_events_v2`
+//! directory). Same columns and the same verdicts as PostgreSQL's `log_events_v4`
 //! (written, duplicate, conflict); one transaction per group.
 //!
 //! The file holds learners' answers, so it is created `0600` (SQLite gives its `-wal`
@@ -33,8 +33,8 @@ const SCHEMA: &[&str] = &[
         received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))",
 ];
 
-/// What PostgreSQL's sql/0004 adds: the `learner_id` column (files made before it get
-/// it, NULL in old rows) and the indexes the read side uses.
+/// What PostgreSQL's sql/0004 and 0005 do: the `learner_id` column (files made before
+/// it get it, NULL in old rows) and the one index the read side uses.
 async fn upgrade(pool: &SqlitePool) -> Result<(), StoreError> {
     for table in ["loggingtable", "loggingtable_test"] {
         let has: i64 = sqlx::query_scalar("SELECT count(*) FROM pragma_table_info(?) WHERE name = 'learner_id'")
@@ -44,12 +44,15 @@ async fn upgrade(pool: &SqlitePool) -> Result<(), StoreError> {
         if has == 0 {
             sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN learner_id TEXT")).execute(pool).await?;
         }
-        for (suffix, columns) in [
-            ("question_idx", "(lesson, lesson_level, question, id)"),
-            ("learner_idx", "(learner_id) WHERE learner_id IS NOT NULL"),
-            ("received_idx", "(received_at)"),
-        ] {
-            sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {table}_{suffix} ON {table} {columns}")).execute(pool).await?;
+        sqlx::query(&format!(
+            "CREATE INDEX IF NOT EXISTS {table}_question_idx ON {table} (lesson, lesson_level, question, id)"
+        ))
+        .execute(pool)
+        .await?;
+        // As PostgreSQL's sql/0005: the learner and received_at indexes served only the
+        // maintenance commands and cost every write; files made in between lose them.
+        for suffix in ["learner_idx", "received_idx"] {
+            sqlx::query(&format!("DROP INDEX IF EXISTS {table}_{suffix}")).execute(pool).await?;
         }
     }
     Ok(())
