@@ -9,33 +9,36 @@ use crate::util::{self, cargo, root};
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use testkit::{HaProxy, PgBouncer, PgCluster};
 
-const HELP: &str = "\
-cargo xtask scale-out [--port N] [--collectors N] [--debug] [--no-build] [--smoke]
-
-Starts, on 127.0.0.1: a throwaway PostgreSQL cluster with the migrated database
-`hourofci` and the writer role `hourofciuser`; PgBouncer (examples/scale-out/pgbouncer.ini,
-transaction pooling, auth_file generated from PostgreSQL's SCRAM secret); N collectors
-(--database-pool-mode transaction, --shutdown-drain-ms 3000) behind HAProxy
-(examples/scale-out/haproxy.cfg, health checks on /healthz). Prints the URL to send
-events to and how to look at the rows. Ctrl-C stops everything and deletes the cluster.
-Installs haproxy and pgbouncer (apt) when missing.
-
-Options:
-  --port N        HAProxy's port (default 8080)
-  --collectors N  how many collectors (default 2)
-  --debug         build and run the debug collector (quicker to build, slower)
-  --no-build      use the collector already built
-  --smoke         send 20 events through HAProxy, check each is stored once, stop
-";
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+/// PostgreSQL, PgBouncer, collectors and HAProxy on loopback ports (docs/SCALING.md)
+///
+/// Starts, on 127.0.0.1: a throwaway PostgreSQL cluster with the migrated database
+/// `hourofci` and the writer role `hourofciuser`; PgBouncer (examples/scale-out/pgbouncer.ini,
+/// transaction pooling, auth_file generated from PostgreSQL's SCRAM secret); N collectors
+/// (--database-pool-mode transaction, --shutdown-drain-ms 3000) behind HAProxy
+/// (examples/scale-out/haproxy.cfg, health checks on /healthz). Prints the URL to send
+/// events to and how to look at the rows. Ctrl-C stops everything and deletes the cluster.
+/// Installs haproxy and pgbouncer (apt) when missing.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// HAProxy's port
+    #[arg(long, value_name = "N", default_value_t = 8080)]
+    port: u16,
+    /// How many collectors (1-16)
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=16))]
+    collectors: u8,
+    /// Build and run the debug collector (quicker to build, slower)
+    #[arg(long)]
+    debug: bool,
+    /// Use the collector already built
+    #[arg(long)]
+    no_build: bool,
+    /// Send 20 events through HAProxy, check each is stored once, stop
+    #[arg(long)]
+    smoke: bool,
 }
 
 /// A collector process, killed on drop.
@@ -48,25 +51,9 @@ impl Drop for Collector {
     }
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut port, mut collectors, mut build, mut smoke, mut debug) = (8080u16, 2usize, true, false, false);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--port" => port = it.next().and_then(|p| p.parse().ok()).context("--port needs a port number")?,
-            "--collectors" => {
-                collectors = it.next().and_then(|p| p.parse().ok()).filter(|n| (1..=16).contains(n)).context("--collectors needs 1..16")?
-            }
-            "--no-build" => build = false,
-            "--smoke" => smoke = true,
-            "--debug" => debug = true,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(());
-            }
-            other => bail!("unknown option `{other}`\n\n{HELP}"),
-        }
-    }
+pub fn run(args: Args) -> Result<()> {
+    let Args { port, collectors, debug, no_build, smoke } = args;
+    let build = !no_build;
     prereqs::system_packages()?;
     let profile = if debug { "debug" } else { "release" };
     if build {
@@ -151,16 +138,25 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("smoke: 20 events through HAProxy -> {collectors} collectors -> PgBouncer -> PostgreSQL, each stored once");
         return Ok(());
     }
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
-    }
-    while !STOP.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_ctrl_c_or_sigterm()?;
     eprintln!("stopping");
     drop(haproxy);
     drop(running);
+    Ok(())
+}
+
+/// Blocks until SIGINT (Ctrl-C) or SIGTERM arrives.
+fn wait_for_ctrl_c_or_sigterm() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let (mut interrupt, mut terminate) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
     Ok(())
 }
 

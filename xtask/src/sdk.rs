@@ -18,32 +18,27 @@ pub const BUDGET_GZIP_BYTES: usize = 40 * 1024;
 /// Oldest binaryen whose output works with wasm-bindgen (table export index fix).
 const MIN_BINARYEN: u32 = 110;
 
-const HELP: &str = "\
-cargo xtask build-sdk [--dev] [--out DIR]
+/// Build the browser SDK into js/dist and print its gzipped download size
+///
+/// Builds the browser SDK into js/dist/ (hourofci-log.js is the entry) and prints the
+/// gzipped size of everything a browser downloads; fails over the budget. Installs what
+/// is missing first: the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock,
+/// the npm packages (binaryen's wasm-opt, terser).
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Unoptimized build (no wasm-opt, no minifying, no size budget): faster, for debugging
+    #[arg(long)]
+    dev: bool,
+    /// Also copy the SDK into DIR (e.g. a lesson's own folder, which pages then load it
+    /// from: examples/animation/sdk)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
 
-Builds the browser SDK into js/dist/ (hourofci-log.js is the entry) and prints the
-gzipped size of everything a browser downloads. Installs what is missing first:
-the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, npm binaryen.
-  --dev       unoptimized build (no wasm-opt, no size budget): faster, for debugging
-  --out DIR   also copy the SDK into DIR (e.g. a lesson's own folder, which pages then
-              load it from: examples/animation/sdk)
-";
-
-pub fn run(args: &[String]) -> Result<()> {
-    let mut release = true;
-    let mut out = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--dev" => release = false,
-            "--out" => out = Some(PathBuf::from(it.next().context("--out needs a directory")?)),
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(());
-            }
-            other => bail!("unknown option `{other}`\n\n{HELP}"),
-        }
-    }
+pub fn run(args: Args) -> Result<()> {
+    let Args { dev, out } = args;
+    let release = !dev;
     let dist = build(release)?;
     println!("SDK built in {}", dist.display());
     if let Some(out) = out {

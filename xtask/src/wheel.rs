@@ -13,32 +13,26 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const HELP: &str = "\
-cargo xtask wheel [--out DIR] [--no-sdk-build]
+/// Build the SDK, then the lesson kit's Python wheel (hourofci-lesson) with it inside
+///
+/// Builds the browser SDK (as `cargo xtask build-sdk` does), then the Python wheel of the
+/// lesson kit (python/, `pip install hourofci-lesson`, import hourofci_lesson) with the SDK
+/// inside, and prints the wheel's path. Needs python3 with pip; the build backend
+/// (hatchling) is fetched by pip into an isolated build environment.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Where to write the wheel [default: target/wheels]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Use the SDK already in js/dist
+    #[arg(long)]
+    no_sdk_build: bool,
+}
 
-Builds the browser SDK (as `cargo xtask build-sdk` does), then the Python wheel of the
-lesson kit (python/, `pip install hourofci-lesson`, import hourofci_lesson) with the SDK
-inside, into DIR (default target/wheels). Prints the wheel's path. Needs python3 with pip;
-the build backend (hatchling) is fetched by pip into an isolated build environment.
-  --out DIR        where to write the wheel
-  --no-sdk-build   use the SDK already in js/dist
-";
-
-pub fn run(args: &[String]) -> Result<()> {
-    let mut out = root().join("target/wheels");
-    let mut build_sdk = true;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--out" => out = PathBuf::from(it.next().context("--out needs a directory")?),
-            "--no-sdk-build" => build_sdk = false,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(());
-            }
-            other => bail!("unknown option `{other}`\n\n{HELP}"),
-        }
-    }
+pub fn run(args: Args) -> Result<()> {
+    let out = args.out.unwrap_or_else(|| root().join("target/wheels"));
+    let build_sdk = !args.no_sdk_build;
     let wheel = build(&out, build_sdk)?;
     println!("{}", wheel.display());
     Ok(())
