@@ -68,12 +68,12 @@ pub fn build(out: &Path, build_sdk: bool) -> Result<PathBuf> {
     Ok(wheel)
 }
 
-/// `version = "..."` of `[project]` in pyproject.toml.
+/// `version` of `[project]` in pyproject.toml.
 fn project_version(pyproject: &Path) -> Result<String> {
     let text = std::fs::read_to_string(pyproject).with_context(|| format!("reading {}", pyproject.display()))?;
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("version = \"").map(|v| v.trim_end_matches('"').to_string()))
-        .with_context(|| format!("no `version = \"...\"` in {}", pyproject.display()))
+    let doc: toml_edit::DocumentMut = text.parse().with_context(|| format!("parsing {}", pyproject.display()))?;
+    let version = doc.get("project").and_then(|p| p.get("version")?.as_str());
+    version.map(str::to_string).with_context(|| format!("no [project] version in {}", pyproject.display()))
 }
 
 /// Fails unless the wheel holds the package, the whole SDK and both licence texts.
@@ -94,4 +94,19 @@ fn check_contents(wheel: &Path, version: &str) -> Result<()> {
         bail!("{} lacks {missing:?}; it holds {names:?}", wheel.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::project_version;
+
+    #[test]
+    fn the_version_is_the_project_tables_not_the_first_version_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let pyproject = dir.path().join("pyproject.toml");
+        std::fs::write(&pyproject, "[tool.other]\nversion = \"9\"\n\n[project]\nname = \"x\"\nversion = \"1.2.3\"\n").unwrap();
+        assert_eq!(project_version(&pyproject).unwrap(), "1.2.3");
+        std::fs::write(&pyproject, "[project]\nname = \"x\"\n").unwrap();
+        assert!(project_version(&pyproject).is_err());
+    }
 }
