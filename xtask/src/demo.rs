@@ -156,7 +156,8 @@ mod tests {
         let wasm = request(addr, "GET", "/animation/sdk/hourofci_sdk_bg.wasm?v=2").await;
         assert!(wasm.starts_with("HTTP/1.1 200") && has_header(&wasm, "content-type", "application/wasm"), "{wasm}");
         let page = request(addr, "GET", "/animation/").await;
-        assert!(page.starts_with("HTTP/1.1 200") && page.ends_with("page") && has_header(&page, "content-type", "text/html"));
+        assert!(page.starts_with("HTTP/1.1 200") && page.ends_with("page"), "{page}");
+        assert!(has_header(&page, "content-type", "text/html"), "{page}");
         let head = request(addr, "HEAD", "/animation/index.html").await;
         assert!(head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"), "{head}");
 

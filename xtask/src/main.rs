@@ -14,15 +14,16 @@ mod test;
 mod util;
 mod wheel;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// The project's build, demo, test, bench and fuzz tasks; each installs what it needs first.
 #[derive(Parser)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask", arg_required_else_help = true)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
 #[command(after_help = "Run `cargo xtask <command> --help` for a command's options.")]
 struct Cli {
+    /// None: print the help (`cargo xtask` alone)
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -37,7 +38,10 @@ enum Command {
 }
 
 fn main() {
-    let Cli { command } = Cli::parse();
+    let Some(command) = Cli::parse().command else {
+        Cli::command().print_help().expect("writing the help to stdout");
+        return;
+    };
     let (name, result) = match command {
         Command::Demo(args) => ("demo", demo::run(args)),
         Command::Test(args) => ("test", test::run(args)),
@@ -55,8 +59,7 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
-    use super::Cli;
-    use clap::{CommandFactory, Parser};
+    use super::{Cli, CommandFactory, Parser};
 
     #[test]
     fn the_command_line_definition_is_consistent() {
