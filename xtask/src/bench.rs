@@ -27,7 +27,6 @@ use crate::util;
 use anyhow::{bail, Context, Result};
 use load::{Kind, Pace, Plan};
 use report::{HttpFigures, Machine, Results, RowCheck, SdkFigures};
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -557,16 +556,7 @@ impl Drop for Collector {
 
 /// `GET /healthz` answered 200 (a blocking one-shot request; only used at start-up).
 fn healthz_ok(addr: SocketAddr) -> bool {
-    use std::io::Read as _;
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
+    matches!(util::http_status(addr, "GET", "/healthz", ""), Ok(200))
 }
 
 /// CPU time (user + system, ms) of the collector, this process (the load generator)

@@ -7,9 +7,9 @@ use crate::prereqs;
 use crate::test::cargo_target_dir;
 use crate::util::{self, cargo, root};
 use anyhow::{bail, Context, Result};
-use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testkit::{HaProxy, PgBouncer, PgCluster};
 
 /// PostgreSQL, PgBouncer, collectors and HAProxy on loopback ports (docs/SCALING.md)
@@ -98,7 +98,7 @@ pub fn run(args: Args) -> Result<()> {
         ports.push(p);
     }
     for p in &ports {
-        wait_for_200(&format!("127.0.0.1:{p}"), "/healthz", Duration::from_secs(30))?;
+        util::wait_for_200(([127, 0, 0, 1], *p).into(), "/healthz", Duration::from_secs(30))?;
     }
     // The example names two collectors; one `server` line per collector here.
     let mut config = example("haproxy.cfg")?.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
@@ -106,8 +106,8 @@ pub fn run(args: Args) -> Result<()> {
     let servers: String = ports.iter().enumerate().map(|(i, p)| format!("    server collector{} 127.0.0.1:{p}\n", i + 1)).collect();
     config = config.replace("    server collector1 127.0.0.1:4001\n", &servers);
     let haproxy = HaProxy::start(&config, port).context("starting HAProxy")?;
-    let front = format!("127.0.0.1:{}", haproxy.port());
-    wait_for_200(&front, "/healthz", Duration::from_secs(30))?;
+    let front = SocketAddr::from(([127, 0, 0, 1], haproxy.port()));
+    util::wait_for_200(front, "/healthz", Duration::from_secs(30))?;
 
     let psql = format!("{}/psql {admin_url}", pg.bin_dir().display());
     println!(
@@ -126,7 +126,7 @@ pub fn run(args: Args) -> Result<()> {
         let ids: Vec<String> = (0..20).map(|_| uuid::Uuid::new_v4().to_string()).collect();
         for (i, id) in ids.iter().enumerate() {
             let path = format!("/3b5d5c3712955042212316173ccf37be/gateway/beginner/1A/smoke-{i}");
-            let status = request(&front, "POST", &path, &format!("Idempotency-Key: {id}\r\n"))?;
+            let status = util::http_status(front, "POST", &path, &format!("Idempotency-Key: {id}\r\n"))?;
             if status != 201 {
                 bail!("POST {path} through HAProxy answered {status}, not 201");
             }
@@ -158,27 +158,4 @@ fn wait_for_ctrl_c_or_sigterm() -> Result<()> {
         Ok::<_, std::io::Error>(())
     })?;
     Ok(())
-}
-
-/// Status code of one HTTP/1.1 request over a fresh connection.
-fn request(addr: &str, method: &str, path: &str, headers: &str) -> Result<u16> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n")?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)?;
-    std::str::from_utf8(&head[9..12])?.parse().context("status code")
-}
-
-fn wait_for_200(addr: &str, path: &str, limit: Duration) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if matches!(request(addr, "GET", path, ""), Ok(200)) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("http://{addr}{path} did not answer 200 within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
