@@ -10,6 +10,8 @@
 //! arm links core's float printing. Measured with a hand-written `Deserialize` whose
 //! visitor overrides every method: +19.0 KB gzipped (docs/BENCHMARKS.md).
 
+use crate::text::cat;
+
 /// The options object exactly as a lesson passes it (camelCase keys).
 #[derive(Debug, Default)]
 pub struct RawOptions {
@@ -39,7 +41,7 @@ impl RawOptions {
     /// Sets option `key` from `value`; an unknown key or a value of the wrong type is
     /// an error naming the option.
     pub fn set(&mut self, key: &str, value: Value) -> Result<(), String> {
-        let wrong = |what: &str| crate::cat(&["option `", key, "` must be ", what]);
+        let wrong = |what: &str| cat(&["option `", key, "` must be ", what]);
         let string = |v: Value| match v {
             Value::Absent => Ok(None),
             Value::Str(s) => Ok(Some(s)),
@@ -66,7 +68,7 @@ impl RawOptions {
             "retryCapMs" => self.retry_cap_ms = number(value)?,
             "batchSize" => self.batch_size = number(value)?,
             _ => {
-                return Err(crate::cat(&[
+                return Err(cat(&[
                     "unknown option `",
                     key,
                     "` (known: endpoint, test, userAgent, learnerId, maxQueue, retryBaseMs, retryCapMs, batchSize)",
@@ -82,7 +84,7 @@ pub fn whole_number(name: &str, value: f64) -> Result<u32, String> {
     if value >= 0.0 && value <= u32::MAX as f64 && value == (value as u32) as f64 {
         Ok(value as u32)
     } else {
-        Err(crate::cat(&["option `", name, "` must be a whole number"]))
+        Err(cat(&["option `", name, "` must be a whole number"]))
     }
 }
 
@@ -130,7 +132,7 @@ impl Config {
             None => default_user_agent(),
         };
         let at_least_one = |v: Option<u32>, default: u32, name: &str| match v {
-            Some(0) => Err(crate::cat(&["option `", name, "` must be at least 1"])),
+            Some(0) => Err(cat(&["option `", name, "` must be at least 1"])),
             Some(v) => Ok(v),
             None => Ok(default),
         };

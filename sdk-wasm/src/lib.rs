@@ -6,18 +6,19 @@
 //! "SDK delivery rules" and "SDK JavaScript API"; `js/hourofci-log.js` is the
 //! ES module lessons import, and it re-exports the functions below.
 //!
-//! Pure logic (natively tested): [`encode`], [`md5`], [`uuid`], [`json`],
-//! [`queue`], [`policy`], [`config`], and the delivery [`engine`]. Browser glue: `browser`, `store`, `net`,
-//! `lock`, `deliver`, and the exports here.
+//! Pure logic (natively tested; depends on nothing below): [`encode`], `text`, `uuid`,
+//! [`json`], `queue`, `policy`, `config`, and the delivery [`engine`]. Browser glue:
+//! `browser`, `store`, `net`, `lock`, `deliver`, and the exports here. Public are only
+//! the exports and what the browser tests in `tests/web.rs` check.
 
-pub mod config;
+mod config;
 pub mod encode;
 pub mod engine;
 pub mod json;
-pub mod md5;
-pub mod policy;
-pub mod queue;
-pub mod uuid;
+mod policy;
+mod queue;
+mod text;
+mod uuid;
 
 #[cfg(target_arch = "wasm32")]
 mod alloc;
@@ -32,17 +33,9 @@ mod net;
 mod store;
 
 use js_sys::{Function, Object, Promise};
+use text::cat;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-
-/// Joins string pieces (`[..].concat()` costs a generic 1 KB in the wasm).
-pub(crate) fn cat(parts: &[&str]) -> String {
-    let mut out = String::new();
-    for p in parts {
-        out.push_str(p);
-    }
-    out
-}
 
 fn err(message: &str) -> JsError {
     JsError::new(&cat(&["hourofci: ", message]))

@@ -27,30 +27,49 @@ use crate::util;
 use anyhow::{bail, Context, Result};
 use load::{Kind, Pace, Plan};
 use report::{HttpFigures, Machine, Results, RowCheck, SdkFigures};
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::{PgCluster, PgOptions};
 
-const HELP: &str = "\
-cargo xtask bench [options]
+/// Throughput/latency benchmark against a durable PostgreSQL (writes docs/BENCHMARKS.md)
+///
+/// Starts a durable throwaway PostgreSQL, migrates it with the release collector, and
+/// measures pgbench's ceiling, the collector and the SDK in one run (a few minutes).
+/// Prints a table and writes it to docs/BENCHMARKS.md.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// 2 s per step instead of 5 (rougher figures)
+    #[arg(long)]
+    quick: bool,
+    /// Seconds per step (overrides --quick)
+    #[arg(long, value_name = "N")]
+    seconds: Option<u64>,
+    /// Measure only these parts (comma-separated)
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
+    only: Vec<Part>,
+    /// Extra flag for `hourofci-collector serve` (repeatable), e.g. --collector-arg=--writers=2
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    collector_arg: Vec<String>,
+    /// Also record `perf` system-wide during an extra 64-connection run; the report goes
+    /// to target/bench/perf-*.txt
+    #[arg(long)]
+    profile: bool,
+    /// Do not touch docs/BENCHMARKS.md
+    #[arg(long)]
+    no_write: bool,
+}
 
-Starts a durable throwaway PostgreSQL, migrates it with the release collector, and
-measures pgbench's ceiling, the collector and the SDK in one run (a few minutes).
-Prints a table and writes it to docs/BENCHMARKS.md.
-
-Options:
-  --quick                 2 s per step instead of 5 (rougher figures)
-  --seconds N             seconds per step
-  --only LIST             comma-separated subset of: pgbench, collector, sdk, scale-out
-  --collector-arg ARG     extra flag for `hourofci-collector serve` (repeatable),
-                          e.g. --collector-arg=--writers=2
-  --profile               also record `perf` system-wide during an extra 64-connection
-                          run; the report goes to target/bench/perf-*.txt
-  --no-write              do not touch docs/BENCHMARKS.md
-";
+/// What `--only` can pick.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Part {
+    Pgbench,
+    Collector,
+    Sdk,
+    ScaleOut,
+}
 
 const DATABASE: &str = "hourofci";
 /// Migrated only to sql/0003, for the write ceiling's anchor (`log_events_v2`).
@@ -79,62 +98,31 @@ struct Options {
     write: bool,
 }
 
-impl Options {
-    fn parse(args: &[String]) -> Result<Option<Self>> {
-        let mut o = Options {
-            seconds: 5,
-            pgbench: true,
-            collector: true,
-            sdk: true,
-            scale_out: true,
-            collector_args: Vec::new(),
-            profile: false,
-            write: true,
-        };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || inline.clone().or_else(|| it.next().cloned()).with_context(|| format!("{flag} needs a value"));
-            match flag {
-                "--quick" => o.seconds = 2,
-                "--seconds" => o.seconds = value()?.parse().context("--seconds N")?,
-                "--only" => {
-                    let list = value()?;
-                    let parts: Vec<&str> = list.split(',').map(str::trim).collect();
-                    for p in &parts {
-                        if !["pgbench", "collector", "sdk", "scale-out"].contains(p) {
-                            bail!("--only: unknown part `{p}` (pgbench, collector, sdk, scale-out)");
-                        }
-                    }
-                    o.pgbench = parts.contains(&"pgbench");
-                    o.collector = parts.contains(&"collector");
-                    o.sdk = parts.contains(&"sdk");
-                    o.scale_out = parts.contains(&"scale-out");
-                }
-                "--collector-arg" => o.collector_args.push(value()?),
-                "--profile" => o.profile = true,
-                "--no-write" => o.write = false,
-                "-h" | "--help" => {
-                    print!("{HELP}");
-                    return Ok(None);
-                }
-                other => bail!("unknown option `{other}`\n\n{HELP}"),
-            }
+impl From<Args> for Options {
+    fn from(args: Args) -> Self {
+        let part = |p| args.only.is_empty() || args.only.contains(&p);
+        Options {
+            seconds: args.seconds.unwrap_or(if args.quick { 2 } else { 5 }),
+            pgbench: part(Part::Pgbench),
+            collector: part(Part::Collector),
+            sdk: part(Part::Sdk),
+            scale_out: part(Part::ScaleOut),
+            profile: args.profile,
+            write: !args.no_write,
+            collector_args: args.collector_arg,
         }
-        Ok(Some(o))
     }
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let Some(opts) = Options::parse(args)? else { return Ok(()) };
+pub fn run(args: Args) -> Result<()> {
+    let opts = Options::from(args);
+    // As typed after `cargo xtask bench`: for the re-run below and the report's header.
+    let args: Vec<String> = std::env::args().skip(2).collect();
     if cfg!(debug_assertions) {
         // `cargo xtask` is a debug build; a debug load generator would take CPU from
         // the collector on a 2-core machine. Run the same command from a release build.
         eprintln!("bench: re-running from a release build of xtask");
-        return util::run(util::cargo().args(["run", "--release", "--quiet", "-p", "xtask", "--", "bench"]).args(args));
+        return util::run(util::cargo().args(["run", "--release", "--quiet", "-p", "xtask", "--", "bench"]).args(&args));
     }
     let root = util::root();
     let work_dir = root.join("target/bench");
@@ -598,16 +586,7 @@ impl Drop for Collector {
 
 /// `GET /healthz` answered 200 (a blocking one-shot request; only used at start-up).
 fn healthz_ok(addr: SocketAddr) -> bool {
-    use std::io::Read as _;
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
+    matches!(util::http_status(addr, "GET", "/healthz", ""), Ok(200))
 }
 
 /// CPU time (user + system, ms) of the collector, this process (the load generator)

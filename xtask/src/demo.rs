@@ -10,46 +10,37 @@
 use crate::test::cargo_target_dir;
 use crate::util::{self, cargo, root};
 use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Component, Path, PathBuf};
+use axum::http::{header, HeaderValue};
+use std::path::PathBuf;
 use std::process::Command;
+use tower_http::{services::ServeDir, set_header::SetResponseHeaderLayer};
 
-const HELP: &str = "\
-cargo xtask demo [--port N] [--page-port N] [--no-build]
+/// Run the product locally: SDK, collector on embedded SQLite, the animation example
+///
+/// Builds the browser SDK into examples/animation/sdk/ (the page loads it from its own
+/// folder), starts `hourofci-collector serve` on 127.0.0.1:PORT with its embedded SQLite
+/// store ./hourofci-log.db, serves examples/ on 127.0.0.1:PAGE-PORT, and prints the page to
+/// open. Answers given on that page become rows in hourofci-log.db. The page sends only to
+/// the collectors listed in its hourofci-endpoints and Content-Security-Policy
+/// (http://127.0.0.1:4000 among them). Ctrl-C stops both.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Collector port (the original service's port)
+    #[arg(long, value_name = "N", default_value_t = 4000)]
+    port: u16,
+    /// Port for the example pages
+    #[arg(long, value_name = "N", default_value_t = 8000)]
+    page_port: u16,
+    /// Use the SDK and collector already built
+    #[arg(long)]
+    no_build: bool,
+}
 
-Builds the browser SDK into examples/animation/sdk/ (the page loads it from its own
-folder), starts `hourofci-collector serve` on 127.0.0.1:PORT (default 4000) with its
-embedded SQLite store ./hourofci-log.db, serves examples/ on 127.0.0.1:PAGE-PORT
-(default 8000), and prints the page to open. Answers given on that page become rows
-in hourofci-log.db. The page sends only to the collectors listed in its
-hourofci-endpoints and Content-Security-Policy (http://127.0.0.1:4000 among them).
-
-Options:
-  --port N        collector port (default 4000, the original service's port)
-  --page-port N   port for the example pages (default 8000)
-  --no-build      use the SDK and collector already built
-";
-
-pub fn run(args: &[String]) -> Result<()> {
-    let mut port = 4000u16;
-    let mut page_port = 8000u16;
-    let mut build = true;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--port" => port = parse_port(it.next())?,
-            "--page-port" => page_port = parse_port(it.next())?,
-            "--no-build" => build = false,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(());
-            }
-            other => bail!("unknown option `{other}`\n\n{HELP}"),
-        }
-    }
+pub fn run(args: Args) -> Result<()> {
+    let Args { port, page_port, no_build } = args;
     let root = root();
-    if build {
+    if !no_build {
         util::run(Command::new(std::env::current_exe()?).args(["build-sdk", "--out", "examples/animation/sdk"]).current_dir(&root))?;
         util::run(cargo().args(["build", "--release", "-p", "hourofci-collector"]))?;
     }
@@ -61,10 +52,14 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("{} is not built: run without --no-build", collector.display());
     }
 
-    let pages = TcpListener::bind(("127.0.0.1", page_port))
+    let pages = std::net::TcpListener::bind(("127.0.0.1", page_port))
         .with_context(|| format!("port {page_port} is busy: pass --page-port"))?;
     let examples = root.join("examples");
-    std::thread::spawn(move || serve_static(pages, examples));
+    std::thread::spawn(move || {
+        if let Err(e) = serve_pages(pages, examples) {
+            eprintln!("xtask demo: the page server stopped: {e:#}");
+        }
+    });
 
     let page_origin = format!("http://127.0.0.1:{page_port}");
     let endpoint = format!("http://127.0.0.1:{port}");
@@ -100,86 +95,77 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn parse_port(v: Option<&String>) -> Result<u16> {
-    v.and_then(|s| s.parse().ok()).context("a port number (1-65535) is needed")
+/// The example pages as any static web server would serve them (GET and HEAD, content
+/// types from the file extension, nothing outside `dir`), never cached, so a rebuilt SDK
+/// shows on reload.
+fn pages(dir: PathBuf) -> axum::Router {
+    axum::Router::new()
+        .fallback_service(ServeDir::new(dir))
+        .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
 }
 
-/// A minimal static file server for the example pages (GET and HEAD only).
-fn serve_static(listener: TcpListener, dir: PathBuf) {
-    for stream in listener.incoming().flatten() {
-        let dir = dir.clone();
-        std::thread::spawn(move || {
-            let _ = answer(stream, &dir);
-        });
-    }
-}
-
-fn answer(mut stream: TcpStream, dir: &Path) -> std::io::Result<()> {
-    let mut request_line = String::new();
-    let mut reader = BufReader::new(stream.try_clone()?);
-    reader.read_line(&mut request_line)?;
-    // Drain the headers.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        line.clear();
-    }
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or("");
-    let target = parts.next().unwrap_or("/");
-    let path = target.split(['?', '#']).next().unwrap_or("/");
-    let file = resolve(dir, path);
-    let (status, body, mime) = match (method, file.and_then(|f| std::fs::read(&f).ok().map(|b| (b, f)))) {
-        ("GET" | "HEAD", Some((body, f))) => ("200 OK", body, mime_type(&f)),
-        ("GET" | "HEAD", None) => ("404 Not Found", b"not found\n".to_vec(), "text/plain"),
-        _ => ("405 Method Not Allowed", b"GET only\n".to_vec(), "text/plain"),
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {mime}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    if method != "HEAD" {
-        stream.write_all(&body)?;
-    }
+/// Serves [`pages`] on `listener` until the process ends.
+fn serve_pages(listener: std::net::TcpListener, dir: PathBuf) -> Result<()> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async { axum::serve(tokio::net::TcpListener::from_std(listener)?, pages(dir)).await })?;
     Ok(())
-}
-
-/// Maps a URL path to a file under `dir`, refusing anything that climbs out of it.
-fn resolve(dir: &Path, url_path: &str) -> Option<PathBuf> {
-    let rel = Path::new(url_path.trim_start_matches('/'));
-    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return None;
-    }
-    let mut p = dir.join(rel);
-    if p.is_dir() {
-        p = p.join("index.html");
-    }
-    p.is_file().then_some(p)
-}
-
-fn mime_type(p: &Path) -> &'static str {
-    match p.extension().and_then(|e| e.to_str()).unwrap_or("") {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "wasm" => "application/wasm",
-        "json" | "ipynb" => "application/json",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        _ => "application/octet-stream",
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn resolve_refuses_paths_outside_the_examples() {
-        let dir = root().join("xtask");
-        assert!(resolve(&dir, "/Cargo.toml").is_some());
-        assert!(resolve(&dir, "/../Cargo.toml").is_none());
-        assert!(resolve(&dir, "/src/../../Cargo.toml").is_none());
-        assert!(resolve(&dir, "/nope.txt").is_none());
+    /// One HTTP/1.1 request on a fresh connection; the whole answer as text.
+    async fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.unwrap();
+            String::from_utf8_lossy(&answer).into_owned()
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(60), exchange).await.expect("the page server answered")
+    }
+
+    fn has_header(answer: &str, name: &str, value: &str) -> bool {
+        let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+        head.lines().any(|l| l.split_once(':').is_some_and(|(n, v)| n.eq_ignore_ascii_case(name) && v.trim() == value))
+    }
+
+    #[tokio::test]
+    async fn pages_are_served_with_browser_content_types_and_nothing_outside_the_folder() {
+        let parent = tempfile::tempdir().unwrap();
+        std::fs::write(parent.path().join("secret.txt"), "outside").unwrap();
+        let site = parent.path().join("examples");
+        std::fs::create_dir_all(site.join("animation/sdk")).unwrap();
+        std::fs::write(site.join("animation/index.html"), "<!doctype html>page").unwrap();
+        std::fs::write(site.join("animation/sdk/hourofci-log.js"), "export {};").unwrap();
+        std::fs::write(site.join("animation/sdk/hourofci_sdk_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || serve_pages(listener, site));
+
+        // Module scripts and WebAssembly.instantiateStreaming need these exact types.
+        let js = request(addr, "GET", "/animation/sdk/hourofci-log.js").await;
+        assert!(js.starts_with("HTTP/1.1 200") && js.ends_with("export {};"), "{js}");
+        assert!(has_header(&js, "content-type", "text/javascript"), "{js}");
+        assert!(has_header(&js, "cache-control", "no-cache"), "{js}");
+        let wasm = request(addr, "GET", "/animation/sdk/hourofci_sdk_bg.wasm?v=2").await;
+        assert!(wasm.starts_with("HTTP/1.1 200") && has_header(&wasm, "content-type", "application/wasm"), "{wasm}");
+        let page = request(addr, "GET", "/animation/").await;
+        assert!(page.starts_with("HTTP/1.1 200") && page.ends_with("page"), "{page}");
+        assert!(has_header(&page, "content-type", "text/html"), "{page}");
+        let head = request(addr, "HEAD", "/animation/index.html").await;
+        assert!(head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"), "{head}");
+
+        for path in ["/nope.txt", "/../secret.txt", "/animation/../../secret.txt", "/%2e%2e/secret.txt"] {
+            let answer = request(addr, "GET", path).await;
+            assert!(!answer.starts_with("HTTP/1.1 2") && !answer.contains("outside"), "{path}: {answer}");
+        }
+        let post = request(addr, "POST", "/animation/index.html").await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
     }
 }

@@ -10,54 +10,31 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const HELP: &str = "\
-cargo xtask fuzz [--seconds N] [--target T]...
-
-Runs every cargo-fuzz target in fuzz/ (or only the named ones) for N seconds each
-(default 60) with `cargo +nightly fuzz run T -- -max_total_time=N`. Installs
-cargo-fuzz from crates.io when it is missing. Fails if any target finds a crash.
-";
+/// Run the cargo-fuzz targets (fuzz/) on the nightly toolchain
+///
+/// Runs every cargo-fuzz target in fuzz/ (or only the named ones) for N seconds each
+/// with `cargo +nightly fuzz run T -- -max_total_time=N`. Installs the nightly toolchain
+/// and cargo-fuzz when missing. Fails if any target finds a crash.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Seconds per target
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    seconds: u64,
+    /// Run only this target (repeatable)
+    #[arg(long = "target", value_name = "T", value_parser = TARGETS)]
+    targets: Vec<String>,
+}
 
 /// The targets in `fuzz/fuzz_targets/`, in a fixed order.
-pub const TARGETS: &[&str] = &["path_segment", "batch_json", "client_time"];
+const TARGETS: [&str; 3] = ["path_segment", "batch_json", "client_time"];
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut seconds = 60u64;
-    let mut targets: Vec<String> = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--seconds" => {
-                seconds = it
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| anyhow::anyhow!("--seconds needs a whole number"))?
-            }
-            "--target" => {
-                let t = it.next().ok_or_else(|| anyhow::anyhow!("--target needs a name"))?;
-                if !TARGETS.contains(&t.as_str()) {
-                    bail!("unknown fuzz target `{t}`; targets: {}", TARGETS.join(", "));
-                }
-                targets.push(t.clone());
-            }
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(());
-            }
-            other => bail!("unknown option `{other}`\n\n{HELP}"),
-        }
-    }
+pub fn run(args: Args) -> Result<()> {
+    let Args { seconds, mut targets } = args;
     if targets.is_empty() {
         targets = TARGETS.iter().map(|s| s.to_string()).collect();
     }
     run_targets(&targets, seconds)
-}
-
-/// Every target for `seconds` each, for `cargo xtask test` (which may call it in-process).
-#[allow(dead_code)]
-pub fn run_all(seconds: u64) -> Result<()> {
-    let all: Vec<String> = TARGETS.iter().map(|s| s.to_string()).collect();
-    run_targets(&all, seconds)
 }
 
 fn run_targets(targets: &[String], seconds: u64) -> Result<()> {

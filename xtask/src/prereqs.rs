@@ -47,7 +47,7 @@ pub fn system_packages() -> Result<()> {
     Ok(())
 }
 
-/// `npm ci` at the workspace root (wasm-opt from `binaryen`, `playwright-core`), when
+/// `npm ci` at the workspace root (wasm-opt from `binaryen`, `terser`, `playwright-core`), when
 /// `node_modules` is missing or older than the lock file.
 pub fn npm_packages() -> Result<()> {
     let root = root();

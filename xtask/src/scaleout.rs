@@ -7,35 +7,38 @@ use crate::prereqs;
 use crate::test::cargo_target_dir;
 use crate::util::{self, cargo, root};
 use anyhow::{bail, Context, Result};
-use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testkit::{HaProxy, PgBouncer, PgCluster};
 
-const HELP: &str = "\
-cargo xtask scale-out [--port N] [--collectors N] [--debug] [--no-build] [--smoke]
-
-Starts, on 127.0.0.1: a throwaway PostgreSQL cluster with the migrated database
-`hourofci` and the writer role `hourofciuser`; PgBouncer (examples/scale-out/pgbouncer.ini,
-transaction pooling, auth_file generated from PostgreSQL's SCRAM secret); N collectors
-(--database-pool-mode transaction, --shutdown-drain-ms 3000) behind HAProxy
-(examples/scale-out/haproxy.cfg, health checks on /healthz). Prints the URL to send
-events to and how to look at the rows. Ctrl-C stops everything and deletes the cluster.
-Installs haproxy and pgbouncer (apt) when missing.
-
-Options:
-  --port N        HAProxy's port (default 8080)
-  --collectors N  how many collectors (default 2)
-  --debug         build and run the debug collector (quicker to build, slower)
-  --no-build      use the collector already built
-  --smoke         send 20 events through HAProxy, check each is stored once, stop
-";
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+/// PostgreSQL, PgBouncer, collectors and HAProxy on loopback ports (docs/SCALING.md)
+///
+/// Starts, on 127.0.0.1: a throwaway PostgreSQL cluster with the migrated database
+/// `hourofci` and the writer role `hourofciuser`; PgBouncer (examples/scale-out/pgbouncer.ini,
+/// transaction pooling, auth_file generated from PostgreSQL's SCRAM secret); N collectors
+/// (--database-pool-mode transaction, --shutdown-drain-ms 3000) behind HAProxy
+/// (examples/scale-out/haproxy.cfg, health checks on /healthz). Prints the URL to send
+/// events to and how to look at the rows. Ctrl-C stops everything and deletes the cluster.
+/// Installs haproxy and pgbouncer (apt) when missing.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// HAProxy's port
+    #[arg(long, value_name = "N", default_value_t = 8080)]
+    port: u16,
+    /// How many collectors (1-16)
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=16))]
+    collectors: u8,
+    /// Build and run the debug collector (quicker to build, slower)
+    #[arg(long)]
+    debug: bool,
+    /// Use the collector already built
+    #[arg(long)]
+    no_build: bool,
+    /// Send 20 events through HAProxy, check each is stored once, stop
+    #[arg(long)]
+    smoke: bool,
 }
 
 /// A collector process, killed on drop.
@@ -48,25 +51,9 @@ impl Drop for Collector {
     }
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut port, mut collectors, mut build, mut smoke, mut debug) = (8080u16, 2usize, true, false, false);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--port" => port = it.next().and_then(|p| p.parse().ok()).context("--port needs a port number")?,
-            "--collectors" => {
-                collectors = it.next().and_then(|p| p.parse().ok()).filter(|n| (1..=16).contains(n)).context("--collectors needs 1..16")?
-            }
-            "--no-build" => build = false,
-            "--smoke" => smoke = true,
-            "--debug" => debug = true,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(());
-            }
-            other => bail!("unknown option `{other}`\n\n{HELP}"),
-        }
-    }
+pub fn run(args: Args) -> Result<()> {
+    let Args { port, collectors, debug, no_build, smoke } = args;
+    let build = !no_build;
     prereqs::system_packages()?;
     let profile = if debug { "debug" } else { "release" };
     if build {
@@ -111,7 +98,7 @@ pub fn run(args: &[String]) -> Result<()> {
         ports.push(p);
     }
     for p in &ports {
-        wait_for_200(&format!("127.0.0.1:{p}"), "/healthz", Duration::from_secs(30))?;
+        util::wait_for_200(([127, 0, 0, 1], *p).into(), "/healthz", Duration::from_secs(30))?;
     }
     // The example names two collectors; one `server` line per collector here.
     let mut config = example("haproxy.cfg")?.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
@@ -119,8 +106,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let servers: String = ports.iter().enumerate().map(|(i, p)| format!("    server collector{} 127.0.0.1:{p}\n", i + 1)).collect();
     config = config.replace("    server collector1 127.0.0.1:4001\n", &servers);
     let haproxy = HaProxy::start(&config, port).context("starting HAProxy")?;
-    let front = format!("127.0.0.1:{}", haproxy.port());
-    wait_for_200(&front, "/healthz", Duration::from_secs(30))?;
+    let front = SocketAddr::from(([127, 0, 0, 1], haproxy.port()));
+    util::wait_for_200(front, "/healthz", Duration::from_secs(30))?;
 
     let psql = format!("{}/psql {admin_url}", pg.bin_dir().display());
     println!(
@@ -139,7 +126,7 @@ pub fn run(args: &[String]) -> Result<()> {
         let ids: Vec<String> = (0..20).map(|_| uuid::Uuid::new_v4().to_string()).collect();
         for (i, id) in ids.iter().enumerate() {
             let path = format!("/3b5d5c3712955042212316173ccf37be/gateway/beginner/1A/smoke-{i}");
-            let status = request(&front, "POST", &path, &format!("Idempotency-Key: {id}\r\n"))?;
+            let status = util::http_status(front, "POST", &path, &format!("Idempotency-Key: {id}\r\n"))?;
             if status != 201 {
                 bail!("POST {path} through HAProxy answered {status}, not 201");
             }
@@ -151,38 +138,24 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("smoke: 20 events through HAProxy -> {collectors} collectors -> PgBouncer -> PostgreSQL, each stored once");
         return Ok(());
     }
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
-    }
-    while !STOP.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_ctrl_c_or_sigterm()?;
     eprintln!("stopping");
     drop(haproxy);
     drop(running);
     Ok(())
 }
 
-/// Status code of one HTTP/1.1 request over a fresh connection.
-fn request(addr: &str, method: &str, path: &str, headers: &str) -> Result<u16> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n")?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)?;
-    std::str::from_utf8(&head[9..12])?.parse().context("status code")
-}
-
-fn wait_for_200(addr: &str, path: &str, limit: Duration) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if matches!(request(addr, "GET", path, ""), Ok(200)) {
-            return Ok(());
+/// Blocks until SIGINT (Ctrl-C) or SIGTERM arrives.
+fn wait_for_ctrl_c_or_sigterm() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let (mut interrupt, mut terminate) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-        if Instant::now() > deadline {
-            bail!("http://{addr}{path} did not answer 200 within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        Ok::<_, std::io::Error>(())
+    })?;
+    Ok(())
 }

@@ -15,15 +15,33 @@ use anyhow::{bail, Result};
 use std::process::Command;
 use std::time::Instant;
 
-const HELP: &str = "\
-cargo xtask test [--only STAGE]... [--skip STAGE]... [--no-setup] [--fuzz-seconds N]
+/// Install what the tests need, then run every test (Rust, browser, e2e, Jupyter, fuzz)
+///
+/// Installs what the tests need (apt: postgresql-15 chromium chromium-driver sqlite3
+/// python3-pandas haproxy pgbouncer; rustup: wasm32-unknown-unknown; cargo: wasm-bindgen-cli
+/// at the Cargo.lock version; npm ci; the lesson kit's wheel (cargo xtask wheel) into
+/// target/wheels; python venv .venv with examples/notebook/requirements.txt and that wheel),
+/// then runs these stages in order. A failing stage does not stop the others; the command
+/// fails if any did. Sets CI=true for the tests unless CI is set: nothing skips.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment, after_long_help = STAGES_HELP)]
+pub struct Args {
+    /// Run only these stages (repeatable)
+    #[arg(long, value_name = "STAGE", value_parser = STAGES)]
+    only: Vec<String>,
+    /// Leave these stages out (repeatable; not for CI)
+    #[arg(long, value_name = "STAGE", value_parser = STAGES)]
+    skip: Vec<String>,
+    /// Do not install anything (fail if something is missing)
+    #[arg(long)]
+    no_setup: bool,
+    /// Seconds per fuzz target in the fuzz stage
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    fuzz_seconds: u64,
+}
 
-Installs what the tests need (apt: postgresql-15 chromium chromium-driver sqlite3
-haproxy pgbouncer;
-rustup: wasm32-unknown-unknown; cargo: wasm-bindgen-cli at the Cargo.lock version;
-npm ci; the lesson kit's wheel (cargo xtask wheel) into target/wheels; python venv .venv
-with examples/notebook/requirements.txt and that wheel), then runs:
-
+const STAGES_HELP: &str = "\
+Stages:
   rust      cargo test --workspace (collector against a real PostgreSQL, SQLite,
             PgBouncer and HAProxy, SDK pure logic, testkit)
   sdk       cargo xtask build-sdk, then the SDK's wasm-bindgen tests in headless Chromium
@@ -31,42 +49,13 @@ with examples/notebook/requirements.txt and that wheel), then runs:
   e2e       node --test e2e/  (examples, PostgreSQL, collector faults, real JupyterLab,
             the wheel installed into a fresh venv)
   fuzz      cargo xtask fuzz --seconds N  (each fuzz target briefly; default 10 s)
-
-Options:
-  --only STAGE     run only these stages (repeatable)
-  --skip STAGE     leave these stages out (repeatable; not for CI)
-  --no-setup       do not install anything (fail if something is missing)
-  --fuzz-seconds N seconds per fuzz target (default 10)
 ";
 
-const STAGES: &[&str] = &["rust", "sdk", "sdk-e2e", "e2e", "fuzz"];
+const STAGES: [&str; 5] = ["rust", "sdk", "sdk-e2e", "e2e", "fuzz"];
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut only: Vec<String> = Vec::new();
-    let mut skip: Vec<String> = Vec::new();
-    let mut setup = true;
-    let mut fuzz_seconds = 10u64;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--only" | "--skip" => {
-                let stage = it.next().ok_or_else(|| anyhow::anyhow!("{a} needs a stage name"))?;
-                if !STAGES.contains(&stage.as_str()) {
-                    bail!("unknown stage `{stage}`; stages: {}", STAGES.join(", "));
-                }
-                if a == "--only" { only.push(stage.clone()) } else { skip.push(stage.clone()) }
-            }
-            "--no-setup" => setup = false,
-            "--fuzz-seconds" => {
-                fuzz_seconds = it.next().and_then(|s| s.parse().ok()).ok_or_else(|| anyhow::anyhow!("--fuzz-seconds needs a number"))?
-            }
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(());
-            }
-            other => bail!("unknown option `{other}`\n\n{HELP}"),
-        }
-    }
+pub fn run(args: Args) -> Result<()> {
+    let Args { only, skip, no_setup, fuzz_seconds } = args;
+    let setup = !no_setup;
     let wanted = |s: &str| (only.is_empty() || only.iter().any(|o| o == s)) && !skip.iter().any(|k| k == s);
     if std::env::var_os("CI").is_none() {
         // Tests read CI to decide that a missing prerequisite is a failure.

@@ -1,18 +1,15 @@
 //! Small process and path helpers shared by the subcommands.
 
 use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// The workspace root (the parent of `xtask/`).
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
-}
-
-/// True when running in CI (`CI=true`): missing prerequisites fail, never skip.
-#[allow(dead_code)]
-pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
 
 /// Run a command to completion, failing with its command line if it fails.
@@ -46,4 +43,27 @@ pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
+}
+
+/// Status code of one HTTP/1.1 request on a fresh connection: the few blocking requests
+/// the subcommands make to see that a server is up (load goes through `bench::load`).
+pub fn http_status(addr: SocketAddr, method: &str, path: &str, headers: &str) -> Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    std::str::from_utf8(&head[9..12])?.parse().context("status code")
+}
+
+/// Waits until `GET path` on `addr` answers 200, for at most `limit`.
+pub fn wait_for_200(addr: SocketAddr, path: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while !matches!(http_status(addr, "GET", path, ""), Ok(200)) {
+        if Instant::now() > deadline {
+            bail!("http://{addr}{path} did not answer 200 within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }

@@ -13,32 +13,26 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const HELP: &str = "\
-cargo xtask wheel [--out DIR] [--no-sdk-build]
+/// Build the SDK, then the lesson kit's Python wheel (hourofci-lesson) with it inside
+///
+/// Builds the browser SDK (as `cargo xtask build-sdk` does), then the Python wheel of the
+/// lesson kit (python/, `pip install hourofci-lesson`, import hourofci_lesson) with the SDK
+/// inside, and prints the wheel's path. Needs python3 with pip; the build backend
+/// (hatchling) is fetched by pip into an isolated build environment.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Where to write the wheel [default: target/wheels]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Use the SDK already in js/dist
+    #[arg(long)]
+    no_sdk_build: bool,
+}
 
-Builds the browser SDK (as `cargo xtask build-sdk` does), then the Python wheel of the
-lesson kit (python/, `pip install hourofci-lesson`, import hourofci_lesson) with the SDK
-inside, into DIR (default target/wheels). Prints the wheel's path. Needs python3 with pip;
-the build backend (hatchling) is fetched by pip into an isolated build environment.
-  --out DIR        where to write the wheel
-  --no-sdk-build   use the SDK already in js/dist
-";
-
-pub fn run(args: &[String]) -> Result<()> {
-    let mut out = root().join("target/wheels");
-    let mut build_sdk = true;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--out" => out = PathBuf::from(it.next().context("--out needs a directory")?),
-            "--no-sdk-build" => build_sdk = false,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(());
-            }
-            other => bail!("unknown option `{other}`\n\n{HELP}"),
-        }
-    }
+pub fn run(args: Args) -> Result<()> {
+    let out = args.out.unwrap_or_else(|| root().join("target/wheels"));
+    let build_sdk = !args.no_sdk_build;
     let wheel = build(&out, build_sdk)?;
     println!("{}", wheel.display());
     Ok(())
@@ -74,12 +68,12 @@ pub fn build(out: &Path, build_sdk: bool) -> Result<PathBuf> {
     Ok(wheel)
 }
 
-/// `version = "..."` of `[project]` in pyproject.toml.
+/// `version` of `[project]` in pyproject.toml.
 fn project_version(pyproject: &Path) -> Result<String> {
     let text = std::fs::read_to_string(pyproject).with_context(|| format!("reading {}", pyproject.display()))?;
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("version = \"").map(|v| v.trim_end_matches('"').to_string()))
-        .with_context(|| format!("no `version = \"...\"` in {}", pyproject.display()))
+    let doc: toml_edit::DocumentMut = text.parse().with_context(|| format!("parsing {}", pyproject.display()))?;
+    let version = doc.get("project").and_then(|p| p.get("version")?.as_str());
+    version.map(str::to_string).with_context(|| format!("no [project] version in {}", pyproject.display()))
 }
 
 /// Fails unless the wheel holds the package, the whole SDK and both licence texts.
@@ -100,4 +94,19 @@ fn check_contents(wheel: &Path, version: &str) -> Result<()> {
         bail!("{} lacks {missing:?}; it holds {names:?}", wheel.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::project_version;
+
+    #[test]
+    fn the_version_is_the_project_tables_not_the_first_version_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let pyproject = dir.path().join("pyproject.toml");
+        std::fs::write(&pyproject, "[tool.other]\nversion = \"9\"\n\n[project]\nname = \"x\"\nversion = \"1.2.3\"\n").unwrap();
+        assert_eq!(project_version(&pyproject).unwrap(), "1.2.3");
+        std::fs::write(&pyproject, "[project]\nname = \"x\"\n").unwrap();
+        assert!(project_version(&pyproject).is_err());
+    }
 }
