@@ -22,6 +22,21 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("pgbouncer", "/usr/sbin/pgbouncer"),
 ];
 
+/// rustfmt and clippy, and the wasm target the SDK is linted for (`rustup`, when missing).
+pub fn lint_tools() -> Result<()> {
+    let installed = crate::util::output(Command::new("rustup").args(["component", "list", "--installed"])).unwrap_or_default();
+    for component in ["rustfmt", "clippy"] {
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            run(Command::new("rustup").args(["component", "add", component]))?;
+        }
+    }
+    let targets = crate::util::output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !targets.lines().any(|t| t.trim() == "wasm32-unknown-unknown") {
+        run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
+    }
+    Ok(())
+}
+
 /// PostgreSQL server, Chromium and ChromeDriver, sqlite3 (for looking at the demo's rows),
 /// HAProxy and PgBouncer (the scale-out tests).
 pub fn system_packages() -> Result<()> {

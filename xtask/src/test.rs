@@ -42,6 +42,8 @@ pub struct Args {
 
 const STAGES_HELP: &str = "\
 Stages:
+  lint      cargo fmt --check, cargo clippy -D warnings (workspace, all targets; the SDK
+            also for wasm32): first, and fast
   rust      cargo test --workspace (collector against a real PostgreSQL, SQLite,
             PgBouncer and HAProxy, SDK pure logic, testkit)
   sdk       cargo xtask build-sdk, then the SDK's wasm-bindgen tests in headless Chromium
@@ -51,7 +53,7 @@ Stages:
   fuzz      cargo xtask fuzz --seconds N  (each fuzz target briefly; default 10 s)
 ";
 
-const STAGES: [&str; 5] = ["rust", "sdk", "sdk-e2e", "e2e", "fuzz"];
+const STAGES: [&str; 6] = ["lint", "rust", "sdk", "sdk-e2e", "e2e", "fuzz"];
 
 pub fn run(args: Args) -> Result<()> {
     let Args { only, skip, no_setup, fuzz_seconds } = args;
@@ -67,6 +69,18 @@ pub fn run(args: Args) -> Result<()> {
     let mut stages = Stages::default();
     let mut stage = |name: &str, f: &mut dyn FnMut() -> Result<()>| stages.run(name, f);
 
+    if wanted("lint") {
+        stage("lint (rustfmt, clippy)", &mut || {
+            if setup {
+                prereqs::lint_tools()?;
+            }
+            util::run(cargo().args(["fmt", "--all", "--check"]))?;
+            util::run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+            util::run(cargo().args([
+                "clippy", "-p", "hourofci-sdk", "--target", "wasm32-unknown-unknown", "--all-targets", "--", "-D", "warnings",
+            ]))
+        });
+    }
     if setup {
         stage("setup", &mut || {
             prereqs::system_packages()?;
