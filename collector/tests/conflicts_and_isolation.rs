@@ -206,7 +206,7 @@ async fn latin1_db() -> TestDb {
         .unwrap();
     assert_eq!(encoding, "LATIN1");
     let writer_url = PG.url_for(&writer_role, WRITER_PASSWORD, &name);
-    TestDb { name, admin_url, writer_role, writer_url, admin }
+    TestDb { name, admin_url, writer_role, writer_password: WRITER_PASSWORD.into(), writer_url, admin }
 }
 
 const ENCODING_RULE: &str = "the database cannot store this text in its encoding";
