@@ -120,7 +120,10 @@ mod tests {
             dog.watch(Some(server.id()));
             if stand_down {
                 drop(dog);
-                assert!(server.try_wait().unwrap().is_none(), "`done` must leave the server alone");
+                assert!(
+                    server.try_wait().unwrap().is_none(),
+                    "`done` must leave the server alone"
+                );
                 assert!(dir.exists(), "`done` must leave the directory alone");
                 server.kill().unwrap();
                 server.wait().unwrap();
@@ -129,7 +132,10 @@ mod tests {
                 // What the kernel does when this process dies: the pipe's writer closes.
                 dog.orders = None;
                 let status = server.wait().unwrap();
-                assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM));
+                assert_eq!(
+                    std::os::unix::process::ExitStatusExt::signal(&status),
+                    Some(libc::SIGTERM)
+                );
                 dog.process.wait().unwrap();
                 wait_until("directory removed", || !dir.exists());
                 assert!(gone(server.id()));

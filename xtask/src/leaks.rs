@@ -40,15 +40,22 @@ impl RunMarker {
     }
 
     fn new() -> RunMarker {
-        let ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        RunMarker { value: format!("{}-{ns}", std::process::id()) }
+        let ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        RunMarker {
+            value: format!("{}-{ns}", std::process::id()),
+        }
     }
 
     /// Processes other than this one whose environment carries this run's value.
     pub fn leftovers(&self) -> Vec<Leftover> {
         let me = std::process::id();
         let wanted = format!("{MARKER}={}", self.value);
-        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
         let mut found: Vec<Leftover> = entries
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
             .filter(|pid| *pid != me)
@@ -57,7 +64,10 @@ impl RunMarker {
                 std::fs::read(format!("/proc/{pid}/environ"))
                     .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == wanted.as_bytes()))
             })
-            .map(|pid| Leftover { pid, command: command_line(pid) })
+            .map(|pid| Leftover {
+                pid,
+                command: command_line(pid),
+            })
             .collect();
         found.sort_by_key(|l| l.pid);
         found
@@ -95,8 +105,17 @@ impl RunMarker {
 /// `/proc/PID/cmdline` with spaces for NULs, shortened for the report.
 fn command_line(pid: u32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let text: String = String::from_utf8_lossy(&raw).replace('\0', " ").trim().chars().take(200).collect();
-    if text.is_empty() { "(no command line)".into() } else { text }
+    let text: String = String::from_utf8_lossy(&raw)
+        .replace('\0', " ")
+        .trim()
+        .chars()
+        .take(200)
+        .collect();
+    if text.is_empty() {
+        "(no command line)".into()
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]
@@ -109,22 +128,43 @@ mod tests {
         let ours = RunMarker::new();
         let other = RunMarker::new();
         assert_ne!(ours.value, other.value);
-        let mut mine = Command::new("sleep").arg("600").env(MARKER, &ours.value).spawn().unwrap();
-        let mut theirs = Command::new("sleep").arg("600").env(MARKER, &other.value).spawn().unwrap();
+        let mut mine = Command::new("sleep")
+            .arg("600")
+            .env(MARKER, &ours.value)
+            .spawn()
+            .unwrap();
+        let mut theirs = Command::new("sleep")
+            .arg("600")
+            .env(MARKER, &other.value)
+            .spawn()
+            .unwrap();
 
         let found = ours.leftovers();
-        assert_eq!(found.iter().map(|l| l.pid).collect::<Vec<_>>(), vec![mine.id()], "{found:?}");
+        assert_eq!(
+            found.iter().map(|l| l.pid).collect::<Vec<_>>(),
+            vec![mine.id()],
+            "{found:?}"
+        );
         assert_eq!(found[0].command, "sleep 600");
 
         // After the grace period the leftover is killed and named.
         let err = ours.check_within(Duration::from_millis(500)).unwrap_err().to_string();
         assert!(err.contains(&format!("{} sleep 600", mine.id())), "{err}");
         let status = mine.wait().unwrap();
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
-        assert!(theirs.try_wait().unwrap().is_none(), "another run's process is left alone");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+        assert!(
+            theirs.try_wait().unwrap().is_none(),
+            "another run's process is left alone"
+        );
         theirs.kill().unwrap();
         theirs.wait().unwrap();
         assert!(other.leftovers().is_empty());
-        assert!(ours.check_within(Duration::ZERO).is_ok(), "nothing left: the check passes");
+        assert!(
+            ours.check_within(Duration::ZERO).is_ok(),
+            "nothing left: the check passes"
+        );
     }
 }

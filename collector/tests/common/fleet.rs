@@ -115,7 +115,10 @@ async fn send_until_acked(
         let (status, retry_after, well_formed) = match res {
             Ok(r) => {
                 let status = r.status().as_u16();
-                let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                 let body = r.bytes().await.unwrap_or_default();
                 let json_ok = status < 400
                     || serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.get("error").is_some());
@@ -148,7 +151,9 @@ async fn send_until_acked(
         }
         // Full jitter, capped; Retry-After honoured up to 500 ms to keep the test short.
         let jitter = Duration::from_millis(rand_below(backoff.as_millis() as u64 + 1));
-        let wait = retry_after.map_or(jitter, |s| Duration::from_secs(s).min(Duration::from_millis(500)).max(jitter));
+        let wait = retry_after.map_or(jitter, |s| {
+            Duration::from_secs(s).min(Duration::from_millis(500)).max(jitter)
+        });
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(Duration::from_millis(500));
     }
@@ -165,10 +170,19 @@ pub fn assert_exactly_once(report: &FleetReport, stored: &BTreeMap<String, u64>)
     assert!(dup.is_empty(), "duplicated rows: {dup:?}");
     let stored_ids: BTreeSet<String> = stored.keys().cloned().collect();
     let acked_not_stored: Vec<_> = report.acked.difference(&stored_ids).collect();
-    assert!(acked_not_stored.is_empty(), "acknowledged (2xx) but not stored: {acked_not_stored:?}");
+    assert!(
+        acked_not_stored.is_empty(),
+        "acknowledged (2xx) but not stored: {acked_not_stored:?}"
+    );
     let stored_not_sent: Vec<_> = stored_ids.difference(&report.sent).collect();
     assert!(stored_not_sent.is_empty(), "stored but never sent: {stored_not_sent:?}");
     let never_acked: Vec<_> = report.sent.difference(&report.acked).collect();
-    assert!(never_acked.is_empty(), "sent but never acknowledged despite retries: {never_acked:?}");
-    assert_eq!(report.malformed_errors, 0, "error answers without JSON body or Retry-After");
+    assert!(
+        never_acked.is_empty(),
+        "sent but never acknowledged despite retries: {never_acked:?}"
+    );
+    assert_eq!(
+        report.malformed_errors, 0,
+        "error answers without JSON body or Retry-After"
+    );
 }

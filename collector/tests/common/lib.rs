@@ -50,8 +50,16 @@ pub fn in_ci() -> bool {
 }
 
 /// Characters `encodeURIComponent` leaves alone: A-Z a-z 0-9 - _ . ! ~ * ' ( )
-const URI_COMPONENT: &AsciiSet =
-    &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'!').remove(b'~').remove(b'*').remove(b'\'').remove(b'(').remove(b')');
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
 
 /// JavaScript's `encodeURIComponent`, as the SDK encodes each path segment.
 pub fn enc(s: &str) -> String {
@@ -60,7 +68,11 @@ pub fn enc(s: &str) -> String {
 
 /// `[/test]/{UA}/gateway/beginner/1A/{answer}`, the answer percent-encoded.
 pub fn event_path(test: bool, answer: &str) -> String {
-    format!("{}/{UA}/gateway/beginner/1A/{}", if test { "/test" } else { "" }, enc(answer))
+    format!(
+        "{}/{UA}/gateway/beginner/1A/{}",
+        if test { "/test" } else { "" },
+        enc(answer)
+    )
 }
 
 // ---------------------------------------------------------------------------------
@@ -97,7 +109,10 @@ pub struct TestDb {
 impl TestDb {
     /// The writer's URL through another port (a proxy's, PgBouncer's).
     pub fn writer_url_via(&self, port: u16) -> String {
-        format!("postgres://{}:{}@127.0.0.1:{port}/{}", self.writer_role, self.writer_password, self.name)
+        format!(
+            "postgres://{}:{}@127.0.0.1:{port}/{}",
+            self.writer_role, self.writer_password, self.name
+        )
     }
 }
 
@@ -107,10 +122,23 @@ pub async fn fresh_db(cluster: &PgCluster) -> TestDb {
     let writer_role = format!("{name}_writer");
     let writer_password = format!("pw-{}", uuid::Uuid::new_v4().simple());
     cluster.create_login_role(&writer_role, &writer_password);
-    hourofci_collector::migrate::run(&admin_url, &writer_role).await.expect("migrate");
+    hourofci_collector::migrate::run(&admin_url, &writer_role)
+        .await
+        .expect("migrate");
     let writer_url = cluster.url_for(&writer_role, &writer_password, &name);
-    let admin = PgPoolOptions::new().max_connections(2).connect(&admin_url).await.expect("admin pool");
-    TestDb { name, admin_url, writer_role, writer_password, writer_url, admin }
+    let admin = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&admin_url)
+        .await
+        .expect("admin pool");
+    TestDb {
+        name,
+        admin_url,
+        writer_role,
+        writer_password,
+        writer_url,
+        admin,
+    }
 }
 
 /// A cluster of the test's own (it may stop and restart it) with one [`TestDb`].
@@ -163,7 +191,10 @@ pub async fn rows(pool: &PgPool, table: &str) -> Vec<Row> {
 
 pub async fn count(pool: &PgPool, table: &str) -> i64 {
     assert!(table == "loggingtable" || table == "loggingtable_test");
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(pool).await.unwrap()
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------
@@ -187,12 +218,19 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(format!("{}{path}", self.url)).send().await.expect("GET")
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET")
     }
 
     /// POST an event path with an Idempotency-Key (and optional client time).
     pub async fn post_event(&self, path: &str, id: uuid::Uuid, client_time: Option<&str>) -> reqwest::Response {
-        let mut req = self.client.post(format!("{}{path}", self.url)).header("Idempotency-Key", id.to_string());
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("Idempotency-Key", id.to_string());
         if let Some(t) = client_time {
             req = req.header("X-Client-Time", t);
         }
@@ -200,7 +238,12 @@ impl TestApp {
     }
 
     pub async fn post_batch(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client.post(format!("{}{path}", self.url)).json(body).send().await.expect("POST batch")
+        self.client
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .expect("POST batch")
     }
 
     /// A sample of `/metrics` (0 when the series is absent).
@@ -214,10 +257,17 @@ impl TestApp {
 pub async fn spawn_app(args: &[&str]) -> TestApp {
     let mut argv = vec!["--bind", "127.0.0.1:0"];
     argv.extend_from_slice(args);
-    let server = hourofci_collector::start(&serve_args(&argv)).await.expect("start collector");
+    let server = hourofci_collector::start(&serve_args(&argv))
+        .await
+        .expect("start collector");
     let url = server.url();
     let addr = server.local_addr();
-    TestApp { server, url, addr, client: reqwest::Client::new() }
+    TestApp {
+        server,
+        url,
+        addr,
+        client: reqwest::Client::new(),
+    }
 }
 
 /// A collector on a fresh database of the shared cluster, connected as the writer role.

@@ -16,8 +16,16 @@ use crate::raw_http::raw_get;
 /// its integration tests.
 pub fn collector_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
-    let bin = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").join("hourofci-collector");
-    assert!(bin.exists(), "{} not built (run the tests with `cargo test -p hourofci-collector`)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .join("hourofci-collector");
+    assert!(
+        bin.exists(),
+        "{} not built (run the tests with `cargo test -p hourofci-collector`)",
+        bin.display()
+    );
     bin
 }
 
@@ -36,7 +44,13 @@ impl CollectorProc {
     }
 
     /// Same, as another user (uid, gid) when given.
-    pub fn spawn_as(addr: SocketAddr, args: &[String], log: &Path, cwd: &Path, user: Option<(u32, u32)>) -> CollectorProc {
+    pub fn spawn_as(
+        addr: SocketAddr,
+        args: &[String],
+        log: &Path,
+        cwd: &Path,
+        user: Option<(u32, u32)>,
+    ) -> CollectorProc {
         Self::spawn_full(addr, args, log, cwd, user, "info")
     }
 
@@ -70,7 +84,12 @@ impl CollectorProc {
             .expect("spawn hourofci-collector");
         let mut watchdog = Watchdog::start(libc::SIGKILL, None).expect("start a watchdog");
         watchdog.watch(Some(child.id()));
-        CollectorProc { child, addr, log: log.to_path_buf(), _watchdog: watchdog }
+        CollectorProc {
+            child,
+            addr,
+            log: log.to_path_buf(),
+            _watchdog: watchdog,
+        }
     }
 
     /// Wait until `GET /` answers (the process is serving).
@@ -83,7 +102,11 @@ impl CollectorProc {
             if raw_get(self.addr, "/").is_some_and(|r| r.status == 200) {
                 return;
             }
-            assert!(Instant::now() < deadline, "collector not serving after {timeout:?}; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "collector not serving after {timeout:?}; log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
