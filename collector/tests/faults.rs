@@ -41,10 +41,11 @@ async fn wait_for_progress(fleet: &Fleet, n: usize, timeout: Duration) {
 async fn postgres_restarts_while_events_flow_lose_and_duplicate_nothing() {
     let mut pg = Pg::start().await;
     let url = pg.db.writer_url.clone();
-    let args = serve_args(&[
-        "--bind", "127.0.0.1:0", "--database-url", &url, "--db-timeout-ms", "2000", "--rate-limit-per-second", "0",
-    ]);
-    let server = hourofci_collector::start(&args).await.expect("start collector");
+    let server = spawn_app(&[
+        "--database-url", &url, "--db-timeout-ms", "2000", "--rate-limit-per-second", "0",
+    ])
+    .await
+    .server;
     let addr = server.local_addr();
     let fleet = Fleet::start(Arc::new(Mutex::new(server.url())), 16, Duration::from_secs(60));
     wait_for_progress(&fleet, 50, Duration::from_secs(30)).await;
@@ -90,10 +91,11 @@ async fn database_connections_cut_mid_flow_lose_and_duplicate_nothing() {
     // once: statements and commits in flight are cut, some after the commit happened.
     let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], pg.cluster.port()))).unwrap();
     let url = pg.db.writer_url_via(proxy.port());
-    let args = serve_args(&[
-        "--bind", "127.0.0.1:0", "--database-url", &url, "--db-timeout-ms", "2000", "--rate-limit-per-second", "0",
-    ]);
-    let server = hourofci_collector::start(&args).await.expect("start collector");
+    let server = spawn_app(&[
+        "--database-url", &url, "--db-timeout-ms", "2000", "--rate-limit-per-second", "0",
+    ])
+    .await
+    .server;
     let fleet = Fleet::start(Arc::new(Mutex::new(server.url())), 16, Duration::from_secs(60));
     wait_for_progress(&fleet, 50, Duration::from_secs(30)).await;
     for _ in 0..8 {

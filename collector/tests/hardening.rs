@@ -14,10 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use uuid::Uuid;
 
-async fn start(args: &[&str]) -> hourofci_collector::RunningServer {
-    hourofci_collector::start(&serve_args(args)).await.expect("start collector")
-}
-
 fn get_with(addr: SocketAddr, path: &str, headers: &str) -> RawResponse {
     raw_request(
         addr,
@@ -103,9 +99,9 @@ async fn cors_headers_only_for_allowed_origins() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("e.db");
     let allowed = "https://lessons.example.org";
-    let with = start(&["--bind", "127.0.0.1:0", "--sqlite-path", db.to_str().unwrap(), "--allow-origin", allowed, "--rate-limit-per-second", "0"]).await;
+    let with = spawn_app(&["--sqlite-path", db.to_str().unwrap(), "--allow-origin", allowed, "--rate-limit-per-second", "0"]).await.server;
     let db2 = dir.path().join("e2.db");
-    let without = start(&["--bind", "127.0.0.1:0", "--sqlite-path", db2.to_str().unwrap(), "--rate-limit-per-second", "0"]).await;
+    let without = spawn_app(&["--sqlite-path", db2.to_str().unwrap(), "--rate-limit-per-second", "0"]).await.server;
     let (a, b) = (with.local_addr(), without.local_addr());
     tokio::task::spawn_blocking(move || {
         let preflight = |addr, origin: &str| {
@@ -312,11 +308,12 @@ async fn tls_certificate_replaced_on_disk_is_served_to_new_connections_without_r
     std::fs::write(&cert, &first.cert_pem).unwrap();
     std::fs::write(&key, &first.key_pem).unwrap();
     let db = dir.path().join("e.db");
-    let server = start(&[
-        "--bind", "127.0.0.1:0", "--sqlite-path", db.to_str().unwrap(), "--rate-limit-per-second", "0",
+    let server = spawn_app(&[
+        "--sqlite-path", db.to_str().unwrap(), "--rate-limit-per-second", "0",
         "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--tls-reload-secs", "1",
     ])
-    .await;
+    .await
+    .server;
     assert!(server.url().starts_with("https://"));
     let addr = server.local_addr();
     let ca = Arc::new(ca);
@@ -432,7 +429,7 @@ async fn writer_role_cannot_read_change_or_delete_rows_with_the_collectors_own_u
     use sqlx::Connection;
     let pg = Pg::start().await;
     let url = pg.db.writer_url.clone();
-    let server = start(&["--bind", "127.0.0.1:0", "--database-url", &url, "--rate-limit-per-second", "0"]).await;
+    let server = spawn_app(&["--database-url", &url, "--rate-limit-per-second", "0"]).await.server;
     let addr = server.local_addr();
     let id = Uuid::new_v4();
     let res = tokio::task::spawn_blocking(move || {

@@ -158,17 +158,16 @@ async fn hostile_requests_get_clear_answers_and_the_process_stays_healthy() {
     std::fs::create_dir_all(&sdk).unwrap();
     std::fs::write(sdk.join("hourofci-log.js"), "export {}").unwrap();
     let db = dir.path().join("events.db");
-    let args = serve_args(&[
-        "--bind",
-        "127.0.0.1:0",
+    let server = spawn_app(&[
         "--sqlite-path",
         db.to_str().unwrap(),
         "--sdk-dir",
         sdk.to_str().unwrap(),
         "--rate-limit-per-second",
         "0",
-    ]);
-    let server = hourofci_collector::start(&args).await.expect("start collector");
+    ])
+    .await
+    .server;
     let addr = server.local_addr();
 
     let cases = cases();
