@@ -150,10 +150,8 @@ async fn postgres_conflicts_are_reported_and_the_stored_row_is_kept() {
 
 #[tokio::test]
 async fn sqlite_conflicts_are_reported_and_the_stored_row_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.db");
-    let app = spawn_app(&["--sqlite-path", path.to_str().unwrap(), "--rate-limit-per-second", "0"]).await;
-    conflicts_are_reported_and_the_stored_row_is_kept(&app, &Rows::Sqlite(path)).await;
+    let (app, db) = spawn_sqlite_app(&["--rate-limit-per-second", "0"]).await;
+    conflicts_are_reported_and_the_stored_row_is_kept(&app, &Rows::Sqlite(db.path.clone())).await;
 }
 
 /// Many requests for one id at once, with two different answers: one is written, the
@@ -206,7 +204,7 @@ async fn latin1_db() -> TestDb {
         .unwrap();
     assert_eq!(encoding, "LATIN1");
     let writer_url = PG.url_for(&writer_role, WRITER_PASSWORD, &name);
-    TestDb { name, admin_url, writer_role, writer_url, admin }
+    TestDb { name, admin_url, writer_role, writer_password: WRITER_PASSWORD.into(), writer_url, admin }
 }
 
 const ENCODING_RULE: &str = "the database cannot store this text in its encoding";
@@ -306,9 +304,8 @@ async fn a_database_outage_is_503_for_every_event_never_a_verdict() {
 async fn sqlite_database_and_its_wal_and_shm_are_created_owner_only() {
     // A common umask, which would leave new files readable by everyone (0644).
     unsafe { libc::umask(0o022) };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("answers.db");
-    let app = spawn_app(&["--sqlite-path", path.to_str().unwrap()]).await;
+    let (app, db) = spawn_sqlite_app(&[]).await;
+    let path = &db.path;
     assert_eq!(app.post_event(&format!("/{UA}/gateway/beginner/1A/private"), Uuid::new_v4(), None).await.status(), 201);
     for suffix in ["", "-wal", "-shm"] {
         let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));

@@ -7,7 +7,7 @@
 //! got every event acknowledged in the end. The numbers each test prints are the
 //! ones in docs/RELIABILITY.md.
 
-mod reliability_support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reliability_support::*;
+use common::*;
 use testkit::proxy::{Mode, Proxy};
 use uuid::Uuid;
 
@@ -40,11 +40,12 @@ async fn wait_for_progress(fleet: &Fleet, n: usize, timeout: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarts_while_events_flow_lose_and_duplicate_nothing() {
     let mut pg = Pg::start().await;
-    let url = pg.writer_url();
-    let args = serve_args(&[
-        "--bind", "127.0.0.1:0", "--database-url", &url, "--db-timeout-ms", "2000", "--rate-limit-per-second", "0",
-    ]);
-    let server = hourofci_collector::start(&args).await.expect("start collector");
+    let url = pg.db.writer_url.clone();
+    let server = spawn_app(&[
+        "--database-url", &url, "--db-timeout-ms", "2000", "--rate-limit-per-second", "0",
+    ])
+    .await
+    .server;
     let addr = server.local_addr();
     let fleet = Fleet::start(Arc::new(Mutex::new(server.url())), 16, Duration::from_secs(60));
     wait_for_progress(&fleet, 50, Duration::from_secs(30)).await;
@@ -89,11 +90,12 @@ async fn database_connections_cut_mid_flow_lose_and_duplicate_nothing() {
     // Every connection to PostgreSQL goes through the proxy, which resets them all at
     // once: statements and commits in flight are cut, some after the commit happened.
     let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], pg.cluster.port()))).unwrap();
-    let url = pg.writer_url_via(proxy.port());
-    let args = serve_args(&[
-        "--bind", "127.0.0.1:0", "--database-url", &url, "--db-timeout-ms", "2000", "--rate-limit-per-second", "0",
-    ]);
-    let server = hourofci_collector::start(&args).await.expect("start collector");
+    let url = pg.db.writer_url_via(proxy.port());
+    let server = spawn_app(&[
+        "--database-url", &url, "--db-timeout-ms", "2000", "--rate-limit-per-second", "0",
+    ])
+    .await
+    .server;
     let fleet = Fleet::start(Arc::new(Mutex::new(server.url())), 16, Duration::from_secs(60));
     wait_for_progress(&fleet, 50, Duration::from_secs(30)).await;
     for _ in 0..8 {
@@ -116,8 +118,8 @@ async fn database_connections_cut_mid_flow_lose_and_duplicate_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn collector_sigkill_while_events_flow_then_restart_loses_and_duplicates_nothing_postgres() {
     let pg = Pg::start().await;
-    let url = pg.writer_url();
-    let dir = TempDir::new("sigkill-pg");
+    let url = pg.db.writer_url.clone();
+    let dir = tempfile::tempdir().unwrap();
     let report = kill_and_restart(dir.path(), &["--database-url".into(), url]).await;
     let stored = pg.stored_ids("loggingtable");
     eprintln!("SIGKILL (PostgreSQL): {}; rows {}", report.summary(), stored.values().sum::<u64>());
@@ -126,7 +128,7 @@ async fn collector_sigkill_while_events_flow_then_restart_loses_and_duplicates_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn collector_sigkill_while_events_flow_then_restart_loses_and_duplicates_nothing_sqlite() {
-    let dir = TempDir::new("sigkill-sqlite");
+    let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("events.db");
     let report = kill_and_restart(dir.path(), &["--sqlite-path".into(), db.display().to_string()]).await;
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display())).await.unwrap();
@@ -170,9 +172,9 @@ async fn sigterm_commits_in_flight_and_queued_events_and_refuses_new_connections
     let pg = Pg::start().await;
     // A slow link to the database keeps requests in flight long enough to signal.
     let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], pg.cluster.port()))).unwrap();
-    let dir = TempDir::new("sigterm");
+    let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
-    let args: Vec<String> = ["--database-url", &pg.writer_url_via(proxy.port()), "--db-timeout-ms", "60000", "--rate-limit-per-second", "0", "--writers", "2"]
+    let args: Vec<String> = ["--database-url", &pg.db.writer_url_via(proxy.port()), "--db-timeout-ms", "60000", "--rate-limit-per-second", "0", "--writers", "2"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -257,11 +259,11 @@ async fn sigterm_commits_in_flight_and_queued_events_and_refuses_new_connections
 async fn hung_or_slow_database_gives_503_within_the_timeout_and_memory_stays_bounded() {
     let pg = Pg::start().await;
     let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], pg.cluster.port()))).unwrap();
-    let dir = TempDir::new("hung");
+    let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     const TIMEOUT_MS: u64 = 1000;
     let args: Vec<String> = [
-        "--database-url", &pg.writer_url_via(proxy.port()), "--db-timeout-ms", &TIMEOUT_MS.to_string(),
+        "--database-url", &pg.db.writer_url_via(proxy.port()), "--db-timeout-ms", &TIMEOUT_MS.to_string(),
         "--rate-limit-per-second", "0", "--queue-capacity", "5000",
     ]
     .iter()
@@ -426,7 +428,7 @@ fn post_status(addr: SocketAddr, answer: &str) -> RawResponse {
 
 #[test]
 fn sqlite_on_a_full_disk_answers_503_with_a_log_line_and_no_panic() {
-    let dir = TempDir::new("diskfull");
+    let dir = tempfile::tempdir().unwrap();
     let Some(_mnt) = mount_or_skip(&dir.path().join("mnt"), "512k") else { return };
     let addr = free_addr();
     let db = dir.path().join("mnt/events.db");
@@ -477,12 +479,15 @@ fn sqlite_on_a_full_disk_answers_503_with_a_log_line_and_no_panic() {
 /// fault that can happen is a file that is read-only when the collector starts.
 #[test]
 fn sqlite_file_read_only_at_start_answers_503_with_a_log_line_and_no_panic() {
-    let dir = TempDir::new("readonly");
+    let dir = tempfile::tempdir().unwrap();
     let Some((uid, gid)) = nobody() else {
         assert!(!in_ci(), "this test needs the user `nobody` (root ignores file modes)");
         eprintln!("SKIPPED outside CI: no user `nobody`");
         return;
     };
+    use std::os::unix::fs::PermissionsExt;
+    // tempfile makes the directory 0700; `nobody` must reach data/ inside it.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
@@ -496,7 +501,6 @@ fn sqlite_file_read_only_at_start_answers_503_with_a_log_line_and_no_panic() {
     first.signal(libc::SIGTERM);
     assert!(first.wait_exit(Duration::from_secs(30)).is_some_and(|s| s.success()));
 
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
     let mut proc = CollectorProc::spawn_as(addr, &args, &log, &data, Some((uid, gid)));
     proc.wait_serving(Duration::from_secs(30));

@@ -4,19 +4,15 @@
 //! password kept out of logs, answers and the process list, and a writer role that
 //! cannot read, change or delete learners' rows with the collector's own credentials.
 
-mod reliability_support;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reliability_support::*;
+use common::*;
 use uuid::Uuid;
-
-async fn start(args: &[&str]) -> hourofci_collector::RunningServer {
-    hourofci_collector::start(&serve_args(args)).await.expect("start collector")
-}
 
 fn get_with(addr: SocketAddr, path: &str, headers: &str) -> RawResponse {
     raw_request(
@@ -32,9 +28,8 @@ fn get_with(addr: SocketAddr, path: &str, headers: &str) -> RawResponse {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_answers_429_with_retry_after_per_client_address() {
-    let dir = TempDir::new("ratelimit");
-    let db = dir.path().join("e.db");
-    let server = start(&["--bind", "127.0.0.1:0", "--sqlite-path", db.to_str().unwrap(), "--rate-limit-per-second", "2", "--rate-limit-burst", "10"]).await;
+    let (app, _db) = spawn_sqlite_app(&["--rate-limit-per-second", "2", "--rate-limit-burst", "10"]).await;
+    let server = app.server;
     let addr = server.local_addr();
     let (statuses, limited, took) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
@@ -71,12 +66,11 @@ async fn rate_limit_answers_429_with_retry_after_per_client_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_proxy_keys_the_limit_on_the_last_forwarded_address() {
-    let dir = TempDir::new("trustproxy");
-    let db = dir.path().join("e.db");
-    let server = start(&[
-        "--bind", "127.0.0.1:0", "--sqlite-path", db.to_str().unwrap(), "--rate-limit-per-second", "0.2", "--rate-limit-burst", "3", "--trust-proxy",
+    let (app, _db) = spawn_sqlite_app(&[
+        "--rate-limit-per-second", "0.2", "--rate-limit-burst", "3", "--trust-proxy",
     ])
     .await;
+    let server = app.server;
     let addr = server.local_addr();
     let (distinct, same, spoofed_left) = tokio::task::spawn_blocking(move || {
         let distinct: Vec<u16> =
@@ -102,12 +96,12 @@ async fn trust_proxy_keys_the_limit_on_the_last_forwarded_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_headers_only_for_allowed_origins() {
-    let dir = TempDir::new("cors");
+    let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("e.db");
     let allowed = "https://lessons.example.org";
-    let with = start(&["--bind", "127.0.0.1:0", "--sqlite-path", db.to_str().unwrap(), "--allow-origin", allowed, "--rate-limit-per-second", "0"]).await;
+    let with = spawn_app(&["--sqlite-path", db.to_str().unwrap(), "--allow-origin", allowed, "--rate-limit-per-second", "0"]).await.server;
     let db2 = dir.path().join("e2.db");
-    let without = start(&["--bind", "127.0.0.1:0", "--sqlite-path", db2.to_str().unwrap(), "--rate-limit-per-second", "0"]).await;
+    let without = spawn_app(&["--sqlite-path", db2.to_str().unwrap(), "--rate-limit-per-second", "0"]).await.server;
     let (a, b) = (with.local_addr(), without.local_addr());
     tokio::task::spawn_blocking(move || {
         let preflight = |addr, origin: &str| {
@@ -177,13 +171,12 @@ fn time_until_closed(s: &mut TcpStream, drip: &[u8], limit: Duration) -> (Option
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_and_slow_bodies_are_cut_off() {
-    let dir = TempDir::new("slowloris");
-    let db = dir.path().join("e.db");
-    let server = start(&[
-        "--bind", "127.0.0.1:0", "--sqlite-path", db.to_str().unwrap(), "--rate-limit-per-second", "0",
+    let (app, _db) = spawn_sqlite_app(&[
+        "--rate-limit-per-second", "0",
         "--header-timeout-secs", "2", "--body-timeout-secs", "2",
     ])
     .await;
+    let server = app.server;
     let addr = server.local_addr();
     tokio::task::spawn_blocking(move || {
         // Headers dribbled one byte every 500 ms.
@@ -228,13 +221,12 @@ async fn slow_headers_and_slow_bodies_are_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_at_once() {
-    let dir = TempDir::new("maxconn");
-    let db = dir.path().join("e.db");
-    let server = start(&[
-        "--bind", "127.0.0.1:0", "--sqlite-path", db.to_str().unwrap(), "--rate-limit-per-second", "0",
+    let (app, _db) = spawn_sqlite_app(&[
+        "--rate-limit-per-second", "0",
         "--max-connections", "4", "--header-timeout-secs", "30",
     ])
     .await;
+    let server = app.server;
     let addr = server.local_addr();
     tokio::task::spawn_blocking(move || {
         let mut held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
@@ -309,18 +301,19 @@ fn https_get_root(addr: SocketAddr, ca: &rcgen::Certificate) -> (Vec<u8>, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_certificate_replaced_on_disk_is_served_to_new_connections_without_restart() {
-    let dir = TempDir::new("tls");
+    let dir = tempfile::tempdir().unwrap();
     let (ca, first, renewed) = ca_and_leaves();
     let cert = dir.path().join("fullchain.pem");
     let key = dir.path().join("privkey.pem");
     std::fs::write(&cert, &first.cert_pem).unwrap();
     std::fs::write(&key, &first.key_pem).unwrap();
     let db = dir.path().join("e.db");
-    let server = start(&[
-        "--bind", "127.0.0.1:0", "--sqlite-path", db.to_str().unwrap(), "--rate-limit-per-second", "0",
+    let server = spawn_app(&[
+        "--sqlite-path", db.to_str().unwrap(), "--rate-limit-per-second", "0",
         "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--tls-reload-secs", "1",
     ])
-    .await;
+    .await
+    .server;
     assert!(server.url().starts_with("https://"));
     let addr = server.local_addr();
     let ca = Arc::new(ca);
@@ -356,10 +349,10 @@ async fn tls_certificate_replaced_on_disk_is_served_to_new_connections_without_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_password_never_appears_in_logs_answers_or_the_process_list() {
     let mut pg = Pg::start().await;
-    let dir = TempDir::new("secrets");
+    let dir = tempfile::tempdir().unwrap();
     let url_file = dir.path().join("database-url");
-    std::fs::write(&url_file, format!("{}\n", pg.writer_url())).unwrap();
-    let password = pg.writer_password.clone();
+    std::fs::write(&url_file, format!("{}\n", pg.db.writer_url)).unwrap();
+    let password = pg.db.writer_password.clone();
     let addr = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
     let log = dir.path().join("collector.log");
     let args: Vec<String> = ["--database-url-file", url_file.to_str().unwrap(), "--rate-limit-per-second", "0"].iter().map(|s| s.to_string()).collect();
@@ -396,7 +389,7 @@ async fn database_password_never_appears_in_logs_answers_or_the_process_list() {
 
     // Wrong password (authentication fails): the attempted password must not leak either.
     let wrong = format!("wrong-{}", Uuid::new_v4().simple());
-    std::fs::write(&url_file, pg.writer_url().replace(&password, &wrong)).unwrap();
+    std::fs::write(&url_file, pg.db.writer_url.replace(&password, &wrong)).unwrap();
     let mut proc = CollectorProc::spawn_full(addr, &args, &log, dir.path(), None, "debug");
     proc.wait_serving(Duration::from_secs(30));
     let refused = event(addr);
@@ -435,8 +428,8 @@ async fn database_password_never_appears_in_logs_answers_or_the_process_list() {
 async fn writer_role_cannot_read_change_or_delete_rows_with_the_collectors_own_url() {
     use sqlx::Connection;
     let pg = Pg::start().await;
-    let url = pg.writer_url();
-    let server = start(&["--bind", "127.0.0.1:0", "--database-url", &url, "--rate-limit-per-second", "0"]).await;
+    let url = pg.db.writer_url.clone();
+    let server = spawn_app(&["--database-url", &url, "--rate-limit-per-second", "0"]).await.server;
     let addr = server.local_addr();
     let id = Uuid::new_v4();
     let res = tokio::task::spawn_blocking(move || {

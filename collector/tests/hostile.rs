@@ -6,7 +6,7 @@
 //! Also replays the fuzzers' seeds and every crash they ever found
 //! (`fuzz/regressions/<target>/`) through the same invariants the fuzz targets check.
 
-mod reliability_support;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use chrono::Datelike;
 use hourofci_collector::event::{decode_segment, parse_batch, parse_client_time, parse_event_path, BatchItem};
 use hourofci_collector::validate::Rules;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use reliability_support::*;
+use common::*;
 use uuid::Uuid;
 
 /// What a case expects back.
@@ -153,22 +153,21 @@ fn cases() -> Vec<Case> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_requests_get_clear_answers_and_the_process_stays_healthy() {
-    let dir = TempDir::new("hostile");
+    let dir = tempfile::tempdir().unwrap();
     let sdk = dir.path().join("sdk");
     std::fs::create_dir_all(&sdk).unwrap();
     std::fs::write(sdk.join("hourofci-log.js"), "export {}").unwrap();
     let db = dir.path().join("events.db");
-    let args = serve_args(&[
-        "--bind",
-        "127.0.0.1:0",
+    let server = spawn_app(&[
         "--sqlite-path",
         db.to_str().unwrap(),
         "--sdk-dir",
         sdk.to_str().unwrap(),
         "--rate-limit-per-second",
         "0",
-    ]);
-    let server = hourofci_collector::start(&args).await.expect("start collector");
+    ])
+    .await
+    .server;
     let addr = server.local_addr();
 
     let cases = cases();

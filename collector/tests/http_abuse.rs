@@ -5,13 +5,13 @@
 //! All of 127.0.0.0/8 is loopback on Linux, so a socket bound to 127.0.0.2 before it
 //! connects is a second client address.
 
-mod reliability_support;
+mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use reliability_support::*;
+use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use uuid::Uuid;
@@ -142,7 +142,7 @@ async fn open_holds(from: Ipv4Addr, server: SocketAddr, kinds: &[Hold]) -> Vec<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_holding_connections_is_capped_and_a_second_client_is_still_stored() {
-    let dir = TempDir::new("abuse-cap");
+    let dir = tempfile::tempdir().unwrap();
     // Deadlines far beyond the test: only the per-client cap protects here.
     let collector = spawn_collector(
         dir.path(),
@@ -182,7 +182,7 @@ async fn one_client_holding_connections_is_capped_and_a_second_client_is_still_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_heads_partial_h2_prefaces_and_idle_h2_connections_are_closed_by_the_deadlines() {
-    let dir = TempDir::new("abuse-deadline");
+    let dir = tempfile::tempdir().unwrap();
     // The attacker takes every global slot (no per-client cap), so only the head
     // deadline and the idle timeout can free them. Before the fix, a partial HTTP/2
     // preface and an idle HTTP/2 connection were kept forever.
@@ -234,7 +234,7 @@ async fn partial_heads_partial_h2_prefaces_and_idle_h2_connections_are_closed_by
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_one_mib_bodies_stay_within_the_memory_budget_and_a_second_client_is_stored() {
-    let dir = TempDir::new("abuse-bodies");
+    let dir = tempfile::tempdir().unwrap();
     // Default budgets (64 MiB in all, 4 MiB per client); bodies may take 120 s, so
     // they are all still held while the memory is measured.
     let collector = spawn_collector(dir.path(), &["--body-timeout-secs", "120", "--header-timeout-secs", "60"]);
@@ -346,7 +346,7 @@ fn peak_rss_kib(pid: i32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limiter_at_capacity_never_lets_new_clients_through_unlimited() {
-    let dir = TempDir::new("abuse-ratecap");
+    let dir = tempfile::tempdir().unwrap();
     // Room for 3 clients; one token every 5 s, burst 3.
     let collector = spawn_collector(
         dir.path(),
@@ -388,7 +388,7 @@ async fn rate_limiter_at_capacity_never_lets_new_clients_through_unlimited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_forwarded_for_is_ignored_from_untrusted_peers_and_honoured_from_a_trusted_cidr() {
-    let dir = TempDir::new("abuse-xff");
+    let dir = tempfile::tempdir().unwrap();
     let collector = spawn_collector(
         dir.path(),
         &["--trusted-proxy", "127.0.0.2/31", "--rate-limit-per-second", "0.01", "--rate-limit-burst", "2"],
@@ -429,7 +429,7 @@ async fn futures_statuses(server: SocketAddr, from: Ipv4Addr, headers: impl Iter
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_http2_clients_are_served_across_the_deadlines() {
-    let dir = TempDir::new("abuse-h2ok");
+    let dir = tempfile::tempdir().unwrap();
     // Short deadlines: a live HTTP/2 connection must outlive the head deadline, and
     // only be closed when it has been idle.
     let collector = spawn_collector(dir.path(), &["--header-timeout-secs", "1", "--idle-timeout-secs", "3", "--http2-max-streams", "4"]);
@@ -482,7 +482,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_answers_is_disconnected() {
-    let dir = TempDir::new("abuse-slowread");
+    let dir = tempfile::tempdir().unwrap();
     let collector = spawn_collector(dir.path(), &["--idle-timeout-secs", "2", "--rate-limit-per-second", "0"]);
     let server = collector.addr;
     // A tiny receive window, then 40 000 pipelined requests whose answers it never

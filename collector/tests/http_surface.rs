@@ -5,21 +5,17 @@
 //! files inside its folder, and `--admin-bind` moving `/metrics` off the public port.
 
 mod common;
-mod reliability_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use reliability_support::{raw_request, serve_args, RawResponse, TempDir};
+use common::{raw_request, serve_args, spawn_app, spawn_sqlite_app, RawResponse, UA};
 use uuid::Uuid;
 
-const UA: &str = "3b5d5c3712955042212316173ccf37be";
 const EVENT: &str = "gateway/beginner/1A/true";
 
 async fn start(args: &[&str]) -> hourofci_collector::RunningServer {
-    let mut full = vec!["--bind", "127.0.0.1:0"];
-    full.extend_from_slice(args);
-    hourofci_collector::start(&serve_args(&full)).await.expect("start collector")
+    spawn_app(args).await.server
 }
 
 /// One request with `Connection: close`, off the async runtime (blocking socket).
@@ -53,7 +49,7 @@ async fn sqlite_count(db: &std::path::Path, table: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_gets_answer_any_origin_while_sdk_routes_follow_allow_origin_patterns() {
-    let dir = TempDir::new("cors2");
+    let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("e.db");
     let sdk = dir.path().join("sdk");
     std::fs::create_dir_all(&sdk).unwrap();
@@ -129,9 +125,8 @@ async fn legacy_gets_answer_any_origin_while_sdk_routes_follow_allow_origin_patt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_allow_origin_restricts_only_the_legacy_routes() {
-    let dir = TempDir::new("cors3");
-    let db = dir.path().join("e.db");
-    let server = start(&["--sqlite-path", db.to_str().unwrap(), "--rate-limit-per-second", "0", "--legacy-allow-origin", "https://*.hourofci.org"]).await;
+    let (app, db) = spawn_sqlite_app(&["--rate-limit-per-second", "0", "--legacy-allow-origin", "https://*.hourofci.org"]).await;
+    let server = app.server;
     let a = server.local_addr();
     let legacy = format!("/{UA}/{EVENT}");
     let r = send(a, "GET", &legacy, &[("Origin", "https://jupyter.hourofci.org")]).await;
@@ -141,7 +136,7 @@ async fn legacy_allow_origin_restricts_only_the_legacy_routes() {
     // The simple GET is written anyway (CORS only hides the answer): that is why the
     // default is `*`.
     assert_eq!(r.status, 200);
-    assert_eq!(sqlite_count(&db, "loggingtable").await, 2);
+    assert_eq!(sqlite_count(&db.path, "loggingtable").await, 2);
     // The SDK routes have no --allow-origin here: no CORS headers, even for that origin.
     let r = send(a, "OPTIONS", "/batch", &[("Origin", "https://jupyter.hourofci.org"), ("Access-Control-Request-Method", "POST")]).await;
     assert_eq!(acao(&r), None, "{r:?}");
@@ -151,7 +146,7 @@ async fn legacy_allow_origin_restricts_only_the_legacy_routes() {
 #[tokio::test]
 async fn malformed_origin_rules_stop_the_collector_from_starting() {
     for (flag, value) in [("--allow-origin", "https://*.org"), ("--allow-origin", "https://a.*.example.org"), ("--legacy-allow-origin", "*.example.org")] {
-        let dir = TempDir::new("badorigin");
+        let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("e.db");
         let err = hourofci_collector::start(&serve_args(&["--bind", "127.0.0.1:0", "--sqlite-path", db.to_str().unwrap(), flag, value]))
             .await
@@ -179,14 +174,13 @@ async fn head_then_get(a: SocketAddr) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_on_legacy_paths_never_writes_sqlite() {
-    let dir = TempDir::new("head");
-    let db = dir.path().join("e.db");
-    let server = start(&["--sqlite-path", db.to_str().unwrap(), "--rate-limit-per-second", "0"]).await;
+    let (app, db) = spawn_sqlite_app(&["--rate-limit-per-second", "0"]).await;
+    let server = app.server;
     let a = server.local_addr();
     assert_eq!(head_then_get(a).await, [200, 200, 404]);
-    assert_eq!((sqlite_count(&db, "loggingtable").await, sqlite_count(&db, "loggingtable_test").await), (0, 0), "HEAD wrote a row");
+    assert_eq!((sqlite_count(&db.path, "loggingtable").await, sqlite_count(&db.path, "loggingtable_test").await), (0, 0), "HEAD wrote a row");
     assert_eq!(send(a, "GET", &format!("/{UA}/{EVENT}"), &[]).await.status, 200);
-    assert_eq!(sqlite_count(&db, "loggingtable").await, 1, "the same path by GET writes");
+    assert_eq!(sqlite_count(&db.path, "loggingtable").await, 1, "the same path by GET writes");
     server.shutdown().await.unwrap();
 }
 
@@ -207,7 +201,7 @@ async fn head_on_legacy_paths_never_writes_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_says_nosniff_including_errors_and_rate_limits() {
-    let dir = TempDir::new("nosniff");
+    let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("e.db");
     let sdk = dir.path().join("sdk");
     std::fs::create_dir_all(&sdk).unwrap();
@@ -262,7 +256,7 @@ async fn every_answer_says_nosniff_including_errors_and_rate_limits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_serves_only_regular_files_inside_its_folder() {
-    let dir = TempDir::new("sdkfiles");
+    let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("e.db");
     let sdk = dir.path().join("sdk");
     std::fs::create_dir_all(sdk.join("snippets/sub")).unwrap();
@@ -311,9 +305,8 @@ async fn sdk_serves_only_regular_files_inside_its_folder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_bind_serves_metrics_off_the_public_port() {
-    let dir = TempDir::new("admin");
-    let db = dir.path().join("e.db");
-    let server = start(&["--sqlite-path", db.to_str().unwrap(), "--rate-limit-per-second", "0", "--admin-bind", "127.0.0.1:0"]).await;
+    let (app, db) = spawn_sqlite_app(&["--rate-limit-per-second", "0", "--admin-bind", "127.0.0.1:0"]).await;
+    let server = app.server;
     let public = server.local_addr();
     let admin: SocketAddr = server.admin_url().expect("admin listener").trim_start_matches("http://").parse().unwrap();
     assert_ne!(public, admin);
@@ -335,7 +328,7 @@ async fn admin_bind_serves_metrics_off_the_public_port() {
     // Nothing else is served there: no writes through the admin port.
     assert_eq!(send(admin, "GET", &format!("/{UA}/{EVENT}"), &[]).await.status, 404);
     assert_eq!(send(admin, "GET", "/", &[]).await.status, 404);
-    assert_eq!(sqlite_count(&db, "loggingtable").await, 1);
+    assert_eq!(sqlite_count(&db.path, "loggingtable").await, 1);
 
     server.shutdown().await.unwrap();
     assert!(std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2)).is_err(), "the admin listener stops with the collector");

@@ -151,7 +151,7 @@ async fn transaction_pooling_through_pgbouncer_serves_every_request() {
         let db = fresh_db(&pg).await;
         let bouncer = PgBouncer::start(&example("pgbouncer.ini"), pg.port(), &userlist_line(&pg, &db.writer_role))
             .expect("PgBouncer is required (Debian package pgbouncer)");
-        let url = bouncer.url_for(&db.writer_role, common::WRITER_PASSWORD, &db.name);
+        let url = bouncer.url_for(&db.writer_role, &db.writer_password, &db.name);
         // Two collectors sharing PgBouncer's server connections (default_pool_size 10
         // < 2 x 9 client connections), so statements meet other clients' connections.
         let args = ["--database-url", &url, "--database-pool-mode", "transaction", "--writers", "8", "--rate-limit-per-second", "0"];
@@ -256,7 +256,7 @@ async fn nothing_lost_or_doubled_through_kills_restarts_and_a_rolling_deploy() {
         let db = fresh_db(&pg).await;
         let mut bouncer = PgBouncer::start(&example("pgbouncer.ini"), pg.port(), &userlist_line(&pg, &db.writer_role))
             .expect("PgBouncer is required (Debian package pgbouncer)");
-        let url = bouncer.url_for(&db.writer_role, common::WRITER_PASSWORD, &db.name);
+        let url = bouncer.url_for(&db.writer_role, &db.writer_password, &db.name);
         let (p1, p2, front) = (testkit::free_port(), testkit::free_port(), testkit::free_port());
         let args = [
             "--database-url", &url, "--database-pool-mode", "transaction", "--rate-limit-per-second", "0",

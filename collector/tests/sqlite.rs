@@ -6,26 +6,21 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
-use tempfile::TempDir;
 use uuid::Uuid;
 
 struct SqliteApp {
     app: TestApp,
-    dir: TempDir,
+    db: SqliteDb,
 }
 
 impl SqliteApp {
     async fn start(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("hourofci-log.db");
-        let mut args = vec!["--sqlite-path", db.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let app = spawn_app(&args).await;
-        SqliteApp { app, dir }
+        let (app, db) = spawn_sqlite_app(extra).await;
+        SqliteApp { app, db }
     }
 
     async fn reader(&self) -> SqlitePool {
-        reader_at(&self.dir.path().join("hourofci-log.db")).await
+        reader_at(&self.db.path).await
     }
 
     async fn answers(&self, table: &str) -> Vec<(String, Option<String>)> {
@@ -189,12 +184,12 @@ async fn graceful_shutdown_commits_queued_events_before_returning() {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert_eq!(queued, 20.0, "all 20 events are waiting for a commit");
-    let SqliteApp { app, dir } = s;
+    let SqliteApp { app, db } = s;
     app.server.shutdown().await.unwrap();
     while let Some(status) = tasks.join_next().await {
         assert_eq!(status.unwrap(), 201);
     }
-    let reader = reader_at(&dir.path().join("hourofci-log.db")).await;
+    let reader = reader_at(&db.path).await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM loggingtable").fetch_one(&reader).await.unwrap();
     assert_eq!(n, 20, "every answered event was committed before shutdown returned");
 }

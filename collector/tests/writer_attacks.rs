@@ -254,7 +254,7 @@ async fn upgrade_from_the_old_migrations_closes_both_holes_and_keeps_the_rows() 
     ));
     let admin = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&admin_url).await.unwrap();
     let writer_url = PG.url_for(&writer_role, WRITER_PASSWORD, &name);
-    let db = TestDb { name: name.clone(), admin_url: admin_url.clone(), writer_role: writer_role.clone(), writer_url, admin };
+    let db = TestDb { name: name.clone(), admin_url: admin_url.clone(), writer_role: writer_role.clone(), writer_password: WRITER_PASSWORD.into(), writer_url, admin };
     let old_id = Uuid::new_v4();
     sqlx::query("SELECT log_event(false, $1, now(), 'old-ua', 'gateway', 'beginner', '1A', 'stored by the old release')")
         .bind(old_id)

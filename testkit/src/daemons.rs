@@ -3,7 +3,8 @@
 //! (`examples/scale-out/`) with only its ports and paths replaced, so the tests prove
 //! the files users copy. Like [`crate::PgCluster`], each runs as an unprivileged user
 //! when the caller is root (PgBouncer refuses to run as root), is stopped and its
-//! directory deleted on drop, and a missing binary is an error naming the package.
+//! directory deleted on drop (or by its [`Watchdog`] if this process dies first), and a
+//! missing binary is an error naming the package.
 
 use std::fs;
 use std::io;
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::Watchdog;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -24,6 +27,8 @@ struct Daemon {
     port: u16,
     run_as: Option<(u32, u32)>,
     child: Option<Child>,
+    /// SIGKILL of the daemon and removal of `dir` if this process dies.
+    watchdog: Watchdog,
 }
 
 impl Daemon {
@@ -42,7 +47,8 @@ impl Daemon {
         if let Some((uid, gid)) = run_as {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
         }
-        Ok(Daemon { name, dir, program, args: Vec::new(), port, run_as, child: None })
+        let watchdog = Watchdog::start(libc::SIGKILL, Some(&dir))?;
+        Ok(Daemon { name, dir, program, args: Vec::new(), port, run_as, child: None, watchdog })
     }
 
     /// Write a file the daemon reads (owned by its user, mode 0600).
@@ -64,11 +70,14 @@ impl Daemon {
         let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("stderr.log"))?;
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args).current_dir(&self.dir).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        self.child = Some(crate::as_user(&mut cmd, self.run_as).spawn()?);
+        let child = crate::as_user(&mut cmd, self.run_as).spawn()?;
+        self.watchdog.watch(Some(child.id()));
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().transpose()) {
                 self.child = None;
+                self.watchdog.watch(None);
                 return Err(io::Error::other(format!("{} exited with {:?}; log:\n{}", self.name, status, self.log_tail())));
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -83,6 +92,7 @@ impl Daemon {
 
     fn stop(&mut self, signal: i32) -> io::Result<()> {
         if let Some(mut child) = self.child.take() {
+            self.watchdog.watch(None);
             unsafe { libc::kill(child.id() as i32, signal) };
             child.wait()?;
         }

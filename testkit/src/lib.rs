@@ -5,13 +5,18 @@
 //! as root, so when the caller is root the server runs as the `postgres` user (or
 //! `nobody`), with the directory handed over to it.
 //!
+//! Every server here dies with the process that started it, however that process ends
+//! (normal exit with a cluster in a `static`, panic, SIGKILL): see [`watchdog`].
+//!
 //! Nothing here skips: when PostgreSQL is not installed, [`PgCluster::start`] returns
 //! an error that names what is missing, and tests fail with it.
 
 pub mod daemons;
 pub mod proxy;
+pub mod watchdog;
 
 pub use daemons::{HaProxy, PgBouncer};
+pub use watchdog::Watchdog;
 
 use std::fs;
 use std::io;
@@ -20,6 +25,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Password of the cluster's superuser `postgres`. Throwaway clusters only.
@@ -75,7 +81,8 @@ impl Default for PgOptions {
     }
 }
 
-/// A running throwaway PostgreSQL cluster. Stopped and deleted on drop.
+/// A running throwaway PostgreSQL cluster. Stopped and deleted on drop, or by its
+/// watchdog when this process ends without dropping it.
 pub struct PgCluster {
     root: PathBuf,
     bin: PathBuf,
@@ -83,6 +90,8 @@ pub struct PgCluster {
     run_as: Option<(u32, u32)>,
     opts: PgOptions,
     child: Option<Child>,
+    /// Fast shutdown (SIGINT) of the postmaster and removal of `root` if this process dies.
+    watchdog: Watchdog,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -91,6 +100,16 @@ impl PgCluster {
     /// initdb + start with default (fast, non-durable) options.
     pub fn start() -> io::Result<Self> {
         Self::start_with(PgOptions::default())
+    }
+
+    /// One cluster for the whole process, started on first use: a test binary's tests
+    /// share it. It is never dropped (statics are not); its watchdog stops it and deletes
+    /// its directory when the process exits. A missing PostgreSQL panics (never skips).
+    pub fn shared() -> &'static PgCluster {
+        static SHARED: OnceLock<PgCluster> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            PgCluster::start().expect("PostgreSQL is required for these tests (testkit::PgCluster::start)")
+        })
     }
 
     pub fn start_with(opts: PgOptions) -> io::Result<Self> {
@@ -103,6 +122,8 @@ impl PgCluster {
         ));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(root.join("sock"))?;
+        // From here on the directory is the watchdog's to remove if this process dies.
+        let watchdog = Watchdog::start(libc::SIGINT, Some(&root))?;
         let pwfile = root.join("pwfile");
         fs::write(&pwfile, SUPERUSER_PASSWORD)?;
         if let Some((uid, gid)) = run_as {
@@ -126,7 +147,7 @@ impl PgCluster {
             )));
         }
         let port = opts.port.unwrap_or_else(free_port);
-        let mut cluster = PgCluster { root, bin, port, run_as, opts, child: None };
+        let mut cluster = PgCluster { root, bin, port, run_as, opts, child: None, watchdog };
         cluster.start_server()?;
         Ok(cluster)
     }
@@ -156,7 +177,9 @@ impl PgCluster {
             cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
         }
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        self.child = Some(as_user(&mut cmd, self.run_as).spawn()?);
+        let child = as_user(&mut cmd, self.run_as).spawn()?;
+        self.watchdog.watch(Some(child.id()));
+        self.child = Some(child);
         self.wait_ready(Duration::from_secs(30))
     }
 
@@ -166,6 +189,7 @@ impl PgCluster {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
                     self.child = None;
+                    self.watchdog.watch(None);
                     return Err(io::Error::other(format!(
                         "postgres exited with {status}; log:\n{}",
                         self.log_tail()
@@ -190,6 +214,7 @@ impl PgCluster {
     /// Fast shutdown (SIGINT): open connections are closed, the port stops answering.
     pub fn stop_server(&mut self) -> io::Result<()> {
         if let Some(mut child) = self.child.take() {
+            self.watchdog.watch(None);
             unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
             child.wait()?;
         }
@@ -213,6 +238,11 @@ impl PgCluster {
 
     pub fn bin_dir(&self) -> &Path {
         &self.bin
+    }
+
+    /// The cluster's directory (data, socket, log); gone once the cluster is.
+    pub fn dir(&self) -> &Path {
+        &self.root
     }
 
     /// `postgres://postgres:<pw>@127.0.0.1:<port>/<db>` (the superuser, over TCP).
@@ -281,6 +311,7 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
+        // (The watchdog field is dropped after this: told `done`, it exits untouched.)
         if let Some(mut child) = self.child.take() {
             unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) };
             let _ = child.wait();

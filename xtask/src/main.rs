@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod leaks;
 mod prereqs;
 mod scaleout;
 mod sdk;

@@ -59,6 +59,7 @@ pub fn run(args: Args) -> Result<()> {
     let Args { only, skip, no_setup, fuzz_seconds } = args;
     let setup = !no_setup;
     let wanted = |s: &str| (only.is_empty() || only.iter().any(|o| o == s)) && !skip.iter().any(|k| k == s);
+    let run = crate::leaks::RunMarker::set();
     if std::env::var_os("CI").is_none() {
         // Tests read CI to decide that a missing prerequisite is a failure.
         std::env::set_var("CI", "true");
@@ -156,6 +157,7 @@ pub fn run(args: Args) -> Result<()> {
             util::run(Command::new(&xtask).args(["fuzz", "--seconds", &fuzz_seconds.to_string()]).current_dir(&root))
         });
     }
+    stages.run("no process left behind", &mut || run.check());
     stages.summarize()
 }
 

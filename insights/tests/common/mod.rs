@@ -1,11 +1,9 @@
-//! Shared by the insights tests: one real PostgreSQL cluster per test binary, a fresh
+//! Shared by the insights tests: one real PostgreSQL cluster per test binary (testkit's
+//! shared cluster, stopped with the test process), a fresh
 //! database migrated by the collector with its writer and reader roles, rows written
 //! through the collector's own stores, and the `hourofci-insights` binary run as a
 //! process (bounded in time).
-#![allow(dead_code)]
-
 use std::path::Path;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use hourofci_collector::event::{NewEvent, Table};
@@ -15,11 +13,9 @@ use sqlx::PgPool;
 use testkit::PgCluster;
 use uuid::Uuid;
 
-pub static PG: LazyLock<PgCluster> =
-    LazyLock::new(|| PgCluster::start().expect("PostgreSQL is required for these tests (testkit::PgCluster::start)"));
-
 pub struct Db {
-    pub name: String,
+    /// The owner's URL (only `forget` needs it).
+    #[allow(dead_code)]
     pub admin_url: String,
     pub writer_url: String,
     pub reader_url: String,
@@ -28,18 +24,18 @@ pub struct Db {
 
 /// A database as production has it: migrated, a writer role, a reader role.
 pub async fn fresh_db() -> Db {
-    let (name, admin_url) = PG.fresh_database("ins");
+    let pg = PgCluster::shared();
+    let (name, admin_url) = pg.fresh_database("ins");
     let writer = format!("{name}_writer");
     let reader = format!("{name}_reader");
-    PG.create_login_role(&writer, "writer-pw");
-    PG.create_login_role(&reader, "reader-pw");
+    pg.create_login_role(&writer, "writer-pw");
+    pg.create_login_role(&reader, "reader-pw");
     hourofci_collector::migrate::run(&admin_url, &writer).await.expect("migrate");
     hourofci_collector::migrate::grant_reader(&admin_url, &reader, &writer).await.expect("reader role");
     let admin = PgPoolOptions::new().max_connections(2).connect(&admin_url).await.expect("admin pool");
     Db {
-        writer_url: PG.url_for(&writer, "writer-pw", &name),
-        reader_url: PG.url_for(&reader, "reader-pw", &name),
-        name,
+        writer_url: pg.url_for(&writer, "writer-pw", &name),
+        reader_url: pg.url_for(&reader, "reader-pw", &name),
         admin_url,
         admin,
     }
@@ -74,6 +70,8 @@ pub async fn write_sqlite(path: &Path, events: &[NewEvent]) {
     store.pool().close().await;
 }
 
+/// What one `hourofci-insights` run printed (export.rs and forget.rs; server.rs serves in-process).
+#[allow(dead_code)]
 pub struct Run {
     pub ok: bool,
     pub stdout: String,
@@ -81,6 +79,7 @@ pub struct Run {
 }
 
 /// Run `hourofci-insights ARGS` (at most two minutes).
+#[allow(dead_code)]
 pub async fn insights(args: &[&str]) -> Run {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hourofci-insights"))
         .args(args)

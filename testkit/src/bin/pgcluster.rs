@@ -1,7 +1,8 @@
 //! `pgcluster`: a throwaway PostgreSQL cluster for test drivers written in other
 //! languages (the node end-to-end tests, the benchmark).
 //!
-//! Starts a cluster and prints one JSON line `{"port":..,"superuser_url":"..","bin_dir":".."}`.
+//! Starts a cluster and prints one JSON line
+//! `{"port":..,"superuser_url":"..","bin_dir":"..","pid":..,"dir":".."}` (pid: the postmaster).
 //! Then reads commands, one per line on stdin, and answers each with one JSON line
 //! `{"ok":true,"result":..}` or `{"ok":false,"error":".."}`:
 //!
@@ -12,7 +13,8 @@
 //! | `psql DB SQL…` | run SQL as the superuser; result: psql's unaligned output |
 //! | `stop` / `start` / `restart` | stop or start the server (same port, same data) |
 //!
-//! End of stdin stops the server and deletes the cluster.
+//! End of stdin stops the server and deletes the cluster; so does this process's death
+//! by any cause, SIGKILL included (testkit's watchdog).
 //! Flags: `--durable` (fsync and synchronous_commit on, for benchmarks), `--port N`.
 
 use std::io::{self, BufRead, Write};
@@ -48,10 +50,12 @@ fn main() {
     let mut out = io::stdout().lock();
     let _ = writeln!(
         out,
-        "{{\"port\":{},\"superuser_url\":{},\"bin_dir\":{}}}",
+        "{{\"port\":{},\"superuser_url\":{},\"bin_dir\":{},\"pid\":{},\"dir\":{}}}",
         pg.port(),
         json_str(&pg.superuser_url("postgres")),
-        json_str(&pg.bin_dir().display().to_string())
+        json_str(&pg.bin_dir().display().to_string()),
+        pg.pid().unwrap_or(0),
+        json_str(&pg.dir().display().to_string())
     );
     let _ = out.flush();
     for line in io::stdin().lock().lines() {
