@@ -248,6 +248,22 @@ fn measure_pgbench(pg: &PgCluster, work_dir: &Path, step: Duration, results: &mu
         user: WRITER_ROLE,
         password: WRITER_PASSWORD,
     };
+    // The anchor of the write ceiling, same cluster, same run: the group-write function
+    // before learner ids and read indexes (`log_events_v2`, sql/0001-0003), each of its
+    // runs right after the `log_events_v4` run with as many clients, so both meet the
+    // same machine and tables of about the same size.
+    pg.create_database(ANCHOR_DATABASE);
+    apply_sql_dir(
+        pg,
+        ANCHOR_DATABASE,
+        &util::root().join("sql"),
+        Some(3),
+        "log_events_v2(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[])",
+    )?;
+    let anchor_script = work_dir.join("pgbench-log_events_v2.sql");
+    std::fs::write(&anchor_script, pgbench::anchor_batch_script(BATCH_SIZE))?;
+    let anchor = pgbench::Target { database: ANCHOR_DATABASE, ..target };
+
     let runs = PG_SINGLE_CLIENTS.iter().map(|&c| (c, &single_script, 1u64)).chain(
         PG_BATCH_CLIENTS.iter().map(|&c| (c, &batch_script, BATCH_SIZE as u64)),
     );
@@ -267,29 +283,15 @@ fn measure_pgbench(pg: &PgCluster, work_dir: &Path, step: Duration, results: &mu
         });
         if rows == 1 {
             results.pg_single.push(run);
-        } else {
-            results.pg_batch.push(run);
+            continue;
         }
-    }
-
-    // The anchor of the write ceiling, same cluster, same run: the group-write function
-    // before learner ids and read indexes (`log_events_v2`, sql/0001-0003).
-    pg.create_database(ANCHOR_DATABASE);
-    apply_sql_dir(
-        pg,
-        ANCHOR_DATABASE,
-        &util::root().join("sql"),
-        Some(3),
-        "log_events_v2(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[])",
-    )?;
-    let anchor_script = work_dir.join("pgbench-log_events_v2.sql");
-    std::fs::write(&anchor_script, pgbench::anchor_batch_script(BATCH_SIZE))?;
-    let anchor = pgbench::Target { database: ANCHOR_DATABASE, ..target };
-    for &clients in &PG_BATCH_CLIENTS[1..] {
-        settle(pg)?;
-        let run = pgbench::run(&anchor, &anchor_script, BATCH_SIZE as u64, clients, step)?;
-        eprintln!("pgbench anchor log_events_v2, {clients:>2} clients: {:>9.0} rows/s", run.rows_per_sec());
-        results.pg_batch_anchor.push(run);
+        results.pg_batch.push(run);
+        if clients > 1 {
+            settle(pg)?;
+            let run = pgbench::run(&anchor, &anchor_script, BATCH_SIZE as u64, clients, step)?;
+            eprintln!("pgbench anchor log_events_v2, {clients:>2} clients: {:>9.0} rows/s", run.rows_per_sec());
+            results.pg_batch_anchor.push(run);
+        }
     }
     Ok(())
 }
