@@ -6,8 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::event::{NewEvent, Table};
-use crate::store::Outcome;
+use crate::event::{NewEvent, Outcome, Table};
 
 #[derive(Default)]
 pub struct Counter(AtomicU64);

@@ -125,10 +125,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
     let state = AppState::new(Inner {
         rules,
         commit: commit.clone(),
-        store,
         metrics,
         retry_after_secs: args.retry_after_secs,
-        db_timeout: group.db_timeout,
         cors,
         legacy_cors,
         metrics_public: args.admin_bind.is_none(),
