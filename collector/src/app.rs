@@ -82,6 +82,23 @@ pub fn legacy_cors_origins(origins: &[String]) -> anyhow::Result<OriginList> {
 }
 
 /// Every route of the collector, with metrics, CORS and the SDK files.
+///
+/// What a request meets, outermost first; each layer answers every rejection from the
+/// layers inside it (tests/rejections.rs checks what each rejection gets):
+///
+/// 1. [`with_response_headers`]: tracing and `X-Content-Type-Options: nosniff`, on
+///    every answer.
+/// 2. CORS, by request kind ([`cors::is_legacy_request`]): `--legacy-allow-origin` for
+///    the legacy GETs, `--allow-origin` for the rest. Every answer below gets its CORS
+///    headers, rejections included, so a page can read a 429 or 503 and its
+///    `Retry-After`. Preflights are answered here: not counted, not rate limited.
+/// 3. [`count_and_limit`]: counts every answer below by route, method and status
+///    (`hourofci_http_requests_total`), and refuses an over-long request target (414).
+/// 4. [`crate::limits::guard`]: the per-client rate (429, or 503 `busy` when the limiter
+///    is full), the header size (431), then the body: refused unread on routes that
+///    take none (413), else read whole within the body budget (503/429) and the body
+///    deadline (408).
+/// 5. The route's handler (400, 404, 409, 413, 415, 422, 503) or the fallbacks (404, 405).
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new().route("/", get(root)).route("/healthz", get(healthz));
     if state.metrics_public {
@@ -98,11 +115,16 @@ pub fn router(state: AppState) -> Router {
     let app = app
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(state.limits.clone(), crate::limits::guard))
-        .layer(middleware::from_fn_with_state(state.clone(), count_and_limit))
+        // Layers 3 and 4 (ServiceBuilder: the first is the outermost). Router::layer
+        // wraps each route after routing, so both see the matched route.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(middleware::from_fn_with_state(state.clone(), count_and_limit))
+                .layer(middleware::from_fn_with_state(state.limits.clone(), crate::limits::guard)),
+        )
         .with_state(state.clone());
-    // Two CORS rules (see crate::cors): each request goes through the routes wrapped
-    // in the rule for its kind.
+    // Layer 2: two CORS rules (see crate::cors); each request goes through the routes
+    // wrapped in the rule for its kind.
     let sdk_side = match &state.cors {
         Some(origins) => app.clone().layer(cors::sdk_layer(origins)),
         None => app.clone(),
@@ -112,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         let side = if cors::is_legacy_request(&req) { legacy_side.clone() } else { sdk_side.clone() };
         side.oneshot(req)
     });
+    // Layer 1.
     with_response_headers(Router::new().fallback_service(split))
 }
 

@@ -206,7 +206,9 @@ impl ApiError {
             ApiError::BodyUnreadable => ErrorCode::BadBody,
             ApiError::BodyTimeout { .. } | ApiError::DbTimeout { .. } => ErrorCode::Timeout,
             ApiError::RateLimited { .. } | ApiError::ClientBodyBytes { .. } => ErrorCode::RateLimited,
-            ApiError::QueueFull { .. } | ApiError::TooManyClients { .. } | ApiError::BodyBytes { .. } => ErrorCode::Busy,
+            ApiError::QueueFull { .. } | ApiError::TooManyClients { .. } | ApiError::BodyBytes { .. } => {
+                ErrorCode::Busy
+            }
             ApiError::ShuttingDown { .. } => ErrorCode::ShuttingDown,
             ApiError::DbUnavailable { .. } => ErrorCode::Unavailable,
         }
@@ -238,14 +240,21 @@ impl ApiError {
             ApiError::BadHeader { rule, .. } => text(rule),
             ApiError::UnsupportedMediaType => text("a batch must be sent as application/json"),
             ApiError::UriTooLong { max_bytes } => format!("the request path is longer than {max_bytes} bytes").into(),
-            ApiError::HeadersTooLarge { max_bytes } => format!("the request headers are larger than {max_bytes} bytes").into(),
-            ApiError::BatchTooLarge { max_bytes } => format!("a batch body is at most {max_bytes} bytes; split it").into(),
+            ApiError::HeadersTooLarge { max_bytes } => {
+                format!("the request headers are larger than {max_bytes} bytes").into()
+            }
+            ApiError::BatchTooLarge { max_bytes } => {
+                format!("a batch body is at most {max_bytes} bytes; split it").into()
+            }
             ApiError::BodyTooLarge { max_bytes } => format!("the request body is larger than {max_bytes} bytes").into(),
             ApiError::BodyNotTaken => text("this route takes no request body; events with a body go to /batch"),
             ApiError::BodyUnreadable => text("the request body could not be read"),
-            ApiError::BodyTimeout { after } => format!("the request body did not arrive within {} s", after.as_secs()).into(),
+            ApiError::BodyTimeout { after } => {
+                format!("the request body did not arrive within {} s", after.as_secs()).into()
+            }
             ApiError::RateLimited { retry_after } => {
-                format!("too many requests from this address; retry after {retry_after} s with the same event id").into()
+                format!("too many requests from this address; retry after {retry_after} s with the same event id")
+                    .into()
             }
             ApiError::ClientBodyBytes { max_bytes, .. } => format!(
                 "this address already has {max_bytes} bytes of request bodies in flight; retry when they are answered"
@@ -278,7 +287,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: self.code(), field: self.field(), rule: self.rule() };
+        let body = ErrorBody {
+            error: self.code(),
+            field: self.field(),
+            rule: self.rule(),
+        };
         let mut res = (self.status(), Json(body)).into_response();
         if let Some(secs) = self.retry_after() {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -293,7 +306,10 @@ mod tests {
 
     async fn body_of(err: ApiError) -> (StatusCode, Option<String>, String) {
         let res = err.into_response();
-        let retry = res.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_string());
+        let retry = res
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
         let status = res.status();
         let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
         (status, retry, String::from_utf8(bytes.to_vec()).unwrap())
@@ -301,23 +317,43 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_are_error_field_rule_in_that_order() {
-        let (status, retry, body) = body_of(ApiError::Invalid(Invalid::too_large(Some("answer"), "must be at most 3 bytes"))).await;
+        let (status, retry, body) = body_of(ApiError::Invalid(Invalid::too_large(
+            Some("answer"),
+            "must be at most 3 bytes",
+        )))
+        .await;
         assert_eq!((status, retry), (StatusCode::PAYLOAD_TOO_LARGE, None));
-        assert_eq!(body, r#"{"error":"too_large","field":"answer","rule":"must be at most 3 bytes"}"#);
+        assert_eq!(
+            body,
+            r#"{"error":"too_large","field":"answer","rule":"must be at most 3 bytes"}"#
+        );
         let (status, retry, body) = body_of(ApiError::QueueFull { retry_after: 2 }).await;
         assert_eq!((status, retry.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("2")));
-        assert_eq!(body, r#"{"error":"busy","field":null,"rule":"the collector is at capacity; retry later"}"#);
+        assert_eq!(
+            body,
+            r#"{"error":"busy","field":null,"rule":"the collector is at capacity; retry later"}"#
+        );
         let (status, _, body) = body_of(ApiError::LegacyInvalid(Invalid::rejected("no"))).await;
-        assert_eq!((status, body.as_str()), (StatusCode::NOT_FOUND, r#"{"error":"invalid","field":null,"rule":"no"}"#));
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::NOT_FOUND, r#"{"error":"invalid","field":null,"rule":"no"}"#)
+        );
     }
 
     #[test]
     fn design_lists_every_code() {
         let design = include_str!("../../docs/DESIGN.md");
-        let codes = design.split("Error body, every 4xx/5xx").nth(1).expect("the error section of docs/DESIGN.md");
+        let codes = design
+            .split("Error body, every 4xx/5xx")
+            .nth(1)
+            .expect("the error section of docs/DESIGN.md");
         let codes = &codes[..codes.find("\n\n").unwrap_or(codes.len())];
         for code in ErrorCode::ALL {
-            assert!(codes.contains(&format!("`{}`", code.as_str())), "docs/DESIGN.md does not list the code {:?}", code.as_str());
+            assert!(
+                codes.contains(&format!("`{}`", code.as_str())),
+                "docs/DESIGN.md does not list the code {:?}",
+                code.as_str()
+            );
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod group_commit;
 pub mod limits;
 pub mod metrics;
 pub mod migrate;
+pub mod read_side;
 pub mod sdk_files;
 pub mod server;
 pub mod store;
