@@ -24,34 +24,34 @@ use crate::metrics::Metrics;
 use crate::validate::Rules;
 
 /// Most events in one `/batch` request.
-pub const MAX_BATCH_EVENTS: usize = 500;
+pub(crate) const MAX_BATCH_EVENTS: usize = 500;
 /// Largest `/batch` body.
-pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// The only routes that read a request body (see [`crate::limits::guard`]); every
 /// other route refuses a body unread with 413.
-pub const BODY_ROUTES: &[&str] = &["/batch", "/test/batch"];
+pub(crate) const BODY_ROUTES: &[&str] = &["/batch", "/test/batch"];
 
 /// Shared by every handler. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
-    pub rules: Rules,
-    pub commit: GroupCommit,
-    pub metrics: Arc<Metrics>,
-    pub retry_after_secs: u64,
+    pub(crate) rules: Rules,
+    pub(crate) commit: GroupCommit,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) retry_after_secs: u64,
     /// `--allow-origin` (SDK routes, `/sdk/`, the rest); `None`: no CORS headers.
-    pub cors: Option<OriginList>,
+    pub(crate) cors: Option<OriginList>,
     /// `--legacy-allow-origin` (legacy GET routes); `*` unless restricted.
-    pub legacy_cors: OriginList,
+    pub(crate) legacy_cors: OriginList,
     /// False with `--admin-bind`: `/metrics` is then served on the admin listener only.
-    pub metrics_public: bool,
-    pub sdk_dir: Option<PathBuf>,
+    pub(crate) metrics_public: bool,
+    pub(crate) sdk_dir: Option<PathBuf>,
     /// Rate limit, header size and body deadline (see [`crate::limits::guard`]).
-    pub limits: crate::limits::RequestLimits,
+    pub(crate) limits: crate::limits::RequestLimits,
     /// Set on SIGTERM: /healthz answers 503 so balancers stop sending new requests
     /// while the collector still serves (see `--shutdown-drain-ms`).
-    pub draining: std::sync::atomic::AtomicBool,
+    pub(crate) draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::ops::Deref for AppState {
@@ -62,7 +62,7 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(inner: Inner) -> Self {
+    pub(crate) fn new(inner: Inner) -> Self {
         AppState(Arc::new(inner))
     }
 
@@ -72,12 +72,12 @@ impl AppState {
 }
 
 /// Parse `--allow-origin` values (`None` when the list is empty; see [`crate::cors`]).
-pub fn cors_origins(origins: &[String]) -> anyhow::Result<Option<OriginList>> {
+pub(crate) fn cors_origins(origins: &[String]) -> anyhow::Result<Option<OriginList>> {
     OriginList::parse(origins, "allow-origin")
 }
 
 /// Parse `--legacy-allow-origin` values; none given means `*` (see [`crate::cors`]).
-pub fn legacy_cors_origins(origins: &[String]) -> anyhow::Result<OriginList> {
+pub(crate) fn legacy_cors_origins(origins: &[String]) -> anyhow::Result<OriginList> {
     Ok(OriginList::parse(origins, "legacy-allow-origin")?.unwrap_or_else(OriginList::any))
 }
 
@@ -141,7 +141,7 @@ pub fn router(state: AppState) -> Router {
 /// The outermost layers, around every answer (errors, 404, 429 and 503 from the limit
 /// layers included): `X-Content-Type-Options: nosniff`, so no browser runs an answer
 /// as a script or style whatever it contains, and request tracing. Keep these last.
-pub fn with_response_headers(app: Router) -> Router {
+pub(crate) fn with_response_headers(app: Router) -> Router {
     let service = tower::ServiceBuilder::new()
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(SetResponseHeaderLayer::overriding(
@@ -287,16 +287,16 @@ async fn post_event(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
 }
 
 #[derive(Serialize, Debug)]
-pub struct BatchResult {
-    pub id: String,
-    pub status: &'static str,
+struct BatchResult {
+    id: String,
+    status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    reason: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
-pub struct BatchReply {
-    pub results: Vec<BatchResult>,
+struct BatchReply {
+    results: Vec<BatchResult>,
 }
 
 async fn batch_production(state: State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<BatchReply>, ApiError> {

@@ -159,7 +159,7 @@ impl GroupCommit {
 
     /// Whether the database answers a trivial query within the database timeout
     /// (`/healthz`); errors as [`GroupCommit::submit`]'s.
-    pub async fn health(&self) -> Result<(), SubmitError> {
+    pub(crate) async fn health(&self) -> Result<(), SubmitError> {
         match tokio::time::timeout(self.config.db_timeout, self.store.health()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(SubmitError::Store(Arc::new(e))),

@@ -61,10 +61,6 @@ impl ClientKey {
             v4 => ClientKey(v4),
         }
     }
-
-    pub fn ip(&self) -> IpAddr {
-        self.0
-    }
 }
 
 impl std::fmt::Display for ClientKey {
@@ -256,7 +252,6 @@ thread_local! {
 /// about `max_clients`. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct RateLimiter {
-    config: Arc<RateLimitConfig>,
     governed: Option<Arc<Governed>>,
 }
 
@@ -277,11 +272,7 @@ impl RateLimiter {
                 full: std::sync::atomic::AtomicBool::new(false),
             })
         });
-        RateLimiter { config: Arc::new(config), governed }
-    }
-
-    pub fn config(&self) -> &RateLimitConfig {
-        &self.config
+        RateLimiter { governed }
     }
 
     /// Take one token for `client`.
@@ -321,8 +312,9 @@ impl RateLimiter {
             .map_err(|not_until| RateRefusal::Wait(not_until.wait_time_from(MonotonicClock.now())))
     }
 
-    /// How many clients are tracked now (for tests and metrics).
-    pub fn tracked_clients(&self) -> usize {
+    /// How many clients are tracked now.
+    #[cfg(test)]
+    fn tracked_clients(&self) -> usize {
         self.governed.as_ref().map_or(0, |g| g.store.0.len())
     }
 }
@@ -394,7 +386,8 @@ impl BodyBudget {
     }
 
     /// Bytes reserved now.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner()).total
     }
 
@@ -599,15 +592,6 @@ impl Drop for ConnectionSlot {
 impl ConnectionLimit {
     pub fn new(config: ConnectionConfig) -> Self {
         ConnectionLimit(Arc::new(ConnInner { config, counts: Mutex::new(ConnCounts::default()), last_warn: AtomicU64::new(0) }))
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.0.counts.lock().unwrap_or_else(|p| p.into_inner()).total
-    }
-
-    pub fn max(&self) -> usize {
-        self.0.config.max
     }
 
     /// A place for a connection from `peer`, or `None` when a cap is reached. The

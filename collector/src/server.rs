@@ -76,7 +76,7 @@ impl RunningServer {
 }
 
 /// Open the configured store: PostgreSQL when a URL is given, else the SQLite file.
-pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
+async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
     let timeout = Duration::from_millis(args.db_timeout_ms.max(1));
     match args.database.resolve()? {
         Some(url) => {

@@ -47,13 +47,6 @@ impl Store {
             Store::Sqlite(s) => s.health().await,
         }
     }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Store::Postgres(_) => "postgres",
-            Store::Sqlite(_) => "sqlite",
-        }
-    }
 }
 
 impl StoreError {
