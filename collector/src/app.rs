@@ -239,7 +239,7 @@ struct EventReply {
 
 /// An optional request header, parsed; one that is present but unreadable is 400
 /// `bad_header` with `rule`.
-fn header<T>(
+fn parsed_header<T>(
     headers: &HeaderMap,
     name: &'static str,
     rule: &'static str,
@@ -252,13 +252,14 @@ fn header<T>(
 /// One event with its id: 201 when written, 200 when that id was already stored with
 /// the same content, 409 when with different content, 422 when the database refused it.
 async fn post_event(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
-    let id = header(&headers, "Idempotency-Key", "Idempotency-Key must be a UUID", |k| Uuid::parse_str(k.trim()).ok())?
-        .ok_or(ApiError::BadHeader {
-            header: "Idempotency-Key",
-            rule: "the Idempotency-Key header (the event's UUID) is required",
-        })?;
+    let required = ApiError::BadHeader {
+        header: "Idempotency-Key",
+        rule: "the Idempotency-Key header (the event's UUID) is required",
+    };
+    let key_rule = "Idempotency-Key must be a UUID";
+    let id = parsed_header(&headers, "Idempotency-Key", key_rule, |k| Uuid::parse_str(k.trim()).ok())?.ok_or(required)?;
     let id = event::check_event_id(id).map_err(ApiError::Invalid)?;
-    let client_time = header(
+    let client_time = parsed_header(
         &headers,
         "X-Client-Time",
         "X-Client-Time must be an RFC 3339 timestamp, e.g. 2026-11-28T07:31:02.123Z",
@@ -269,9 +270,8 @@ async fn post_event(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
         Some(Err(e)) => return Err(ApiError::Invalid(e)),
         None => return Err(ApiError::NotFound),
     };
-    let learner_id = header(&headers, "X-Learner-Id", "X-Learner-Id must be a UUID other than the nil UUID", |t| {
-        event::parse_learner_id(t).ok()
-    })?;
+    let learner_rule = "X-Learner-Id must be a UUID other than the nil UUID";
+    let learner_id = parsed_header(&headers, "X-Learner-Id", learner_rule, |t| event::parse_learner_id(t).ok())?;
     let event = values.into_event(Some(id), client_time, learner_id);
     if let Err(e) = state.rules.check(&event) {
         state.metrics.invalid.inc();

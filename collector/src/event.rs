@@ -162,7 +162,12 @@ pub struct PathValues {
 impl PathValues {
     /// The event these values describe, with its id, client time and learner (POST
     /// headers) or none (legacy GET).
-    pub fn into_event(self, id: Option<Uuid>, client_time: Option<DateTime<Utc>>, learner_id: Option<Uuid>) -> NewEvent {
+    pub fn into_event(
+        self,
+        id: Option<Uuid>,
+        client_time: Option<DateTime<Utc>>,
+        learner_id: Option<Uuid>,
+    ) -> NewEvent {
         NewEvent {
             id,
             table: self.table,

@@ -26,7 +26,8 @@ pub fn exec(name: &str, subcommand: &str, args: &[OsString]) -> anyhow::Error {
         let beside = sibling.map_or_else(|| "this binary".to_string(), |p| p.display().to_string());
         return anyhow::anyhow!(
             "`hourofci-collector {name}` runs the {INSIGHTS_BIN} binary, found neither at {beside} nor on PATH; \
-             install it next to hourofci-collector (`cargo build --release -p hourofci-insights` puts it in target/release/)"
+             install it next to hourofci-collector \
+             (`cargo build --release -p hourofci-insights` puts it in target/release/)"
         );
     }
     anyhow::anyhow!("cannot run {}: {err}", program.display())
