@@ -83,18 +83,18 @@ pub(crate) fn legacy_cors_origins(origins: &[String]) -> anyhow::Result<OriginLi
 
 /// Every route of the collector, with metrics, CORS and the SDK files.
 ///
-/// What a request meets, outermost first; each layer answers every rejection from the
-/// layers inside it (tests/rejections.rs checks what each rejection gets):
+/// What a request meets, outermost first; each layer wraps every answer of the layers
+/// inside it, rejections included (tests/rejections.rs checks what each rejection gets):
 ///
-/// 1. [`with_response_headers`]: tracing and `X-Content-Type-Options: nosniff`, on
+/// 1. `with_response_headers`: tracing and `X-Content-Type-Options: nosniff`, on
 ///    every answer.
-/// 2. CORS, by request kind ([`cors::is_legacy_request`]): `--legacy-allow-origin` for
+/// 2. CORS, by request kind (`cors::is_legacy_request`): `--legacy-allow-origin` for
 ///    the legacy GETs, `--allow-origin` for the rest. Every answer below gets its CORS
 ///    headers, rejections included, so a page can read a 429 or 503 and its
 ///    `Retry-After`. Preflights are answered here: not counted, not rate limited.
-/// 3. [`count_and_limit`]: counts every answer below by route, method and status
+/// 3. `count_and_limit`: counts every answer below by route, method and status
 ///    (`hourofci_http_requests_total`), and refuses an over-long request target (414).
-/// 4. [`crate::limits::guard`]: the per-client rate (429, or 503 `busy` when the limiter
+/// 4. `limits::guard`: the per-client rate (429, or 503 `busy` when the limiter
 ///    is full), the header size (431), then the body: refused unread on routes that
 ///    take none (413), else read whole within the body budget (503/429) and the body
 ///    deadline (408).

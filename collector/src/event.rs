@@ -52,7 +52,7 @@ pub struct NewEvent {
 }
 
 /// What happened to one event of a write: a domain fact the stores answer and the
-/// routes turn into a status (see [`crate::error::ApiError`]).
+/// routes turn into a status (`ApiError`, collector/src/error.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// A new row was committed.
@@ -81,7 +81,7 @@ impl Outcome {
 }
 
 /// Which kind of refusal an [`Invalid`] is. The HTTP layer gives each its code and
-/// status ([`crate::error::ApiError`]); nothing here knows about HTTP.
+/// status (`ApiError`, collector/src/error.rs); nothing here knows about HTTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InvalidKind {
     /// A value broke a rule (code `invalid`).
