@@ -21,8 +21,10 @@ use crate::group_commit::SubmitError;
 pub const CONFLICT_RULE: &str =
     "this event id is already stored with different content (user agent, lesson, level, question, answer or table); the stored event is kept";
 
-/// The `error` field of an error body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The `error` field of an error body: the variant's name in snake case
+/// (`TooLarge` is `too_large`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     Invalid,
     TooLarge,
@@ -40,55 +42,9 @@ pub enum ErrorCode {
     Unavailable,
 }
 
-impl ErrorCode {
-    /// Every code, for the test that docs/DESIGN.md lists them all.
-    #[cfg(test)]
-    const ALL: [ErrorCode; 14] = [
-        ErrorCode::Invalid,
-        ErrorCode::TooLarge,
-        ErrorCode::Conflict,
-        ErrorCode::BadHeader,
-        ErrorCode::BadJson,
-        ErrorCode::BadBody,
-        ErrorCode::UnsupportedMediaType,
-        ErrorCode::NotFound,
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::RateLimited,
-        ErrorCode::Busy,
-        ErrorCode::Timeout,
-        ErrorCode::ShuttingDown,
-        ErrorCode::Unavailable,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Invalid => "invalid",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::BadHeader => "bad_header",
-            ErrorCode::BadJson => "bad_json",
-            ErrorCode::BadBody => "bad_body",
-            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::Busy => "busy",
-            ErrorCode::Timeout => "timeout",
-            ErrorCode::ShuttingDown => "shutting_down",
-            ErrorCode::Unavailable => "unavailable",
-        }
-    }
-}
-
-impl Serialize for ErrorCode {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
 /// A refused request. Final answers (4xx but 408 and 429) mean the request as sent
-/// can never succeed; the others (408, 429, 503) carry `Retry-After` where the client
-/// should wait, and a retry with the same event id is safe.
+/// can never succeed; after the others (408, 429, 503) a retry with the same event id
+/// is safe, and 429 and 503 say when in `Retry-After`.
 #[derive(Debug)]
 pub enum ApiError {
     /// 404 `not_found`: no such route (or no such `/sdk/` file).
@@ -343,17 +299,35 @@ mod tests {
 
     #[test]
     fn design_lists_every_code() {
+        use ErrorCode as E;
+        let all = [
+            E::Invalid,
+            E::TooLarge,
+            E::Conflict,
+            E::BadHeader,
+            E::BadJson,
+            E::BadBody,
+            E::UnsupportedMediaType,
+            E::NotFound,
+            E::MethodNotAllowed,
+            E::RateLimited,
+            E::Busy,
+            E::Timeout,
+            E::ShuttingDown,
+            E::Unavailable,
+        ];
         let design = include_str!("../../docs/DESIGN.md");
         let codes = design
             .split("Error body, every 4xx/5xx")
             .nth(1)
             .expect("the error section of docs/DESIGN.md");
         let codes = &codes[..codes.find("\n\n").unwrap_or(codes.len())];
-        for code in ErrorCode::ALL {
+        for code in all {
+            let code = serde_json::to_value(code).unwrap();
+            let code = code.as_str().unwrap();
             assert!(
-                codes.contains(&format!("`{}`", code.as_str())),
-                "docs/DESIGN.md does not list the code {:?}",
-                code.as_str()
+                codes.contains(&format!("`{code}`")),
+                "docs/DESIGN.md does not list the code {code:?}"
             );
         }
     }
