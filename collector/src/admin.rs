@@ -26,7 +26,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/metrics", get(app::metrics))
         .route("/healthz", get(app::healthz))
-        .fallback(|| async { ApiError::not_found() })
+        .fallback(|| async { ApiError::NotFound })
         .with_state(state);
     app::with_response_headers(routes)
 }

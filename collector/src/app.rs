@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -19,43 +18,40 @@ use uuid::Uuid;
 
 use crate::cors::{self, OriginList};
 use crate::error::ApiError;
-use crate::event::{self, BatchItem, Invalid, NewEvent, Table};
+use crate::event::{self, BatchItem, Invalid, NewEvent, Outcome, Table};
 use crate::group_commit::{GroupCommit, SubmitError};
 use crate::metrics::Metrics;
-use crate::store::{Outcome, Store};
 use crate::validate::Rules;
 
 /// Most events in one `/batch` request.
-pub const MAX_BATCH_EVENTS: usize = 500;
+pub(crate) const MAX_BATCH_EVENTS: usize = 500;
 /// Largest `/batch` body.
-pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// The only routes that read a request body (see [`crate::limits::guard`]); every
 /// other route refuses a body unread with 413.
-pub const BODY_ROUTES: &[&str] = &["/batch", "/test/batch"];
+pub(crate) const BODY_ROUTES: &[&str] = &["/batch", "/test/batch"];
 
 /// Shared by every handler. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
-    pub rules: Rules,
-    pub commit: GroupCommit,
-    pub store: Arc<Store>,
-    pub metrics: Arc<Metrics>,
-    pub retry_after_secs: u64,
-    pub db_timeout: Duration,
+    pub(crate) rules: Rules,
+    pub(crate) commit: GroupCommit,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) retry_after_secs: u64,
     /// `--allow-origin` (SDK routes, `/sdk/`, the rest); `None`: no CORS headers.
-    pub cors: Option<OriginList>,
+    pub(crate) cors: Option<OriginList>,
     /// `--legacy-allow-origin` (legacy GET routes); `*` unless restricted.
-    pub legacy_cors: OriginList,
+    pub(crate) legacy_cors: OriginList,
     /// False with `--admin-bind`: `/metrics` is then served on the admin listener only.
-    pub metrics_public: bool,
-    pub sdk_dir: Option<PathBuf>,
+    pub(crate) metrics_public: bool,
+    pub(crate) sdk_dir: Option<PathBuf>,
     /// Rate limit, header size and body deadline (see [`crate::limits::guard`]).
-    pub limits: crate::limits::RequestLimits,
+    pub(crate) limits: crate::limits::RequestLimits,
     /// Set on SIGTERM: /healthz answers 503 so balancers stop sending new requests
     /// while the collector still serves (see `--shutdown-drain-ms`).
-    pub draining: std::sync::atomic::AtomicBool,
+    pub(crate) draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::ops::Deref for AppState {
@@ -66,7 +62,7 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(inner: Inner) -> Self {
+    pub(crate) fn new(inner: Inner) -> Self {
         AppState(Arc::new(inner))
     }
 
@@ -76,16 +72,33 @@ impl AppState {
 }
 
 /// Parse `--allow-origin` values (`None` when the list is empty; see [`crate::cors`]).
-pub fn cors_origins(origins: &[String]) -> anyhow::Result<Option<OriginList>> {
+pub(crate) fn cors_origins(origins: &[String]) -> anyhow::Result<Option<OriginList>> {
     OriginList::parse(origins, "allow-origin")
 }
 
 /// Parse `--legacy-allow-origin` values; none given means `*` (see [`crate::cors`]).
-pub fn legacy_cors_origins(origins: &[String]) -> anyhow::Result<OriginList> {
+pub(crate) fn legacy_cors_origins(origins: &[String]) -> anyhow::Result<OriginList> {
     Ok(OriginList::parse(origins, "legacy-allow-origin")?.unwrap_or_else(OriginList::any))
 }
 
 /// Every route of the collector, with metrics, CORS and the SDK files.
+///
+/// What a request meets, outermost first; each layer wraps every answer of the layers
+/// inside it, rejections included (tests/rejections.rs checks what each rejection gets):
+///
+/// 1. `with_response_headers`: tracing and `X-Content-Type-Options: nosniff`, on
+///    every answer.
+/// 2. CORS, by request kind (`cors::is_legacy_request`): `--legacy-allow-origin` for
+///    the legacy GETs, `--allow-origin` for the rest. Every answer below gets its CORS
+///    headers, rejections included, so a page can read a 429 or 503 and its
+///    `Retry-After`. Preflights are answered here: not counted, not rate limited.
+/// 3. `count_and_limit`: counts every answer below by route, method and status
+///    (`hourofci_http_requests_total`), and refuses an over-long request target (414).
+/// 4. `limits::guard`: the per-client rate (429, or 503 `busy` when the limiter
+///    is full), the header size (431), then the body: refused unread on routes that
+///    take none (413), else read whole within the body budget (503/429) and the body
+///    deadline (408).
+/// 5. The route's handler (400, 404, 409, 413, 415, 422, 503) or the fallbacks (404, 405).
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new().route("/", get(root)).route("/healthz", get(healthz));
     if state.metrics_public {
@@ -100,18 +113,18 @@ pub fn router(state: AppState) -> Router {
         app = app.route("/sdk/{*path}", get(crate::sdk_files::serve));
     }
     let app = app
-        .fallback(|| async { ApiError::not_found() })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                Invalid::with_code("method_not_allowed", None, "this route does not take that method"),
-            )
-        })
-        .layer(middleware::from_fn_with_state(state.limits.clone(), crate::limits::guard))
-        .layer(middleware::from_fn_with_state(state.clone(), count_and_limit))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Layers 3 and 4 (ServiceBuilder: the first is the outermost). Router::layer
+        // wraps each route after routing, so both see the matched route.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(middleware::from_fn_with_state(state.clone(), count_and_limit))
+                .layer(middleware::from_fn_with_state(state.limits.clone(), crate::limits::guard)),
+        )
         .with_state(state.clone());
-    // Two CORS rules (see crate::cors): each request goes through the routes wrapped
-    // in the rule for its kind.
+    // Layer 2: two CORS rules (see crate::cors); each request goes through the routes
+    // wrapped in the rule for its kind.
     let sdk_side = match &state.cors {
         Some(origins) => app.clone().layer(cors::sdk_layer(origins)),
         None => app.clone(),
@@ -121,13 +134,14 @@ pub fn router(state: AppState) -> Router {
         let side = if cors::is_legacy_request(&req) { legacy_side.clone() } else { sdk_side.clone() };
         side.oneshot(req)
     });
+    // Layer 1.
     with_response_headers(Router::new().fallback_service(split))
 }
 
 /// The outermost layers, around every answer (errors, 404, 429 and 503 from the limit
 /// layers included): `X-Content-Type-Options: nosniff`, so no browser runs an answer
 /// as a script or style whatever it contains, and request tracing. Keep these last.
-pub fn with_response_headers(app: Router) -> Router {
+pub(crate) fn with_response_headers(app: Router) -> Router {
     let service = tower::ServiceBuilder::new()
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(SetResponseHeaderLayer::overriding(
@@ -150,11 +164,7 @@ async fn count_and_limit(State(state): State<AppState>, req: Request, next: Next
     let method = req.method().to_string();
     let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     let res = if target_len > max_uri_bytes(&state.rules) {
-        ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            Invalid::too_large(Some("path"), format!("the request path is longer than {} bytes", max_uri_bytes(&state.rules))),
-        )
-        .into_response()
+        ApiError::UriTooLong { max_bytes: max_uri_bytes(&state.rules) }.into_response()
     } else {
         next.run(req).await
     };
@@ -182,27 +192,19 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return state.unavailable(&SubmitError::ShuttingDown).into_response();
     }
-    match tokio::time::timeout(state.db_timeout, state.store.health()).await {
-        Ok(Ok(())) => "ok".into_response(),
-        Ok(Err(e)) => {
-            tracing::warn!("health check failed: {e}");
-            state.unavailable(&SubmitError::Store(Arc::new(e))).into_response()
+    match state.commit.health().await {
+        Ok(()) => "ok".into_response(),
+        Err(e) => {
+            if let SubmitError::Store(e) = &e {
+                tracing::warn!("health check failed: {e}");
+            }
+            state.unavailable(&e).into_response()
         }
-        Err(_) => state.unavailable(&SubmitError::Timeout(state.db_timeout)).into_response(),
     }
 }
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
-}
-
-/// 413 for "too large", else `otherwise`.
-fn status_for(invalid: &Invalid, otherwise: StatusCode) -> StatusCode {
-    if invalid.code == "too_large" {
-        StatusCode::PAYLOAD_TOO_LARGE
-    } else {
-        otherwise
-    }
 }
 
 /// The original API: GET writes a row with no id; success is 200 `null`, every
@@ -211,20 +213,20 @@ fn status_for(invalid: &Invalid, otherwise: StatusCode) -> StatusCode {
 async fn legacy_get(State(state): State<AppState>, method: Method, uri: Uri) -> Result<Response, ApiError> {
     let values = match event::parse_event_path(uri.path()) {
         Some(Ok(v)) => v,
-        Some(Err(e)) => return Err(ApiError::new(StatusCode::NOT_FOUND, e)),
-        None => return Err(ApiError::not_found()),
+        Some(Err(e)) => return Err(ApiError::LegacyInvalid(e)),
+        None => return Err(ApiError::NotFound),
     };
-    let event = values.into_event(None, None);
+    let event = values.into_event(None, None, None);
     if let Err(e) = state.rules.check(&event) {
         state.metrics.invalid.inc();
-        return Err(ApiError::new(StatusCode::NOT_FOUND, e));
+        return Err(ApiError::LegacyInvalid(e));
     }
     if method == Method::HEAD {
         return Ok(([(header::CONTENT_TYPE, "application/json")], "null").into_response());
     }
     let outcomes = state.commit.submit(vec![event]).await.map_err(|e| state.unavailable(&e))?;
     if let Some(Outcome::Rejected(rule)) = outcomes.first() {
-        return Err(ApiError::rejected(StatusCode::NOT_FOUND, rule));
+        return Err(ApiError::LegacyInvalid(Invalid::rejected(rule)));
     }
     Ok(([(header::CONTENT_TYPE, "application/json")], "null").into_response())
 }
@@ -235,71 +237,66 @@ struct EventReply {
     status: &'static str,
 }
 
-fn bad_header(field: &'static str, rule: &str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, Invalid::with_code("bad_header", Some(field), rule))
+/// An optional request header, parsed; one that is present but unreadable is 400
+/// `bad_header` with `rule`.
+fn parsed_header<T>(
+    headers: &HeaderMap,
+    name: &'static str,
+    rule: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    let bad = || ApiError::BadHeader { header: name, rule };
+    headers.get(name).map(|v| v.to_str().ok().and_then(parse).ok_or_else(bad)).transpose()
 }
 
 /// One event with its id: 201 when written, 200 when that id was already stored with
 /// the same content, 409 when with different content, 422 when the database refused it.
 async fn post_event(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
-    let key = headers
-        .get("idempotency-key")
-        .ok_or_else(|| bad_header("Idempotency-Key", "the Idempotency-Key header (the event's UUID) is required"))?;
-    let id = key
-        .to_str()
-        .ok()
-        .and_then(|k| Uuid::parse_str(k.trim()).ok())
-        .ok_or_else(|| bad_header("Idempotency-Key", "Idempotency-Key must be a UUID"))?;
-    let id = event::check_event_id(id).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let client_time = match headers.get("x-client-time") {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|t| event::parse_client_time(t).ok())
-                .ok_or_else(|| bad_header("X-Client-Time", "X-Client-Time must be an RFC 3339 timestamp, e.g. 2026-11-28T07:31:02.123Z"))?,
-        ),
+    let required = ApiError::BadHeader {
+        header: "Idempotency-Key",
+        rule: "the Idempotency-Key header (the event's UUID) is required",
     };
+    let key_rule = "Idempotency-Key must be a UUID";
+    let id = parsed_header(&headers, "Idempotency-Key", key_rule, |k| Uuid::parse_str(k.trim()).ok())?.ok_or(required)?;
+    let id = event::check_event_id(id).map_err(ApiError::Invalid)?;
+    let client_time = parsed_header(
+        &headers,
+        "X-Client-Time",
+        "X-Client-Time must be an RFC 3339 timestamp, e.g. 2026-11-28T07:31:02.123Z",
+        |t| event::parse_client_time(t).ok(),
+    )?;
     let values = match event::parse_event_path(uri.path()) {
         Some(Ok(v)) => v,
-        Some(Err(e)) => return Err(ApiError::new(status_for(&e, StatusCode::UNPROCESSABLE_ENTITY), e)),
-        None => return Err(ApiError::not_found()),
+        Some(Err(e)) => return Err(ApiError::Invalid(e)),
+        None => return Err(ApiError::NotFound),
     };
-    let learner_id = match headers.get("x-learner-id") {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|t| event::parse_learner_id(t).ok())
-                .ok_or_else(|| bad_header("X-Learner-Id", "X-Learner-Id must be a UUID other than the nil UUID"))?,
-        ),
-    };
-    let mut event = values.into_event(Some(id), client_time);
-    event.learner_id = learner_id;
+    let learner_rule = "X-Learner-Id must be a UUID other than the nil UUID";
+    let learner_id = parsed_header(&headers, "X-Learner-Id", learner_rule, |t| event::parse_learner_id(t).ok())?;
+    let event = values.into_event(Some(id), client_time, learner_id);
     if let Err(e) = state.rules.check(&event) {
         state.metrics.invalid.inc();
-        return Err(ApiError::new(status_for(&e, StatusCode::UNPROCESSABLE_ENTITY), e));
+        return Err(ApiError::Invalid(e));
     }
     let outcomes = state.commit.submit(vec![event]).await.map_err(|e| state.unavailable(&e))?;
     match outcomes.first() {
         Some(Outcome::Written) => Ok((StatusCode::CREATED, Json(EventReply { id, status: "written" })).into_response()),
-        Some(Outcome::Conflict) => Err(ApiError::conflict()),
-        Some(Outcome::Rejected(rule)) => Err(ApiError::rejected(StatusCode::UNPROCESSABLE_ENTITY, rule)),
+        Some(Outcome::Conflict) => Err(ApiError::Conflict),
+        Some(Outcome::Rejected(rule)) => Err(ApiError::Invalid(Invalid::rejected(rule))),
         _ => Ok((StatusCode::OK, Json(EventReply { id, status: "duplicate" })).into_response()),
     }
 }
 
 #[derive(Serialize, Debug)]
-pub struct BatchResult {
-    pub id: String,
-    pub status: &'static str,
+struct BatchResult {
+    id: String,
+    status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    reason: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
-pub struct BatchReply {
-    pub results: Vec<BatchResult>,
+struct BatchReply {
+    results: Vec<BatchResult>,
 }
 
 async fn batch_production(state: State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<BatchReply>, ApiError> {
@@ -308,13 +305,6 @@ async fn batch_production(state: State<AppState>, headers: HeaderMap, body: Body
 
 async fn batch_test(state: State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<BatchReply>, ApiError> {
     batch(state, Table::Test, headers, body).await
-}
-
-fn body_too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        Invalid::too_large(None, format!("a batch body is at most {MAX_BATCH_BYTES} bytes; split it")),
-    )
 }
 
 /// Many events in one request, all committed in one group. Each event gets its own
@@ -326,26 +316,22 @@ async fn batch(State(state): State<AppState>, table: Table, headers: HeaderMap, 
         .and_then(|v| v.split(';').next())
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Invalid::with_code("unsupported_media_type", Some("Content-Type"), "a batch must be sent as application/json"),
-        ));
+        return Err(ApiError::UnsupportedMediaType);
     }
+    let too_large = || ApiError::BatchTooLarge { max_bytes: MAX_BATCH_BYTES };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BATCH_BYTES) {
-        return Err(body_too_large());
+        return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, MAX_BATCH_BYTES).await.map_err(|_| body_too_large())?;
-    let request = event::parse_batch(&bytes, MAX_BATCH_EVENTS)
-        .map_err(|e| ApiError::new(status_for(&e, StatusCode::BAD_REQUEST), e))?;
+    let bytes = axum::body::to_bytes(body, MAX_BATCH_BYTES).await.map_err(|_| too_large())?;
+    let request = event::parse_batch(&bytes, MAX_BATCH_EVENTS, table).map_err(ApiError::Invalid)?;
     state.metrics.client_dropped.add(request.dropped);
 
     let mut results: Vec<BatchResult> = Vec::with_capacity(request.events.len());
     let mut pending: Vec<(usize, NewEvent)> = Vec::new();
     for item in request.events {
         let checked: Result<NewEvent, (String, Invalid)> = match item {
-            BatchItem::Event(mut e) => {
-                e.table = table;
+            BatchItem::Event(e) => {
                 match state.rules.check(&e) {
                     Ok(()) => Ok(e),
                     Err(reason) => Err((e.id.map(|i| i.to_string()).unwrap_or_default(), reason)),
@@ -360,7 +346,7 @@ async fn batch(State(state): State<AppState>, table: Table, headers: HeaderMap, 
             }
             Err((id, reason)) => {
                 state.metrics.invalid.inc();
-                results.push(BatchResult { id, status: "invalid", reason: Some(describe(&reason)) });
+                results.push(BatchResult { id, status: "invalid", reason: Some(reason.describe()) });
             }
         }
     }
@@ -375,11 +361,4 @@ async fn batch(State(state): State<AppState>, table: Table, headers: HeaderMap, 
         };
     }
     Ok(Json(BatchReply { results }))
-}
-
-fn describe(reason: &Invalid) -> String {
-    match reason.field {
-        Some(f) => format!("{f}: {}", reason.rule),
-        None => reason.rule.clone(),
-    }
 }

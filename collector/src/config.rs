@@ -36,6 +36,42 @@ pub enum Command {
     /// The writer role must already exist; a DBA creates it once, e.g.
     /// `psql -v pw="$HOURCI_WRITER_PASSWORD" -c "CREATE ROLE hourofciuser LOGIN PASSWORD :'pw'"`.
     Migrate(MigrateArgs),
+    /// Serve the insights pages (answers, charts, CSV) on an internal address: runs
+    /// `hourofci-insights serve ARGS` (see `hourofci-collector insights --help`).
+    #[command(disable_help_flag = true)]
+    Insights(ReadSideArgs),
+    /// Export answers for analysis as CSV or JSON lines: runs `hourofci-insights export ARGS`.
+    #[command(disable_help_flag = true)]
+    Export(ReadSideArgs),
+    /// Delete one pseudonymous learner's rows: runs `hourofci-insights forget ARGS`.
+    #[command(disable_help_flag = true)]
+    Forget(ReadSideArgs),
+    /// Delete old test traffic: runs `hourofci-insights prune ARGS`.
+    #[command(disable_help_flag = true)]
+    Prune(ReadSideArgs),
+}
+
+/// The read side's subcommands are the `hourofci-insights` binary's (its own crate, so
+/// the write service never links it): their arguments are handed over unread.
+#[derive(Args, Debug, Clone)]
+pub struct ReadSideArgs {
+    /// Arguments of the hourofci-insights subcommand (--help lists them).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "ARGS")]
+    pub args: Vec<std::ffi::OsString>,
+}
+
+impl Command {
+    /// For a read-side subcommand: its name here, the `hourofci-insights` subcommand
+    /// it runs, and the arguments.
+    pub fn read_side(&self) -> Option<(&'static str, &'static str, &[std::ffi::OsString])> {
+        match self {
+            Command::Insights(a) => Some(("insights", "serve", &a.args)),
+            Command::Export(a) => Some(("export", "export", &a.args)),
+            Command::Forget(a) => Some(("forget", "forget", &a.args)),
+            Command::Prune(a) => Some(("prune", "prune", &a.args)),
+            Command::Serve(_) | Command::Migrate(_) => None,
+        }
+    }
 }
 
 /// Where the database URL comes from.

@@ -51,14 +51,52 @@ pub struct NewEvent {
     pub learner_id: Option<Uuid>,
 }
 
-/// Why a request (or one event of a batch) was refused. Serializes to the JSON error
-/// body `{"error":..,"field":..,"rule":..}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+/// What happened to one event of a write: a domain fact the stores answer and the
+/// routes turn into a status (`ApiError`, collector/src/error.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new row was committed.
+    Written,
+    /// This event id is already stored (or came earlier in the same group) with the
+    /// same content: a retry. Nothing changed.
+    Duplicate,
+    /// This event id is already stored with different content (user agent, lesson,
+    /// level, question, answer or table). The stored row is unchanged. Final (409).
+    Conflict,
+    /// The database refused this event's own values (found by isolating it from its
+    /// group); the rule says why. Final: answered 422 `invalid`.
+    Rejected(&'static str),
+}
+
+impl Outcome {
+    /// The status word in a `/batch` result (`log_events_v2` answers the first three).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Written => "written",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Conflict => "conflict",
+            Outcome::Rejected(_) => "invalid",
+        }
+    }
+}
+
+/// Which kind of refusal an [`Invalid`] is. The HTTP layer gives each its code and
+/// status (`ApiError`, collector/src/error.rs); nothing here knows about HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvalidKind {
+    /// A value broke a rule (code `invalid`).
+    Value,
+    /// A value or body is larger than allowed (`too_large`).
+    TooLarge,
+    /// A batch body is not the JSON object expected (`bad_json`).
+    BadJson,
+}
+
+/// Why a request (or one event of a batch) was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{field:?}: {rule}")]
 pub struct Invalid {
-    /// Machine-readable code, e.g. `invalid`, `too_large`, `bad_json`.
-    #[serde(rename = "error")]
-    pub code: &'static str,
+    pub kind: InvalidKind,
     /// The request field at fault, when there is one.
     pub field: Option<&'static str>,
     /// A sentence a person can act on.
@@ -68,17 +106,30 @@ pub struct Invalid {
 impl Invalid {
     /// A field broke a validation rule.
     pub fn field(field: &'static str, rule: impl Into<String>) -> Self {
-        Invalid { code: "invalid", field: Some(field), rule: rule.into() }
+        Invalid { kind: InvalidKind::Value, field: Some(field), rule: rule.into() }
     }
 
     /// A field or body is larger than allowed (answered 413 rather than 422).
     pub fn too_large(field: Option<&'static str>, rule: impl Into<String>) -> Self {
-        Invalid { code: "too_large", field, rule: rule.into() }
+        Invalid { kind: InvalidKind::TooLarge, field, rule: rule.into() }
     }
 
-    /// Any other code.
-    pub fn with_code(code: &'static str, field: Option<&'static str>, rule: impl Into<String>) -> Self {
-        Invalid { code, field, rule: rule.into() }
+    /// A batch body that is not the JSON expected.
+    fn bad_json(field: Option<&'static str>, rule: impl Into<String>) -> Self {
+        Invalid { kind: InvalidKind::BadJson, field, rule: rule.into() }
+    }
+
+    /// The database refused the event's values ([`Outcome::Rejected`]).
+    pub fn rejected(rule: &'static str) -> Self {
+        Invalid { kind: InvalidKind::Value, field: None, rule: rule.into() }
+    }
+
+    /// The reason of an `invalid` `/batch` result: `field: rule`, or the rule alone.
+    pub fn describe(&self) -> String {
+        match self.field {
+            Some(f) => format!("{f}: {}", self.rule),
+            None => self.rule.clone(),
+        }
     }
 }
 
@@ -109,8 +160,14 @@ pub struct PathValues {
 }
 
 impl PathValues {
-    /// The event these values describe, with its id and client time (POST) or none (legacy GET).
-    pub fn into_event(self, id: Option<Uuid>, client_time: Option<DateTime<Utc>>) -> NewEvent {
+    /// The event these values describe, with its id, client time and learner (POST
+    /// headers) or none (legacy GET).
+    pub fn into_event(
+        self,
+        id: Option<Uuid>,
+        client_time: Option<DateTime<Utc>>,
+        learner_id: Option<Uuid>,
+    ) -> NewEvent {
         NewEvent {
             id,
             table: self.table,
@@ -120,7 +177,7 @@ impl PathValues {
             question: self.question,
             answer: self.answer,
             client_time,
-            learner_id: None,
+            learner_id,
         }
     }
 }
@@ -198,8 +255,8 @@ pub struct BatchRequest {
     pub dropped: u64,
 }
 
-/// One entry of a batch, in request order. Parsed events carry `Table::Production`;
-/// the route sets the real table.
+/// One entry of a batch, in request order. Events carry the table of the route they
+/// were sent to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BatchItem {
     Event(NewEvent),
@@ -212,14 +269,14 @@ pub enum BatchItem {
 /// The whole body fails (400/413) only when it is not JSON, not an object, has no
 /// `events` array, or has too many events; a malformed single event becomes
 /// [`BatchItem::Unreadable`] so the others still go through.
-pub fn parse_batch(body: &[u8], max_events: usize) -> Result<BatchRequest, Invalid> {
+pub fn parse_batch(body: &[u8], max_events: usize, table: Table) -> Result<BatchRequest, Invalid> {
     let value: Value = serde_json::from_slice(body)
-        .map_err(|e| Invalid::with_code("bad_json", None, format!("the body is not valid JSON: {e}")))?;
+        .map_err(|e| Invalid::bad_json(None, format!("the body is not valid JSON: {e}")))?;
     let Value::Object(mut top) = value else {
-        return Err(Invalid::with_code("bad_json", None, "the body must be a JSON object {\"events\":[...]}"));
+        return Err(Invalid::bad_json(None, "the body must be a JSON object {\"events\":[...]}"));
     };
     let Some(Value::Array(raw_events)) = top.remove("events") else {
-        return Err(Invalid::with_code("bad_json", Some("events"), "\"events\" must be an array"));
+        return Err(Invalid::bad_json(Some("events"), "\"events\" must be an array"));
     };
     if raw_events.len() > max_events {
         return Err(Invalid::too_large(
@@ -230,14 +287,14 @@ pub fn parse_batch(body: &[u8], max_events: usize) -> Result<BatchRequest, Inval
     let dropped = match top.get("dropped") {
         None | Some(Value::Null) => 0,
         Some(v) => v.as_u64().ok_or_else(|| {
-            Invalid::with_code("bad_json", Some("dropped"), "\"dropped\" must be a non-negative integer")
+            Invalid::bad_json(Some("dropped"), "\"dropped\" must be a non-negative integer")
         })?,
     };
-    let events = raw_events.into_iter().map(parse_batch_event).collect();
+    let events = raw_events.into_iter().map(|event| parse_batch_event(event, table)).collect();
     Ok(BatchRequest { events, dropped })
 }
 
-fn parse_batch_event(value: Value) -> BatchItem {
+fn parse_batch_event(value: Value, table: Table) -> BatchItem {
     let Value::Object(mut obj) = value else {
         return BatchItem::Unreadable { id: String::new(), reason: Invalid::field("event", "each event must be an object") };
     };
@@ -263,7 +320,7 @@ fn parse_batch_event(value: Value) -> BatchItem {
         };
         Ok(NewEvent {
             id: Some(id),
-            table: Table::Production,
+            table,
             user_agent: text("user_agent")?,
             lesson: text("lesson")?,
             level: text("level")?,
@@ -292,7 +349,7 @@ mod tests {
 
     #[test]
     fn refuses_invalid_utf8_and_nul() {
-        assert_eq!(decode_segment("%FF").unwrap_err().code, "invalid");
+        assert_eq!(decode_segment("%FF").unwrap_err().kind, InvalidKind::Value);
         assert!(decode_segment("a%00b").is_err());
     }
 
@@ -318,7 +375,7 @@ mod tests {
             assert_eq!(parse_event_id(form).unwrap(), canonical, "{form}");
         }
         let nil = parse_event_id("00000000-0000-0000-0000-000000000000").unwrap_err();
-        assert_eq!((nil.code, nil.field), ("invalid", Some("id")));
+        assert_eq!((nil.kind, nil.field), (InvalidKind::Value, Some("id")));
         assert!(nil.rule.contains("nil UUID"), "{}", nil.rule);
     }
 
@@ -337,10 +394,10 @@ mod tests {
             {"id":"nope","user_agent":"u","lesson":"gateway","level":"beginner","question":"1A","answer":"a"},
             7
         ],"dropped":3}"#;
-        let b = parse_batch(body, 500).unwrap();
+        let b = parse_batch(body, 500, Table::Test).unwrap();
         assert_eq!(b.dropped, 3);
         assert_eq!(b.events.len(), 3);
-        assert!(matches!(&b.events[0], BatchItem::Event(e) if e.client_time.is_some()));
+        assert!(matches!(&b.events[0], BatchItem::Event(e) if e.client_time.is_some() && e.table == Table::Test));
         assert!(matches!(&b.events[1], BatchItem::Unreadable { id, reason } if id == "nope" && reason.field == Some("id")));
         assert!(matches!(&b.events[2], BatchItem::Unreadable { id, .. } if id.is_empty()));
     }
@@ -362,7 +419,7 @@ mod tests {
             event(r#","learner_id":"nope""#),
             event(r#","learner_id":7"#)
         );
-        let b = parse_batch(body.as_bytes(), 10).unwrap();
+        let b = parse_batch(body.as_bytes(), 10, Table::Production).unwrap();
         assert!(matches!(&b.events[0], BatchItem::Event(e) if e.learner_id.map(|l| l.to_string()).as_deref() == Some(learner)));
         assert!(matches!(&b.events[1], BatchItem::Event(e) if e.learner_id.is_none()));
         for bad in &b.events[2..] {
@@ -372,11 +429,13 @@ mod tests {
 
     #[test]
     fn batch_refuses_bad_shapes_and_too_many_events() {
-        assert_eq!(parse_batch(b"not json", 10).unwrap_err().code, "bad_json");
-        assert_eq!(parse_batch(b"[1]", 10).unwrap_err().code, "bad_json");
-        assert_eq!(parse_batch(br#"{"events":{}}"#, 10).unwrap_err().code, "bad_json");
+        let kind = |body: &[u8]| parse_batch(body, 10, Table::Production).unwrap_err().kind;
+        assert_eq!(kind(b"not json"), InvalidKind::BadJson);
+        assert_eq!(kind(b"[1]"), InvalidKind::BadJson);
+        assert_eq!(kind(br#"{"events":{}}"#), InvalidKind::BadJson);
         let many = format!("{{\"events\":[{}]}}", ["{}"; 11].join(","));
-        assert_eq!(parse_batch(many.as_bytes(), 10).unwrap_err().code, "too_large");
-        assert_eq!(parse_batch(br#"{"events":[],"dropped":-1}"#, 10).unwrap_err().field, Some("dropped"));
+        assert_eq!(kind(many.as_bytes()), InvalidKind::TooLarge);
+        let dropped = parse_batch(br#"{"events":[],"dropped":-1}"#, 10, Table::Production).unwrap_err();
+        assert_eq!(dropped.field, Some("dropped"));
     }
 }

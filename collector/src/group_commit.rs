@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::event::NewEvent;
+use crate::event::{NewEvent, Outcome};
 use crate::metrics::Metrics;
-use crate::store::{Outcome, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Tuning of the write path (`--group-*`, `--writers`, `--queue-capacity`, `--db-timeout-ms`).
 #[derive(Clone, Debug)]
@@ -70,9 +70,10 @@ struct Job {
     _permit: OwnedSemaphorePermit,
 }
 
-/// Handle used by request handlers. Cheap to clone.
+/// Handle used by request handlers: their only way to the database. Cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommit {
+    store: Arc<Store>,
     queue: mpsc::UnboundedSender<Job>,
     room: Arc<Semaphore>,
     phase: watch::Sender<Phase>,
@@ -124,7 +125,7 @@ impl GroupCommit {
             tasks.spawn(writer.run());
         }
         let room = Arc::new(Semaphore::new(config.queue_capacity.max(1)));
-        (GroupCommit { queue, room, phase, config, metrics }, Writers { tasks })
+        (GroupCommit { store, queue, room, phase, config, metrics }, Writers { tasks })
     }
 
     /// Queue `events` (kept together in one group) and wait for their commit.
@@ -153,6 +154,16 @@ impl GroupCommit {
             Ok(Err(_)) => Err(SubmitError::ShuttingDown),
             Ok(Ok(Err(e))) => Err(SubmitError::Store(e)),
             Ok(Ok(Ok(outcomes))) => Ok(outcomes),
+        }
+    }
+
+    /// Whether the database answers a trivial query within the database timeout
+    /// (`/healthz`); errors as [`GroupCommit::submit`]'s.
+    pub(crate) async fn health(&self) -> Result<(), SubmitError> {
+        match tokio::time::timeout(self.config.db_timeout, self.store.health()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SubmitError::Store(Arc::new(e))),
+            Err(_) => Err(SubmitError::Timeout(self.config.db_timeout)),
         }
     }
 

@@ -5,20 +5,21 @@
 //! through [`group_commit`] into a [`store`] (PostgreSQL via the `sql/` functions, or
 //! an embedded SQLite file). The contract is `docs/DESIGN.md`.
 
-pub mod admin;
+mod admin;
 pub mod app;
 pub mod config;
-pub mod cors;
-pub mod error;
+mod cors;
+mod error;
 pub mod event;
 pub mod group_commit;
-pub mod limits;
+mod limits;
 pub mod metrics;
 pub mod migrate;
-pub mod sdk_files;
-pub mod server;
+pub mod read_side;
+mod sdk_files;
+mod server;
 pub mod store;
-pub mod tls;
+mod tls;
 pub mod validate;
 
 pub use server::{serve, start, RunningServer};

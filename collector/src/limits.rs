@@ -30,10 +30,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
+use axum::http::{header, HeaderMap, HeaderValue, Version};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use governor::clock::{Clock, MonotonicClock};
 use governor::nanos::Nanos;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
@@ -42,7 +41,7 @@ use governor::Quota;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::event::Invalid;
+use crate::error::ApiError;
 
 // ---------------------------------------------------------------------------------
 // Who is the client
@@ -61,10 +60,6 @@ impl ClientKey {
             }
             v4 => ClientKey(v4),
         }
-    }
-
-    pub fn ip(&self) -> IpAddr {
-        self.0
     }
 }
 
@@ -257,7 +252,6 @@ thread_local! {
 /// about `max_clients`. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct RateLimiter {
-    config: Arc<RateLimitConfig>,
     governed: Option<Arc<Governed>>,
 }
 
@@ -278,11 +272,7 @@ impl RateLimiter {
                 full: std::sync::atomic::AtomicBool::new(false),
             })
         });
-        RateLimiter { config: Arc::new(config), governed }
-    }
-
-    pub fn config(&self) -> &RateLimitConfig {
-        &self.config
+        RateLimiter { governed }
     }
 
     /// Take one token for `client`.
@@ -322,27 +312,11 @@ impl RateLimiter {
             .map_err(|not_until| RateRefusal::Wait(not_until.wait_time_from(MonotonicClock.now())))
     }
 
-    /// How many clients are tracked now (for tests and metrics).
-    pub fn tracked_clients(&self) -> usize {
+    /// How many clients are tracked now.
+    #[cfg(test)]
+    fn tracked_clients(&self) -> usize {
         self.governed.as_ref().map_or(0, |g| g.store.0.len())
     }
-}
-
-fn refused(status: StatusCode, code: &'static str, field: Option<&'static str>, rule: String, retry_after_secs: u64) -> Response {
-    let mut res = (status, Json(Invalid::with_code(code, field, rule))).into_response();
-    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
-    res
-}
-
-fn too_many_requests(wait: Duration) -> Response {
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    refused(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        None,
-        format!("too many requests from this address; retry after {secs} s with the same event id"),
-        secs,
-    )
 }
 
 // ---------------------------------------------------------------------------------
@@ -412,7 +386,8 @@ impl BodyBudget {
     }
 
     /// Bytes reserved now.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner()).total
     }
 
@@ -471,26 +446,19 @@ fn has_body(req: &Request) -> bool {
 pub async fn guard(State(limits): State<RequestLimits>, req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     let client = ClientKey::of(limits.proxies.client_ip(peer, req.headers()));
+    // Retry-After is at least a second here: these refusals come in floods.
+    let retry_after = limits.retry_after_secs.max(1);
     match limits.rate.check(client) {
         Ok(()) => {}
-        Err(RateRefusal::Wait(wait)) => return too_many_requests(wait),
-        Err(RateRefusal::Full) => {
-            return refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                None,
-                "the collector is tracking as many clients as it can; retry later".into(),
-                limits.retry_after_secs,
-            )
+        Err(RateRefusal::Wait(wait)) => {
+            let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return ApiError::RateLimited { retry_after }.into_response();
         }
+        Err(RateRefusal::Full) => return ApiError::TooManyClients { retry_after }.into_response(),
     }
     let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if header_bytes > limits.max_header_bytes {
-        let body = Invalid::too_large(
-            Some("headers"),
-            format!("the request headers are larger than {} bytes", limits.max_header_bytes),
-        );
-        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Json(body)).into_response();
+        return ApiError::HeadersTooLarge { max_bytes: limits.max_header_bytes }.into_response();
     }
     if !has_body(&req) {
         return next.run(req).await;
@@ -500,67 +468,35 @@ pub async fn guard(State(limits): State<RequestLimits>, req: Request, next: Next
     if !takes_body {
         // Not read, not held: HTTP/1 closes the connection after this answer (hyper
         // would otherwise try to drain the body), HTTP/2 resets the stream.
-        let body = Invalid::too_large(Some("body"), "this route takes no request body; events with a body go to /batch");
-        return close_after((StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response(), http1);
+        return close_after(ApiError::BodyNotTaken, http1);
     }
+    let too_large = ApiError::BodyTooLarge { max_bytes: limits.max_body_bytes };
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        return close_after(body_too_large(limits.max_body_bytes), http1);
+        return close_after(too_large, http1);
     }
     let want = declared.unwrap_or(limits.max_body_bytes);
     let _reservation = match limits.bodies.reserve(client, want) {
         Ok(r) => r,
-        Err(BudgetRefusal::Global) => {
-            let res = refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                None,
-                "the collector holds as many request bodies as it may; retry later".into(),
-                limits.retry_after_secs,
-            );
-            return close_after(res, http1);
-        }
+        Err(BudgetRefusal::Global) => return close_after(ApiError::BodyBytes { retry_after }, http1),
         Err(BudgetRefusal::Client) => {
-            let res = refused(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                Some("body"),
-                format!(
-                    "this address already has {} bytes of request bodies in flight; retry when they are answered",
-                    limits.bodies.max_per_client()
-                ),
-                limits.retry_after_secs,
-            );
-            return close_after(res, http1);
+            let max_bytes = limits.bodies.max_per_client();
+            return close_after(ApiError::ClientBodyBytes { max_bytes, retry_after }, http1);
         }
     };
     let (parts, body) = req.into_parts();
     match tokio::time::timeout(limits.body_timeout, read_body(body, want, declared)).await {
         Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
-        Ok(Err(BodyError::TooLarge)) => close_after(body_too_large(limits.max_body_bytes), http1),
-        Ok(Err(BodyError::Broken)) => {
-            let body = Invalid::with_code("bad_body", Some("body"), "the request body could not be read");
-            (StatusCode::BAD_REQUEST, Json(body)).into_response()
-        }
-        Err(_) => {
-            let body = Invalid::with_code(
-                "timeout",
-                Some("body"),
-                format!("the request body did not arrive within {} s", limits.body_timeout.as_secs()),
-            );
-            close_after((StatusCode::REQUEST_TIMEOUT, Json(body)).into_response(), true)
-        }
+        Ok(Err(BodyError::TooLarge)) => close_after(too_large, http1),
+        Ok(Err(BodyError::Broken)) => ApiError::BodyUnreadable.into_response(),
+        Err(_) => close_after(ApiError::BodyTimeout { after: limits.body_timeout }, true),
     }
 }
 
-fn body_too_large(max: usize) -> Response {
-    let body = Invalid::too_large(Some("body"), format!("the request body is larger than {max} bytes"));
-    (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response()
-}
-
-/// Ask HTTP/1 to close the connection after `res` (a body left unread must not be
-/// drained at the client's pace). HTTP/2 has no such header.
-fn close_after(mut res: Response, http1: bool) -> Response {
+/// `refusal`, asking HTTP/1 to close the connection after it (a body left unread must
+/// not be drained at the client's pace). HTTP/2 has no such header.
+fn close_after(refusal: ApiError, http1: bool) -> Response {
+    let mut res = refusal.into_response();
     if http1 {
         res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -656,15 +592,6 @@ impl Drop for ConnectionSlot {
 impl ConnectionLimit {
     pub fn new(config: ConnectionConfig) -> Self {
         ConnectionLimit(Arc::new(ConnInner { config, counts: Mutex::new(ConnCounts::default()), last_warn: AtomicU64::new(0) }))
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.0.counts.lock().unwrap_or_else(|p| p.into_inner()).total
-    }
-
-    pub fn max(&self) -> usize {
-        self.0.config.max
     }
 
     /// A place for a connection from `peer`, or `None` when a cap is reached. The

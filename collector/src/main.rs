@@ -1,17 +1,24 @@
-//! `hourofci-collector [serve|migrate]`; see `--help`.
+//! `hourofci-collector [serve|migrate|insights|export|forget|prune]`; see `--help`.
 
 use clap::Parser;
 use hourofci_collector::config::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The read side is another binary: hand over before starting anything here.
+    if let Some((name, subcommand, args)) = cli.command.as_ref().and_then(Command::read_side) {
+        return Err(hourofci_collector::read_side::exec(name, subcommand, args));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         // Colour codes only on a terminal, not in journald or log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let cli = Cli::parse();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Migrate(args)) => {
             let url = args
@@ -26,5 +33,6 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Serve(args)) => hourofci_collector::serve(args).await,
         None => hourofci_collector::serve(cli.serve).await,
+        Some(read_side) => unreachable!("{read_side:?} was handed to hourofci-insights"),
     }
 }

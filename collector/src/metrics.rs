@@ -6,8 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::event::{NewEvent, Table};
-use crate::store::Outcome;
+use crate::event::{NewEvent, Outcome, Table};
 
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -78,7 +77,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn record_request(&self, route: &'static str, method: &str, status: u16) {
+    pub(crate) fn record_request(&self, route: &'static str, method: &str, status: u16) {
         // Clients choose the method string: keep the label set bounded.
         let method = match method {
             "GET" | "POST" | "OPTIONS" | "HEAD" | "PUT" | "DELETE" | "PATCH" => method,
@@ -89,7 +88,7 @@ impl Metrics {
     }
 
     /// Count one successful group commit.
-    pub fn record_commit(&self, events: &[NewEvent], outcomes: &[Outcome]) {
+    pub(crate) fn record_commit(&self, events: &[NewEvent], outcomes: &[Outcome]) {
         self.group_commits.inc();
         self.group_events.add(events.len() as u64);
         for (e, o) in events.iter().zip(outcomes) {
@@ -104,7 +103,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, series: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -41,20 +41,20 @@ pub async fn resolve(root: &Path, rel: &str) -> Option<PathBuf> {
 /// `Last-Modified` and range support from `ServeFile`.
 pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     let Some(dir) = state.sdk_dir.as_deref() else {
-        return ApiError::not_found().into_response();
+        return ApiError::NotFound.into_response();
     };
     // The raw path, percent-decoded here (so `%2e%2e` and `%2f` are judged decoded).
     let Some(rel) = req.uri().path().strip_prefix("/sdk/") else {
-        return ApiError::not_found().into_response();
+        return ApiError::NotFound.into_response();
     };
     let Ok(rel) = percent_encoding::percent_decode_str(rel).decode_utf8() else {
-        return ApiError::not_found().into_response();
+        return ApiError::NotFound.into_response();
     };
     match resolve(dir, &rel).await {
         Some(file) => match ServeFile::new(file).oneshot(req).await {
             Ok(res) => res.into_response(),
             Err(never) => match never {},
         },
-        None => ApiError::not_found().into_response(),
+        None => ApiError::NotFound.into_response(),
     }
 }

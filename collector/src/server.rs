@@ -76,7 +76,7 @@ impl RunningServer {
 }
 
 /// Open the configured store: PostgreSQL when a URL is given, else the SQLite file.
-pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
+async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
     let timeout = Duration::from_millis(args.db_timeout_ms.max(1));
     match args.database.resolve()? {
         Some(url) => {
@@ -125,10 +125,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
     let state = AppState::new(Inner {
         rules,
         commit: commit.clone(),
-        store,
         metrics,
         retry_after_secs: args.retry_after_secs,
-        db_timeout: group.db_timeout,
         cors,
         legacy_cors,
         metrics_public: args.admin_bind.is_none(),

@@ -183,7 +183,7 @@ mod tests {
         e.user_agent = String::new();
         assert_eq!(field(e), "user_agent");
         let too_big = r.check(&event("gateway", "beginner", "1A", &"x".repeat(16 * 1024 + 1))).unwrap_err();
-        assert_eq!((too_big.code, too_big.field), ("too_large", Some("answer")));
+        assert_eq!((too_big.kind, too_big.field), (crate::event::InvalidKind::TooLarge, Some("answer")));
     }
 
     #[test]

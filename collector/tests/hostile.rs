@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Datelike;
-use hourofci_collector::event::{decode_segment, parse_batch, parse_client_time, parse_event_path, BatchItem};
+use hourofci_collector::event::{decode_segment, parse_batch, parse_client_time, parse_event_path, BatchItem, InvalidKind, Table};
 use hourofci_collector::validate::Rules;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use common::*;
@@ -298,7 +298,7 @@ fn check_path_segment(data: &[u8]) {
     let rules = Rules::original();
     for path in [format!("/{raw}"), format!("/test/{raw}"), format!("/ua/gateway/beginner/1A/{raw}")] {
         if let Some(Ok(v)) = parse_event_path(&path) {
-            let e = v.into_event(None, None);
+            let e = v.into_event(None, None, None);
             if let Err(r) = rules.check(&e) {
                 assert!(r.field.is_some());
             }
@@ -309,7 +309,7 @@ fn check_path_segment(data: &[u8]) {
 /// Same invariants as `fuzz/fuzz_targets/batch_json.rs`.
 fn check_batch_json(data: &[u8]) {
     let rules = Rules::original();
-    match parse_batch(data, 500) {
+    match parse_batch(data, 500, Table::Production) {
         Ok(batch) => {
             assert!(batch.events.len() <= 500);
             for item in &batch.events {
@@ -324,7 +324,7 @@ fn check_batch_json(data: &[u8]) {
                 }
             }
         }
-        Err(e) => assert!(matches!(e.code, "bad_json" | "too_large"), "{e:?}"),
+        Err(e) => assert!(matches!(e.kind, InvalidKind::BadJson | InvalidKind::TooLarge), "{e:?}"),
     }
 }
 

@@ -5,7 +5,7 @@
 //! that names a field; validation of each event never panics.
 #![no_main]
 
-use hourofci_collector::event::{parse_batch, BatchItem};
+use hourofci_collector::event::{parse_batch, BatchItem, InvalidKind, Table};
 use hourofci_collector::validate::Rules;
 use libfuzzer_sys::fuzz_target;
 
@@ -13,7 +13,7 @@ const MAX_EVENTS: usize = 500;
 
 fuzz_target!(|data: &[u8]| {
     let rules = Rules::original();
-    match parse_batch(data, MAX_EVENTS) {
+    match parse_batch(data, MAX_EVENTS, Table::Production) {
         Ok(batch) => {
             assert!(batch.events.len() <= MAX_EVENTS);
             for item in &batch.events {
@@ -28,6 +28,6 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        Err(e) => assert!(matches!(e.code, "bad_json" | "too_large"), "unexpected code {e:?}"),
+        Err(e) => assert!(matches!(e.kind, InvalidKind::BadJson | InvalidKind::TooLarge), "unexpected code {e:?}"),
     }
 });

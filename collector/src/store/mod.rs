@@ -9,33 +9,9 @@ pub mod sqlite;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-/// What happened to one event of a group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// A new row was committed.
-    Written,
-    /// This event id is already stored (or came earlier in the same group) with the
-    /// same content: a retry. Nothing changed.
-    Duplicate,
-    /// This event id is already stored with different content (user agent, lesson,
-    /// level, question, answer or table). The stored row is unchanged. Final (409).
-    Conflict,
-    /// The database refused this event's own values (found by isolating it from its
-    /// group); the rule says why. Final: answered 422 `invalid`.
-    Rejected(&'static str),
-}
-
-impl Outcome {
-    /// The status word in a `/batch` result (`log_events_v2` answers the first three).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Written => "written",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Conflict => "conflict",
-            Outcome::Rejected(_) => "invalid",
-        }
-    }
-}
+/// The stores answer each event with its domain [`Outcome`] (re-exported here for the
+/// crates that drive a store directly).
+pub use crate::event::Outcome;
 
 /// A group could not be committed. Every request of that group gets 503, unless
 /// [`StoreError::rejected_rule`] says the event values themselves were at fault.
@@ -69,13 +45,6 @@ impl Store {
         match self {
             Store::Postgres(s) => s.health().await,
             Store::Sqlite(s) => s.health().await,
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Store::Postgres(_) => "postgres",
-            Store::Sqlite(_) => "sqlite",
         }
     }
 }
