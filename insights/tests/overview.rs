@@ -4,7 +4,8 @@
 //! higher id was already read; after `forget`, `prune` and a hand-written DELETE; and
 //! for ranges of whole days. Every comparison also checks that memory (not the SQL
 //! fallback) answered. And the deletion log: counts only, the reader may read it, the
-//! writer may neither read nor write it.
+//! writer may neither read nor write it; its migration (sql/0006) upgrades a database
+//! that the older migrations made and filled.
 
 mod common;
 
@@ -319,4 +320,49 @@ async fn sqlite_overview_in_memory_equals_sql_through_writes_and_deletions() {
     let log: Vec<(String, String, i64)> =
         sqlx::query_as("SELECT table_name, kind, row_count FROM deletion_log ORDER BY id").fetch_all(store.pool()).await.unwrap();
     assert_eq!(log, [("loggingtable".into(), "forget".into(), 1), ("loggingtable_test".into(), "prune".into(), pruned as i64)]);
+}
+
+#[tokio::test]
+async fn the_deletion_log_migration_upgrades_a_database_the_older_migrations_made() {
+    let (name, admin_url) = PG.fresh_database("upgrade");
+    let (writer, reader) = (format!("{name}_writer"), format!("{name}_reader"));
+    PG.create_login_role(&writer, "writer-pw");
+    PG.create_login_role(&reader, "reader-pw");
+    // sql/0001..0004 only, as the release before the deletion log applied them.
+    let old = tempfile::tempdir().unwrap();
+    let sql = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sql");
+    for entry in std::fs::read_dir(&sql).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_str().unwrap().to_string();
+        if file.ends_with(".sql") && file.as_str() < "0005" {
+            std::fs::copy(&path, old.path().join(&file)).unwrap();
+        }
+    }
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&admin).await.unwrap();
+    let has_log = "SELECT to_regclass('public.deletion_log') IS NOT NULL";
+    assert!(!sqlx::query_scalar::<_, bool>(has_log).fetch_one(&admin).await.unwrap());
+    sqlx::query(&pg_fill("loggingtable", 1, 200)).execute(&admin).await.unwrap();
+
+    hourofci_collector::migrate::run(&admin_url, &writer).await.expect("migrate the old database");
+    hourofci_collector::migrate::grant_reader(&admin_url, &reader, &writer).await.expect("reader role");
+    assert!(sqlx::query_scalar::<_, bool>(has_log).fetch_one(&admin).await.unwrap());
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM loggingtable").fetch_one(&admin).await.unwrap();
+    assert_eq!(rows, 200, "the rows survive the upgrade");
+    sqlx::query("DELETE FROM loggingtable WHERE question = '1A'").execute(&admin).await.unwrap();
+    sqlx::query("UPDATE loggingtable SET answer = 'changed' WHERE question = '2A'").execute(&admin).await.unwrap();
+    sqlx::query("DELETE FROM loggingtable WHERE false").execute(&admin).await.unwrap();
+    sqlx::query("TRUNCATE loggingtable_test").execute(&admin).await.unwrap();
+    let reader_pool = sqlx::PgPool::connect(&PG.url_for(&reader, "reader-pw", &name)).await.unwrap();
+    let log: Vec<(String, String, Option<i64>)> =
+        sqlx::query_as("SELECT table_name, kind, row_count FROM deletion_log ORDER BY id").fetch_all(&reader_pool).await.unwrap();
+    assert_eq!(
+        log,
+        [
+            ("loggingtable".into(), "DELETE".into(), Some(40)),
+            ("loggingtable".into(), "UPDATE".into(), Some(40)),
+            ("loggingtable_test".into(), "TRUNCATE".into(), None),
+        ],
+        "every deleting or changing statement that touched rows, with its count"
+    );
 }
