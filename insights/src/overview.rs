@@ -8,7 +8,7 @@
 //!   only slower. A response says which answered (`X-Overview-From: memory|database`).
 //! - **Refresh:** before every overview request, in one snapshot: the deletion log's
 //!   newest id for the table (sql/0006 on PostgreSQL, [`crate::source::SQLITE_DELETION_LOG`]
-//!   on SQLite), then the rows with `id >` the highest id seen, and the rows in the
+//!   on SQLite; its row count and newest id), then the rows with `id >` the highest id seen, and the rows in the
 //!   *gaps* below it (see below). If the deletion log moved (forget, prune, or any
 //!   DELETE/UPDATE/TRUNCATE on PostgreSQL), the aggregate is dropped and rebuilt.
 //! - **Out-of-order commits (PostgreSQL):** identity ids are drawn when a row is
@@ -267,8 +267,9 @@ const PG_FACT_COLUMNS: &str = "t.id, t.lesson::text AS lesson, t.lesson_level::t
 /// The overview of one table, in memory.
 pub struct Aggregate {
     table: Table,
-    /// The deletion log's newest id for this table when built (`None`: not read yet).
-    deletion_mark: Option<i64>,
+    /// The deletion log's (row count, newest id) for this table when built (`None`: not
+    /// read yet). The count too: log ids can commit out of order like any identity.
+    deletion_mark: Option<(i64, i64)>,
     max_id: i64,
     gaps: Vec<Gap>,
     index: HashMap<Key, usize>,
@@ -348,8 +349,8 @@ impl Aggregate {
     }
 
     /// Note ids `from..=to` as missed by a snapshot with this `xmax`.
-    fn missed(&mut self, from: i64, to: i64, xmax: i64, postgres: bool) {
-        if postgres && from <= to {
+    fn missed(&mut self, from: i64, to: i64, xmax: i64) {
+        if from <= to {
             self.gaps.push(Gap { lo: from, hi: to, first_missed: Instant::now(), xmax });
         }
     }
@@ -442,7 +443,7 @@ impl Aggregate {
         }
     }
 
-    fn check_mark(&mut self, mark: i64) -> bool {
+    fn check_mark(&mut self, mark: (i64, i64)) -> bool {
         match self.deletion_mark {
             None => {
                 self.deletion_mark = Some(mark);
@@ -455,15 +456,15 @@ impl Aggregate {
     async fn refresh_postgres(&mut self, tx: &mut Transaction<'static, Postgres>) -> anyhow::Result<Refreshed> {
         let table = table_name(self.table);
         // The first statement fixes the transaction's snapshot: everything below agrees with it.
-        let (xmin, xmax, mark): (i64, i64, i64) = sqlx::query_as(
-            "SELECT pg_catalog.pg_snapshot_xmin(s)::text::int8, pg_catalog.pg_snapshot_xmax(s)::text::int8,
-                    (SELECT COALESCE(max(id), 0) FROM public.deletion_log WHERE table_name = $1)
-             FROM pg_catalog.pg_current_snapshot() s",
+        let (xmin, xmax, logged, newest): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT pg_catalog.pg_snapshot_xmin(s)::text::int8, pg_catalog.pg_snapshot_xmax(s)::text::int8, l.n, l.newest
+             FROM pg_catalog.pg_current_snapshot() s,
+                  (SELECT count(*) AS n, COALESCE(max(id), 0) AS newest FROM public.deletion_log WHERE table_name = $1) l",
         )
         .bind(table)
         .fetch_one(&mut **tx)
         .await?;
-        if !self.check_mark(mark) {
+        if !self.check_mark((logged, newest)) {
             return Ok(Refreshed::Stale);
         }
         let known = self.questions.len();
@@ -484,7 +485,7 @@ impl Aggregate {
             let rows: Vec<PgFact> = sqlx::query_as(&sql).bind(self.max_id).fetch_all(&mut **tx).await?;
             let done = (rows.len() as i64) < CHUNK;
             for f in rows {
-                self.missed(self.max_id + 1, f.id - 1, xmax, true);
+                self.missed(self.max_id + 1, f.id - 1, xmax);
                 self.max_id = f.id;
                 self.add(f.into());
             }
@@ -521,10 +522,13 @@ impl Aggregate {
         let has_log: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'deletion_log'")
             .fetch_one(&mut **tx)
             .await?;
-        let mark: i64 = if has_log > 0 {
-            sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM deletion_log WHERE table_name = ?1").bind(table).fetch_one(&mut **tx).await?
+        let mark: (i64, i64) = if has_log > 0 {
+            sqlx::query_as("SELECT count(*), COALESCE(max(id), 0) FROM deletion_log WHERE table_name = ?1")
+                .bind(table)
+                .fetch_one(&mut **tx)
+                .await?
         } else {
-            0
+            (0, 0)
         };
         if !self.check_mark(mark) {
             return Ok(Refreshed::Stale);
@@ -717,7 +721,7 @@ mod tests {
     #[test]
     fn gaps_split_and_settle() {
         let mut a = Aggregate::new(Table::Production);
-        a.missed(3, 9, 100, true);
+        a.missed(3, 9, 100);
         a.found_in_gap(5);
         let mut spans: Vec<(i64, i64)> = a.gaps.iter().map(|g| (g.lo, g.hi)).collect();
         spans.sort();

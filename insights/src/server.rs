@@ -66,6 +66,9 @@ impl Default for LoginLimits {
 /// Clients refused at most this many at once are remembered; beyond, every sign-in
 /// waits (as if the global limit were reached), so memory stays bounded.
 const MAX_BLOCKED_CLIENTS: usize = 10_000;
+/// Clients with wrong tokens tracked by the per-client limiter before those whose
+/// allowance has come back are forgotten.
+const MAX_TRACKED_CLIENTS: usize = 10_000;
 
 /// Counts wrong tokens with governor's GCRA limiters. A client (or everyone) over the
 /// limit is refused *before* its token is compared, until the limiter would let it try
@@ -116,6 +119,9 @@ impl LoginGuard {
 
     /// A wrong token from `client`: refuse it (429) if over its or the global limit.
     fn failed(&self, client: IpAddr) -> Result<(), TooManyAttempts> {
+        if self.per_client.len() >= MAX_TRACKED_CLIENTS {
+            self.per_client.retain_recent();
+        }
         let clock = DefaultClock::default();
         let refusal = match self.per_client.check_key(&client) {
             Err(not_until) => Some((Some(client), not_until.wait_time_from(clock.now()))),

@@ -1,7 +1,8 @@
 //! The overview kept in memory (insights/src/overview.rs) shows exactly what SQL over
 //! every row shows, on PostgreSQL (as the reader role) and on SQLite, over real HTTP:
 //! after the build; after more rows; after a row whose transaction commits after a
-//! higher id was already read; after `forget`, `prune` and a hand-written DELETE; and
+//! higher id was already read; after `forget`, `prune` and hand-written DELETEs (also
+//! when their deletion-log rows commit out of id order); and
 //! for ranges of whole days. Every comparison also checks that memory (not the SQL
 //! fallback) answered. And the deletion log: counts only, the reader may read it, the
 //! writer may neither read nor write it; its migration (sql/0006) upgrades a database
@@ -203,6 +204,20 @@ async fn postgres_overview_in_memory_equals_sql_through_writes_out_of_order_comm
 
     // A hand-written DELETE is noticed too (sql/0006's trigger).
     sqlx::query("DELETE FROM loggingtable WHERE question = '2A' AND received_at < '2026-11-06'").execute(&db.admin).await.unwrap();
+    service.overview("").await;
+    service.wait_in_memory(Table::Production).await;
+    service.assert_memory_equals("production", RANGES, expect("loggingtable")).await;
+
+    // Deletions whose log rows commit out of id order (the later id first) are noticed too.
+    let mut ta = db.admin.begin().await.unwrap();
+    sqlx::query("DELETE FROM loggingtable WHERE question = '3A' AND received_at < '2026-11-03'").execute(&mut *ta).await.unwrap();
+    let mut tb = db.admin.begin().await.unwrap();
+    sqlx::query("DELETE FROM loggingtable WHERE question = '4A' AND received_at < '2026-11-03'").execute(&mut *tb).await.unwrap();
+    tb.commit().await.unwrap();
+    service.overview("").await;
+    service.wait_in_memory(Table::Production).await;
+    service.assert_memory_equals("production", &[(None, None)], expect("loggingtable")).await;
+    ta.commit().await.unwrap();
     service.overview("").await;
     service.wait_in_memory(Table::Production).await;
     service.assert_memory_equals("production", RANGES, expect("loggingtable")).await;
