@@ -131,6 +131,9 @@ fn whole_days(filter: &Filter) -> Option<(Option<i32>, Option<i32>)> {
 enum Days {
     One(i32),
     Two(i32, i32),
+    /// Boxed so that `Days` stays 16 bytes (a `Vec` would make it 32): there is one per
+    /// learner-question pair.
+    #[allow(clippy::box_collection)]
     Many(Box<Vec<i32>>),
 }
 
@@ -260,7 +263,8 @@ impl From<PgFact> for Fact {
     }
 }
 
-const PG_FACT_COLUMNS: &str = "t.id, t.lesson::text AS lesson, t.lesson_level::text AS level, t.question::text AS question,
+const PG_FACT_COLUMNS: &str =
+    "t.id, t.lesson::text AS lesson, t.lesson_level::text AS level, t.question::text AS question,
     (extract(epoch FROM t.received_at) * 1000000)::int8 AS micros, t.learner_id::text AS learner_id,
     CASE WHEN t.learner_id IS NULL THEN t.user_agent END AS user_agent";
 
@@ -331,7 +335,10 @@ impl Aggregate {
         let day = f.micros.div_euclid(MICROS_PER_DAY) as i32;
         let q = &mut self.questions[qi];
         q.answers += 1;
-        let d = q.days.entry(day).or_insert(Day { answers: 0, last: i64::MIN });
+        let d = q.days.entry(day).or_insert(Day {
+            answers: 0,
+            last: i64::MIN,
+        });
         d.answers += 1;
         d.last = d.last.max(f.micros);
         let (map, who) = match (f.learner_id, f.user_agent) {
@@ -351,7 +358,12 @@ impl Aggregate {
     /// Note ids `from..=to` as missed by a snapshot with this `xmax`.
     fn missed(&mut self, from: i64, to: i64, xmax: i64) {
         if from <= to {
-            self.gaps.push(Gap { lo: from, hi: to, first_missed: Instant::now(), xmax });
+            self.gaps.push(Gap {
+                lo: from,
+                hi: to,
+                first_missed: Instant::now(),
+                xmax,
+            });
         }
     }
 
@@ -429,7 +441,9 @@ impl Aggregate {
         match source {
             Source::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
                 let r = self.refresh_postgres(&mut tx).await;
                 tx.rollback().await?;
                 r
@@ -516,12 +530,17 @@ impl Aggregate {
         Ok(Refreshed::Current)
     }
 
-    async fn refresh_sqlite(&mut self, tx: &mut Transaction<'static, Sqlite>, has_learner: bool) -> anyhow::Result<Refreshed> {
+    async fn refresh_sqlite(
+        &mut self,
+        tx: &mut Transaction<'static, Sqlite>,
+        has_learner: bool,
+    ) -> anyhow::Result<Refreshed> {
         let table = table_name(self.table);
         // `forget`/`prune` create the log with their first deletion: none yet is mark 0.
-        let has_log: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'deletion_log'")
-            .fetch_one(&mut **tx)
-            .await?;
+        let has_log: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'deletion_log'")
+                .fetch_one(&mut **tx)
+                .await?;
         let mark: (i64, i64) = if has_log > 0 {
             sqlx::query_as("SELECT count(*), COALESCE(max(id), 0) FROM deletion_log WHERE table_name = ?1")
                 .bind(table)
@@ -594,7 +613,10 @@ fn slot_index(table: Table) -> usize {
 
 impl Overviews {
     pub fn new(source: Source) -> Self {
-        Overviews { source, slots: Arc::new(Default::default()) }
+        Overviews {
+            source,
+            slots: Arc::new(Default::default()),
+        }
     }
 
     /// Start building both tables' overviews in the background (needs a Tokio runtime;
@@ -637,7 +659,10 @@ impl Overviews {
                 }
                 Ok(Refreshed::Stale) => unreachable!("a new aggregate accepts any deletion mark"),
                 Err(e) => {
-                    tracing::warn!(table = table_name(table), "overview not built in memory (SQL answers instead): {e:#}");
+                    tracing::warn!(
+                        table = table_name(table),
+                        "overview not built in memory (SQL answers instead): {e:#}"
+                    );
                     slot.failed_at = Some(Instant::now());
                 }
             }
@@ -675,10 +700,16 @@ impl Overviews {
                 match aggregate.refresh(&self.source).await {
                     Ok(Refreshed::Current) => return Ok((aggregate.rows(since, until), AnsweredBy::Memory)),
                     Ok(Refreshed::Stale) => {
-                        tracing::info!(table = table_name(table), "rows were deleted or changed: rebuilding the overview");
+                        tracing::info!(
+                            table = table_name(table),
+                            "rows were deleted or changed: rebuilding the overview"
+                        );
                     }
                     Err(e) => {
-                        tracing::warn!(table = table_name(table), "overview refresh failed (SQL answers; rebuilding): {e:#}");
+                        tracing::warn!(
+                            table = table_name(table),
+                            "overview refresh failed (SQL answers; rebuilding): {e:#}"
+                        );
                     }
                 }
                 slot.aggregate = None;
@@ -710,9 +741,16 @@ mod tests {
     #[test]
     fn only_whole_days_are_ranges_in_memory() {
         let at = |s: &str| Some(crate::source::parse_instant(s).unwrap());
-        let f = |since, until| Filter { since, until, ..Filter::default() };
+        let f = |since, until| Filter {
+            since,
+            until,
+            ..Filter::default()
+        };
         assert_eq!(whole_days(&f(None, None)), Some((None, None)));
-        assert_eq!(whole_days(&f(at("1970-01-02"), at("1970-01-04"))), Some((Some(1), Some(3))));
+        assert_eq!(
+            whole_days(&f(at("1970-01-02"), at("1970-01-04"))),
+            Some((Some(1), Some(3)))
+        );
         assert_eq!(whole_days(&f(at("1969-12-31"), None)), Some((Some(-1), None)));
         assert_eq!(whole_days(&f(at("2026-11-28T07:00:00Z"), None)), None);
         assert_eq!(whole_days(&f(None, at("2026-11-28T00:00:00.5Z"))), None);
@@ -727,7 +765,11 @@ mod tests {
         spans.sort();
         assert_eq!(spans, vec![(3, 4), (6, 9)]);
         a.settle_gaps(1_000);
-        assert_eq!(a.gaps.len(), 2, "kept for GAP_MIN_AGE even when no transaction is running");
+        assert_eq!(
+            a.gaps.len(),
+            2,
+            "kept for GAP_MIN_AGE even when no transaction is running"
+        );
         for g in &mut a.gaps {
             g.first_missed -= GAP_MIN_AGE;
         }

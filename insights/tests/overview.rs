@@ -46,14 +46,22 @@ async fn serve(target: &str) -> Service {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap();
     });
     Service { url, state, task }
 }
 
 impl Service {
     async fn wait_in_memory(&self, table: Table) {
-        assert!(self.state.overviews().wait_until_ready(table, Duration::from_secs(120)).await, "overview built within 2 minutes");
+        assert!(
+            self.state
+                .overviews()
+                .wait_until_ready(table, Duration::from_secs(120))
+                .await,
+            "overview built within 2 minutes"
+        );
     }
 
     /// `/overview.csv?QUERY`: the lines, and which computed them.
@@ -66,7 +74,13 @@ impl Service {
             .await
             .unwrap();
         assert_eq!(res.status(), 200, "{query}");
-        let from = res.headers().get("x-overview-from").unwrap().to_str().unwrap().to_string();
+        let from = res
+            .headers()
+            .get("x-overview-from")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         let body = res.text().await.unwrap();
         let mut reader = csv::Reader::from_reader(body.as_bytes());
         let lines = reader
@@ -110,8 +124,27 @@ const RANGES: &[(Option<&str>, Option<&str>)] = &[
     (Some("2026-12-20"), None),
 ];
 
-fn line(r: (Option<String>, Option<String>, Option<String>, i64, i64, i64, Option<String>)) -> Line {
-    [r.0.unwrap_or_default(), r.1.unwrap_or_default(), r.2.unwrap_or_default(), r.3.to_string(), r.4.to_string(), r.5.to_string(), r.6.unwrap_or_default()]
+/// A line as SQL returns it.
+type SqlLine = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+);
+
+fn line(r: SqlLine) -> Line {
+    [
+        r.0.unwrap_or_default(),
+        r.1.unwrap_or_default(),
+        r.2.unwrap_or_default(),
+        r.3.to_string(),
+        r.4.to_string(),
+        r.5.to_string(),
+        r.6.unwrap_or_default(),
+    ]
 }
 
 /// The overview by plain `count(DISTINCT ..)` SQL as the admin (not the service's query).
@@ -124,8 +157,12 @@ async fn pg_expected(db: &Db, table: &str, since: Option<String>, until: Option<
          FROM {table} WHERE ($1::timestamptz IS NULL OR received_at >= $1) AND ($2::timestamptz IS NULL OR received_at < $2)
          GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     );
-    let rows: Vec<(Option<String>, Option<String>, Option<String>, i64, i64, i64, Option<String>)> =
-        sqlx::query_as(&sql).bind(at(since)).bind(at(until)).fetch_all(&db.admin).await.unwrap();
+    let rows: Vec<SqlLine> = sqlx::query_as(&sql)
+        .bind(at(since))
+        .bind(at(until))
+        .fetch_all(&db.admin)
+        .await
+        .unwrap();
     rows.into_iter().map(line).collect()
 }
 
@@ -145,8 +182,14 @@ fn pg_fill(table: &str, from: i64, to: i64) -> String {
 #[tokio::test]
 async fn postgres_overview_in_memory_equals_sql_through_writes_out_of_order_commits_and_deletions() {
     let db = fresh_db().await;
-    sqlx::query(&pg_fill("loggingtable", 1, 3000)).execute(&db.admin).await.unwrap();
-    sqlx::query(&pg_fill("loggingtable_test", 1, 500)).execute(&db.admin).await.unwrap();
+    sqlx::query(&pg_fill("loggingtable", 1, 3000))
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    sqlx::query(&pg_fill("loggingtable_test", 1, 500))
+        .execute(&db.admin)
+        .await
+        .unwrap();
     let service = serve(&db.reader_url).await;
     service.wait_in_memory(Table::Production).await;
     service.wait_in_memory(Table::Test).await;
@@ -156,14 +199,30 @@ async fn postgres_overview_in_memory_equals_sql_through_writes_out_of_order_comm
     };
 
     // (a) The build.
-    service.assert_memory_equals("production", RANGES, expect("loggingtable")).await;
-    service.assert_memory_equals("test", RANGES, expect("loggingtable_test")).await;
+    service
+        .assert_memory_equals("production", RANGES, expect("loggingtable"))
+        .await;
+    service
+        .assert_memory_equals("test", RANGES, expect("loggingtable_test"))
+        .await;
 
     // (b) More rows: by the admin (a new question, later days) and through the writer's functions.
-    sqlx::query(&pg_fill("loggingtable", 3001, 3600).replace("'lesson-'", "'lesson-b'")).execute(&db.admin).await.unwrap();
+    sqlx::query(&pg_fill("loggingtable", 3001, 3600).replace("'lesson-'", "'lesson-b'"))
+        .execute(&db.admin)
+        .await
+        .unwrap();
     let learner = Uuid::new_v4();
-    write_pg(&db, &[event(Table::Production, "ua-new", "7C", "via the writer", Some(learner)), event(Table::Production, "ua-new", "7C", "legacy", None)]).await;
-    service.assert_memory_equals("production", RANGES, expect("loggingtable")).await;
+    write_pg(
+        &db,
+        &[
+            event(Table::Production, "ua-new", "7C", "via the writer", Some(learner)),
+            event(Table::Production, "ua-new", "7C", "legacy", None),
+        ],
+    )
+    .await;
+    service
+        .assert_memory_equals("production", RANGES, expect("loggingtable"))
+        .await;
 
     // (c) A row committed out of id order: T1 draws an id, T2 draws a higher one and
     // commits first; the service reads T2's row, then T1 commits.
@@ -171,63 +230,138 @@ async fn postgres_overview_in_memory_equals_sql_through_writes_out_of_order_comm
     let insert = "INSERT INTO loggingtable (user_agent, lesson, lesson_level, question, answer, learner_id)
                   VALUES ('ua-late', 'gateway', 'beginner', '1A', $1, $2) RETURNING id";
     let mut t1 = db.admin.begin().await.unwrap();
-    let id1: i64 = sqlx::query_scalar(insert).bind("first drawn").bind(late_learner).fetch_one(&mut *t1).await.unwrap();
+    let id1: i64 = sqlx::query_scalar(insert)
+        .bind("first drawn")
+        .bind(late_learner)
+        .fetch_one(&mut *t1)
+        .await
+        .unwrap();
     let mut t2 = db.admin.begin().await.unwrap();
-    let id2: i64 = sqlx::query_scalar(insert).bind("second drawn").bind(Uuid::new_v4()).fetch_one(&mut *t2).await.unwrap();
+    let id2: i64 = sqlx::query_scalar(insert)
+        .bind("second drawn")
+        .bind(Uuid::new_v4())
+        .fetch_one(&mut *t2)
+        .await
+        .unwrap();
     assert!(id1 < id2);
     t2.commit().await.unwrap();
-    service.assert_memory_equals("production", &[(None, None)], expect("loggingtable")).await;
+    service
+        .assert_memory_equals("production", &[(None, None)], expect("loggingtable"))
+        .await;
     let before_t1 = service.overview("").await.0;
     t1.commit().await.unwrap();
-    service.assert_memory_equals("production", RANGES, expect("loggingtable")).await;
+    service
+        .assert_memory_equals("production", RANGES, expect("loggingtable"))
+        .await;
     let after_t1 = service.overview("").await.0;
-    assert_ne!(before_t1, after_t1, "T1's row (a new learner on gateway/1A) changed the counts");
+    assert_ne!(
+        before_t1, after_t1,
+        "T1's row (a new learner on gateway/1A) changed the counts"
+    );
 
     // (d) forget (one learner's rows) and prune (old test rows): the counts drop; SQL
     // answers while memory is rebuilt, then memory again.
     let admin = Source::open_admin(&db.admin_url).await.unwrap();
-    let forgotten = Uuid::parse_str(&sqlx::query_scalar::<_, String>("SELECT md5('learner' || 0)").fetch_one(&db.admin).await.unwrap()).unwrap();
+    let forgotten = Uuid::parse_str(
+        &sqlx::query_scalar::<_, String>("SELECT md5('learner' || 0)")
+            .fetch_one(&db.admin)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     let counts = forget(&admin, &Who::Learner(forgotten), false).await.unwrap();
     assert!(counts.production > 0 && counts.test > 0);
     let (shown, _) = service.overview("").await;
-    assert_eq!(shown, pg_expected(&db, "loggingtable", None, None).await, "right after forget, from whichever answered");
+    assert_eq!(
+        shown,
+        pg_expected(&db, "loggingtable", None, None).await,
+        "right after forget, from whichever answered"
+    );
     let learners = |lines: &[Line]| lines.iter().map(|l| l[4].parse::<i64>().unwrap()).sum::<i64>();
-    assert!(learners(&shown) < learners(&after_t1), "the forgotten learner is no longer counted");
+    assert!(
+        learners(&shown) < learners(&after_t1),
+        "the forgotten learner is no longer counted"
+    );
     service.wait_in_memory(Table::Production).await;
-    service.assert_memory_equals("production", RANGES, expect("loggingtable")).await;
+    service
+        .assert_memory_equals("production", RANGES, expect("loggingtable"))
+        .await;
 
-    let pruned = prune_test(&admin, parse_instant("2026-11-04").unwrap(), false).await.unwrap();
+    let pruned = prune_test(&admin, parse_instant("2026-11-04").unwrap(), false)
+        .await
+        .unwrap();
     assert!(pruned > 0);
     service.overview("table=test").await;
     service.wait_in_memory(Table::Test).await;
-    service.assert_memory_equals("test", RANGES, expect("loggingtable_test")).await;
+    service
+        .assert_memory_equals("test", RANGES, expect("loggingtable_test"))
+        .await;
 
     // A hand-written DELETE is noticed too (sql/0006's trigger).
-    sqlx::query("DELETE FROM loggingtable WHERE question = '2A' AND received_at < '2026-11-06'").execute(&db.admin).await.unwrap();
+    sqlx::query("DELETE FROM loggingtable WHERE question = '2A' AND received_at < '2026-11-06'")
+        .execute(&db.admin)
+        .await
+        .unwrap();
     service.overview("").await;
     service.wait_in_memory(Table::Production).await;
-    service.assert_memory_equals("production", RANGES, expect("loggingtable")).await;
+    service
+        .assert_memory_equals("production", RANGES, expect("loggingtable"))
+        .await;
 
     // Deletions whose log rows commit out of id order (the later id first) are noticed too.
     let mut ta = db.admin.begin().await.unwrap();
-    sqlx::query("DELETE FROM loggingtable WHERE question = '3A' AND received_at < '2026-11-03'").execute(&mut *ta).await.unwrap();
+    sqlx::query("DELETE FROM loggingtable WHERE question = '3A' AND received_at < '2026-11-03'")
+        .execute(&mut *ta)
+        .await
+        .unwrap();
     let mut tb = db.admin.begin().await.unwrap();
-    sqlx::query("DELETE FROM loggingtable WHERE question = '4A' AND received_at < '2026-11-03'").execute(&mut *tb).await.unwrap();
+    sqlx::query("DELETE FROM loggingtable WHERE question = '4A' AND received_at < '2026-11-03'")
+        .execute(&mut *tb)
+        .await
+        .unwrap();
     tb.commit().await.unwrap();
     service.overview("").await;
     service.wait_in_memory(Table::Production).await;
-    service.assert_memory_equals("production", &[(None, None)], expect("loggingtable")).await;
+    service
+        .assert_memory_equals("production", &[(None, None)], expect("loggingtable"))
+        .await;
     ta.commit().await.unwrap();
     service.overview("").await;
     service.wait_in_memory(Table::Production).await;
-    service.assert_memory_equals("production", RANGES, expect("loggingtable")).await;
+    service
+        .assert_memory_equals("production", RANGES, expect("loggingtable"))
+        .await;
 
     // The deletion log says what and how many, never whose.
     let log: Vec<(String, String, Option<i64>)> =
-        sqlx::query_as("SELECT table_name, kind, row_count FROM deletion_log ORDER BY id").fetch_all(&db.admin).await.unwrap();
-    assert_eq!(log[0], ("loggingtable".to_string(), "forget".to_string(), Some(counts.production as i64)));
-    assert_eq!(log[1], ("loggingtable_test".to_string(), "forget".to_string(), Some(counts.test as i64)));
-    assert_eq!(log[2], ("loggingtable_test".to_string(), "prune".to_string(), Some(pruned as i64)));
+        sqlx::query_as("SELECT table_name, kind, row_count FROM deletion_log ORDER BY id")
+            .fetch_all(&db.admin)
+            .await
+            .unwrap();
+    assert_eq!(
+        log[0],
+        (
+            "loggingtable".to_string(),
+            "forget".to_string(),
+            Some(counts.production as i64)
+        )
+    );
+    assert_eq!(
+        log[1],
+        (
+            "loggingtable_test".to_string(),
+            "forget".to_string(),
+            Some(counts.test as i64)
+        )
+    );
+    assert_eq!(
+        log[2],
+        (
+            "loggingtable_test".to_string(),
+            "prune".to_string(),
+            Some(pruned as i64)
+        )
+    );
     assert_eq!(log[3].1, "DELETE");
     let columns: Vec<String> = sqlx::query_scalar(
         "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'deletion_log' ORDER BY ordinal_position",
@@ -239,7 +373,10 @@ async fn postgres_overview_in_memory_equals_sql_through_writes_out_of_order_comm
 
     // The reader may read the log and not write it; the writer may do neither.
     let reader = sqlx::PgPool::connect(&db.reader_url).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM deletion_log").fetch_one(&reader).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM deletion_log")
+        .fetch_one(&reader)
+        .await
+        .unwrap();
     assert_eq!(n, log.len() as i64);
     let writer = sqlx::PgPool::connect(&db.writer_url).await.unwrap();
     for (pool, role) in [(&reader, "reader"), (&writer, "writer")] {
@@ -252,12 +389,17 @@ async fn postgres_overview_in_memory_equals_sql_through_writes_out_of_order_comm
             assert!(err.to_string().contains("permission denied"), "{role}: {sql}: {err}");
         }
     }
-    let err = sqlx::query("SELECT count(*) FROM deletion_log").execute(&writer).await.expect_err("the writer reads nothing");
+    let err = sqlx::query("SELECT count(*) FROM deletion_log")
+        .execute(&writer)
+        .await
+        .expect_err("the writer reads nothing");
     assert!(err.to_string().contains("permission denied"), "{err}");
 }
 
 async fn sqlite_expected(path: &Path, table: &str, since: Option<String>, until: Option<String>) -> Vec<Line> {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display())).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+        .await
+        .unwrap();
     let at = |s: Option<String>| s.map(|s| hourofci_insights::source::sqlite_instant(parse_instant(&s).unwrap()));
     let sql = format!(
         "SELECT lesson, lesson_level, question, count(*), count(DISTINCT learner_id),
@@ -266,8 +408,12 @@ async fn sqlite_expected(path: &Path, table: &str, since: Option<String>, until:
          FROM {table} WHERE (?1 IS NULL OR received_at >= ?1) AND (?2 IS NULL OR received_at < ?2)
          GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     );
-    let rows: Vec<(Option<String>, Option<String>, Option<String>, i64, i64, i64, Option<String>)> =
-        sqlx::query_as(&sql).bind(at(since)).bind(at(until)).fetch_all(&pool).await.unwrap();
+    let rows: Vec<SqlLine> = sqlx::query_as(&sql)
+        .bind(at(since))
+        .bind(at(until))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     pool.close().await;
     rows.into_iter().map(line).collect()
 }
@@ -288,9 +434,17 @@ fn sqlite_fill(table: &str, from: i64, to: i64) -> String {
 async fn sqlite_overview_in_memory_equals_sql_through_writes_and_deletions() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("o.db");
-    let store = hourofci_collector::store::SqliteStore::open(&path, Duration::from_secs(10)).await.unwrap();
-    sqlx::query(&sqlite_fill("loggingtable", 1, 3000)).execute(store.pool()).await.unwrap();
-    sqlx::query(&sqlite_fill("loggingtable_test", 1, 500)).execute(store.pool()).await.unwrap();
+    let store = hourofci_collector::store::SqliteStore::open(&path, Duration::from_secs(10))
+        .await
+        .unwrap();
+    sqlx::query(&sqlite_fill("loggingtable", 1, 3000))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query(&sqlite_fill("loggingtable_test", 1, 500))
+        .execute(store.pool())
+        .await
+        .unwrap();
     let service = serve(path.to_str().unwrap()).await;
     service.wait_in_memory(Table::Production).await;
     service.wait_in_memory(Table::Test).await;
@@ -303,18 +457,30 @@ async fn sqlite_overview_in_memory_equals_sql_through_writes_and_deletions() {
     };
 
     // (a) The build.
-    service.assert_memory_equals("production", RANGES, expect("loggingtable")).await;
-    service.assert_memory_equals("test", RANGES, expect("loggingtable_test")).await;
+    service
+        .assert_memory_equals("production", RANGES, expect("loggingtable"))
+        .await;
+    service
+        .assert_memory_equals("test", RANGES, expect("loggingtable_test"))
+        .await;
 
     // (b) More rows, through the collector's store too.
-    sqlx::query(&sqlite_fill("loggingtable", 3001, 3600).replace("'lesson-'", "'lesson-b'")).execute(store.pool()).await.unwrap();
+    sqlx::query(&sqlite_fill("loggingtable", 3001, 3600).replace("'lesson-'", "'lesson-b'"))
+        .execute(store.pool())
+        .await
+        .unwrap();
     let learner = Uuid::new_v4();
     let outcomes = store
-        .write_group(&[event(Table::Production, "ua-new", "7C", "via the store", Some(learner)), event(Table::Production, "ua-new", "7C", "legacy", None)])
+        .write_group(&[
+            event(Table::Production, "ua-new", "7C", "via the store", Some(learner)),
+            event(Table::Production, "ua-new", "7C", "legacy", None),
+        ])
         .await
         .unwrap();
     assert_eq!(outcomes.len(), 2);
-    service.assert_memory_equals("production", RANGES, expect("loggingtable")).await;
+    service
+        .assert_memory_equals("production", RANGES, expect("loggingtable"))
+        .await;
     let before = service.overview("").await.0;
 
     // (d) forget and prune: the counts drop; memory is rebuilt.
@@ -322,19 +488,38 @@ async fn sqlite_overview_in_memory_equals_sql_through_writes_and_deletions() {
     let counts = forget(&admin, &Who::Learner(learner), false).await.unwrap();
     assert_eq!(counts.production, 1);
     let (shown, _) = service.overview("").await;
-    assert_eq!(shown, sqlite_expected(&path, "loggingtable", None, None).await, "right after forget");
+    assert_eq!(
+        shown,
+        sqlite_expected(&path, "loggingtable", None, None).await,
+        "right after forget"
+    );
     assert_ne!(shown, before, "the forgotten learner is no longer counted");
     service.wait_in_memory(Table::Production).await;
-    service.assert_memory_equals("production", RANGES, expect("loggingtable")).await;
+    service
+        .assert_memory_equals("production", RANGES, expect("loggingtable"))
+        .await;
 
-    let pruned = prune_test(&admin, parse_instant("2026-11-04").unwrap(), false).await.unwrap();
+    let pruned = prune_test(&admin, parse_instant("2026-11-04").unwrap(), false)
+        .await
+        .unwrap();
     assert!(pruned > 0);
     service.overview("table=test").await;
     service.wait_in_memory(Table::Test).await;
-    service.assert_memory_equals("test", RANGES, expect("loggingtable_test")).await;
+    service
+        .assert_memory_equals("test", RANGES, expect("loggingtable_test"))
+        .await;
     let log: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT table_name, kind, row_count FROM deletion_log ORDER BY id").fetch_all(store.pool()).await.unwrap();
-    assert_eq!(log, [("loggingtable".into(), "forget".into(), 1), ("loggingtable_test".into(), "prune".into(), pruned as i64)]);
+        sqlx::query_as("SELECT table_name, kind, row_count FROM deletion_log ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        log,
+        [
+            ("loggingtable".into(), "forget".into(), 1),
+            ("loggingtable_test".into(), "prune".into(), pruned as i64)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -354,23 +539,52 @@ async fn the_deletion_log_migration_upgrades_a_database_the_older_migrations_mad
         }
     }
     let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-    sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&admin).await.unwrap();
+    sqlx::migrate::Migrator::new(old.path())
+        .await
+        .unwrap()
+        .run(&admin)
+        .await
+        .unwrap();
     let has_log = "SELECT to_regclass('public.deletion_log') IS NOT NULL";
     assert!(!sqlx::query_scalar::<_, bool>(has_log).fetch_one(&admin).await.unwrap());
-    sqlx::query(&pg_fill("loggingtable", 1, 200)).execute(&admin).await.unwrap();
+    sqlx::query(&pg_fill("loggingtable", 1, 200))
+        .execute(&admin)
+        .await
+        .unwrap();
 
-    hourofci_collector::migrate::run(&admin_url, &writer).await.expect("migrate the old database");
-    hourofci_collector::migrate::grant_reader(&admin_url, &reader, &writer).await.expect("reader role");
+    hourofci_collector::migrate::run(&admin_url, &writer)
+        .await
+        .expect("migrate the old database");
+    hourofci_collector::migrate::grant_reader(&admin_url, &reader, &writer)
+        .await
+        .expect("reader role");
     assert!(sqlx::query_scalar::<_, bool>(has_log).fetch_one(&admin).await.unwrap());
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM loggingtable").fetch_one(&admin).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM loggingtable")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
     assert_eq!(rows, 200, "the rows survive the upgrade");
-    sqlx::query("DELETE FROM loggingtable WHERE question = '1A'").execute(&admin).await.unwrap();
-    sqlx::query("UPDATE loggingtable SET answer = 'changed' WHERE question = '2A'").execute(&admin).await.unwrap();
-    sqlx::query("DELETE FROM loggingtable WHERE false").execute(&admin).await.unwrap();
+    sqlx::query("DELETE FROM loggingtable WHERE question = '1A'")
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE loggingtable SET answer = 'changed' WHERE question = '2A'")
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM loggingtable WHERE false")
+        .execute(&admin)
+        .await
+        .unwrap();
     sqlx::query("TRUNCATE loggingtable_test").execute(&admin).await.unwrap();
-    let reader_pool = sqlx::PgPool::connect(&PG.url_for(&reader, "reader-pw", &name)).await.unwrap();
+    let reader_pool = sqlx::PgPool::connect(&PG.url_for(&reader, "reader-pw", &name))
+        .await
+        .unwrap();
     let log: Vec<(String, String, Option<i64>)> =
-        sqlx::query_as("SELECT table_name, kind, row_count FROM deletion_log ORDER BY id").fetch_all(&reader_pool).await.unwrap();
+        sqlx::query_as("SELECT table_name, kind, row_count FROM deletion_log ORDER BY id")
+            .fetch_all(&reader_pool)
+            .await
+            .unwrap();
     assert_eq!(
         log,
         [
