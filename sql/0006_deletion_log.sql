@@ -8,8 +8,10 @@
 -- It records what, when and how many, never whose: a deletion is often a learner's
 -- request to be forgotten, so their learner id must not survive it here.
 --
--- Written only by the statement-level triggers below (SECURITY DEFINER, owned by the
--- admin), in the deleting statement's own transaction. `forget` and `prune` name
+-- Written only by the statement-level triggers below, in the deleting statement's own
+-- transaction. Their functions run with the rights of whoever deletes (not SECURITY
+-- DEFINER: nothing here needs more): only the admin may delete answers, and a role that
+-- could delete without the right to log it cannot delete at all. `forget` and `prune` name
 -- themselves with `SET LOCAL hourofci.deletion_kind`; anything else is logged by its
 -- operation (DELETE, UPDATE, TRUNCATE). The writer role has no right on this table
 -- (it cannot delete or change answers either, so it never fires the triggers);
@@ -30,7 +32,7 @@ REVOKE ALL ON TABLE public.deletion_log FROM PUBLIC;
 
 -- DELETE and UPDATE: count the statement's old rows (its transition table `gone`).
 CREATE FUNCTION public.note_deletion() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n pg_catalog.int8;
@@ -47,7 +49,7 @@ END;
 $$;
 
 CREATE FUNCTION public.note_truncate() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     INSERT INTO public.deletion_log (table_name, kind, row_count) VALUES (TG_TABLE_NAME, TG_OP, NULL);
