@@ -271,11 +271,15 @@ async fn postgres_overview_in_memory_equals_sql_through_writes_out_of_order_comm
     .unwrap();
     let counts = forget(&admin, &Who::Learner(forgotten), false).await.unwrap();
     assert!(counts.production > 0 && counts.test > 0);
-    let (shown, _) = service.overview("").await;
+    let (shown, from) = service.overview("").await;
+    assert_eq!(
+        from, "database",
+        "the aggregate is stale: SQL answers while it is rebuilt"
+    );
     assert_eq!(
         shown,
         pg_expected(&db, "loggingtable", None, None).await,
-        "right after forget, from whichever answered"
+        "right after forget"
     );
     let learners = |lines: &[Line]| lines.iter().map(|l| l[4].parse::<i64>().unwrap()).sum::<i64>();
     assert!(
@@ -487,7 +491,11 @@ async fn sqlite_overview_in_memory_equals_sql_through_writes_and_deletions() {
     let admin = Source::open_admin(path.to_str().unwrap()).await.unwrap();
     let counts = forget(&admin, &Who::Learner(learner), false).await.unwrap();
     assert_eq!(counts.production, 1);
-    let (shown, _) = service.overview("").await;
+    let (shown, from) = service.overview("").await;
+    assert_eq!(
+        from, "database",
+        "the aggregate is stale: SQL answers while it is rebuilt"
+    );
     assert_eq!(
         shown,
         sqlite_expected(&path, "loggingtable", None, None).await,
