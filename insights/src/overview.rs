@@ -477,7 +477,13 @@ impl Aggregate {
         )
         .bind(table)
         .fetch_one(&mut **tx)
-        .await?;
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read public.deletion_log ({e}): migrate to sql/0006 and run \
+                 `hourofci-collector migrate --reader-role ROLE` again, which grants the reader SELECT on it"
+            )
+        })?;
         if !self.check_mark((logged, newest)) {
             return Ok(Refreshed::Stale);
         }
