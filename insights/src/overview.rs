@@ -588,19 +588,36 @@ impl Aggregate {
     }
 
     fn check_size(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.entries <= MAX_ENTRIES,
-            "more than {MAX_ENTRIES} learner-question pairs: the overview is computed by SQL instead of in memory"
-        );
+        if self.entries > MAX_ENTRIES {
+            return Err(TooLarge.into());
+        }
         Ok(())
     }
 }
+
+/// The data has more learner-question pairs than [`MAX_ENTRIES`]: not retried (each try
+/// would read every row again) until the service restarts.
+#[derive(Debug)]
+struct TooLarge;
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "more than {MAX_ENTRIES} learner-question pairs: the overview is computed by SQL, not kept in memory"
+        )
+    }
+}
+
+impl std::error::Error for TooLarge {}
 
 #[derive(Default)]
 struct Slot {
     aggregate: Option<Aggregate>,
     building: bool,
     failed_at: Option<Instant>,
+    /// The aggregate would exceed [`MAX_ENTRIES`]: SQL answers until a restart.
+    too_large: bool,
 }
 
 /// The in-memory overviews of both tables, and when to build them.
@@ -641,7 +658,11 @@ impl Overviews {
     }
 
     fn start_build(&self, slot: &mut Slot, table: Table) {
-        if slot.building || slot.aggregate.is_some() || slot.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
+        if slot.building
+            || slot.too_large
+            || slot.aggregate.is_some()
+            || slot.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER)
+        {
             return;
         }
         slot.building = true;
@@ -670,6 +691,7 @@ impl Overviews {
                         "overview not built in memory (SQL answers instead): {e:#}"
                     );
                     slot.failed_at = Some(Instant::now());
+                    slot.too_large = e.is::<TooLarge>();
                 }
             }
         });
@@ -716,6 +738,7 @@ impl Overviews {
                             table = table_name(table),
                             "overview refresh failed (SQL answers; rebuilding): {e:#}"
                         );
+                        slot.too_large = e.is::<TooLarge>();
                     }
                 }
                 slot.aggregate = None;
