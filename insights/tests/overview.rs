@@ -603,3 +603,70 @@ async fn the_deletion_log_migration_upgrades_a_database_the_older_migrations_mad
         "every deleting or changing statement that touched rows, with its count"
     );
 }
+
+#[tokio::test]
+async fn a_sqlite_file_from_before_learner_ids_is_counted_by_user_agent_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    // The collector's table before learner ids (no learner_id column).
+    sqlx::query(
+        "CREATE TABLE loggingtable (user_agent TEXT, date_log TEXT, time_log TEXT, lesson TEXT, lesson_level TEXT,
+         question TEXT, answer TEXT, id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE, client_time TEXT,
+         received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("CREATE TABLE loggingtable_test AS SELECT * FROM loggingtable WHERE 0")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (ua, question, day) in [
+        ("a", "1A", "01"),
+        ("a", "1A", "02"),
+        ("b", "1A", "02"),
+        ("c", "2B", "03"),
+    ] {
+        sqlx::query("INSERT INTO loggingtable (user_agent, lesson, lesson_level, question, answer, received_at) VALUES (?1, 'gateway', 'beginner', ?2, 'x', ?3)")
+            .bind(ua)
+            .bind(question)
+            .bind(format!("2026-11-{day}T10:00:00.000Z"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let service = serve(path.to_str().unwrap()).await;
+    service.wait_in_memory(Table::Production).await;
+    let line = |q: &str, answers: i64, uas: i64, last: &str| -> Line {
+        [
+            "gateway",
+            "beginner",
+            q,
+            &answers.to_string(),
+            "0",
+            &uas.to_string(),
+            last,
+        ]
+        .map(str::to_string)
+    };
+    let (shown, from) = service.overview("").await;
+    assert_eq!(from, "memory");
+    assert_eq!(
+        shown,
+        [
+            line("1A", 3, 2, "2026-11-02 10:00:00"),
+            line("2B", 1, 1, "2026-11-03 10:00:00")
+        ]
+    );
+    let (shown, from) = service.overview("since=2026-11-02&until=2026-11-03").await;
+    assert_eq!(from, "memory");
+    assert_eq!(shown, [line("1A", 2, 2, "2026-11-02 10:00:00")]);
+}
