@@ -321,7 +321,7 @@ pub struct MigrateArgs {
     #[arg(long, env = "HOURCI_WRITER_ROLE", default_value = "hourofciuser")]
     pub writer_role: String,
     /// An existing login role for the read side (`hourofci-insights`, analysts): gets
-    /// CONNECT and SELECT on the two tables only. Must not be the writer role.
+    /// CONNECT and SELECT on the two tables and the deletion log only. Must not be the writer role.
     #[arg(long, env = "HOURCI_READER_ROLE")]
     pub reader_role: Option<String>,
 }

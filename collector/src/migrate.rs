@@ -83,7 +83,8 @@ pub async fn run(admin_url: &str, writer_role: &str) -> anyhow::Result<()> {
 }
 
 /// `migrate --reader-role NAME`: give an existing read-only login role (the insights
-/// service's, an analyst's) CONNECT on the database and SELECT on the two tables,
+/// service's, an analyst's) CONNECT on the database and SELECT on the two tables and
+/// on the deletion log (sql/0006),
 /// after taking every other table right from it. It must not be the writer: the
 /// public write service never holds read rights.
 pub async fn grant_reader(admin_url: &str, reader_role: &str, writer_role: &str) -> anyhow::Result<()> {
@@ -123,11 +124,14 @@ pub async fn grant_reader(admin_url: &str, reader_role: &str, writer_role: &str)
         format!("GRANT CONNECT ON DATABASE {} TO {role}", quote_ident(&database)),
         format!("REVOKE ALL ON TABLE public.loggingtable, public.loggingtable_test FROM {role}"),
         format!("GRANT SELECT ON TABLE public.loggingtable, public.loggingtable_test TO {role}"),
+        // sql/0006: the insights service reads it to notice deletions (counts and times only).
+        format!("REVOKE ALL ON TABLE public.deletion_log FROM {role}"),
+        format!("GRANT SELECT ON TABLE public.deletion_log TO {role}"),
     ] {
         sqlx::query(&statement).execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    tracing::info!("reader role {reader_role} may connect to {database} and SELECT from the two tables");
+    tracing::info!("reader role {reader_role} may connect to {database} and SELECT from the two tables and the deletion log");
     Ok(())
 }
 

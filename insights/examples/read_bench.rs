@@ -1,8 +1,9 @@
 //! Read-side benchmark: 1,000,000 rows spread over the real lessons, levels and
 //! questions and 30 days (70 % with a learner id from 20,000 learners), in a throwaway
-//! PostgreSQL cluster and in a SQLite file; then the overview and a question page over
-//! real HTTP on loopback (p50/p95 of 20 requests each, after one warm-up) and an export
-//! of every row to CSV (to a sink).
+//! PostgreSQL cluster and in a SQLite file; then the time to build the in-memory
+//! overview and the process's resident memory after it (VmRSS), the overview (whole
+//! time and a 10-day range) and a question page over real HTTP on loopback (p50/p95 of
+//! 20 requests each, after one warm-up) and an export of every row to CSV (to a sink).
 //!
 //! `cargo run --release -p hourofci-insights --example read_bench [-- ROWS]`
 //! Prints a Markdown table for docs/BENCHMARKS.md.
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hourofci_insights::export::{export, Format};
 use hourofci_insights::server::{router, AppState};
-use hourofci_insights::source::{Filter, Source};
+use hourofci_insights::source::{Filter, Source, Table};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const LESSONS: &[&str] = &[
@@ -54,12 +55,22 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Resident memory of this process (the insights service runs in it), in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0.0);
+    kib / 1024.0
+}
+
 async fn time_route(url: &str, path: &str) -> (Duration, Duration) {
     let http = reqwest::Client::new();
     let get = || async {
         let start = Instant::now();
         let res = http.get(format!("{url}{path}")).bearer_auth(TOKEN).send().await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
+        if path.starts_with("/?") || path == "/" {
+            assert_eq!(res.headers()["x-overview-from"], "memory", "{path}: from memory");
+        }
         res.bytes().await.unwrap();
         start.elapsed()
     };
@@ -76,18 +87,31 @@ async fn measure(name: &str, target: &str) {
     let source = Source::open_read(target, 4).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = router(AppState::new(source.clone(), TOKEN).unwrap());
+    let rss_before = rss_mib();
+    let start = Instant::now();
+    let state = AppState::new(source.clone(), TOKEN).unwrap();
+    assert!(state.overviews().wait_until_ready(Table::Production, Duration::from_secs(600)).await, "overview built");
+    let build = start.elapsed();
+    let rss_after = rss_mib();
+    let app = router(state.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let (o50, o95) = time_route(&url, "/").await;
+    let (r50, r95) = time_route(&url, "/?since=2026-11-10&until=2026-11-20").await;
     let (q50, q95) = time_route(&url, "/question?lesson=gateway&level=gateway&question=1A").await;
     let start = Instant::now();
     let n = export(&source, &Filter::default(), Format::Csv, std::io::sink(), false).await.unwrap();
     let export_time = start.elapsed();
     server.abort();
+    drop(state);
     println!(
-        "| {name} | {:.0} / {:.0} | {:.0} / {:.0} | {n} rows in {:.1} s |",
+        "| {name} | {:.1} s | {:.0} MiB (+{:.0}) | {:.1} / {:.1} | {:.0} / {:.0} | {:.0} / {:.0} | {n} rows in {:.1} s |",
+        build.as_secs_f64(),
+        rss_after,
+        rss_after - rss_before,
         o50.as_secs_f64() * 1e3,
         o95.as_secs_f64() * 1e3,
+        r50.as_secs_f64() * 1e3,
+        r95.as_secs_f64() * 1e3,
         q50.as_secs_f64() * 1e3,
         q95.as_secs_f64() * 1e3,
         export_time.as_secs_f64()
@@ -120,8 +144,11 @@ async fn main() {
     store.pool().close().await;
     eprintln!("SQLite: {rows} rows in {:.1} s", start.elapsed().as_secs_f64());
 
-    println!("| store ({rows} rows) | overview p50 / p95 (ms) | question page p50 / p95 (ms) | export to CSV |");
-    println!("|---|---|---|---|");
+    println!(
+        "| store ({rows} rows) | overview built in memory | RSS after the build (growth) | overview p50 / p95 (ms) \
+         | overview, 10-day range p50 / p95 (ms) | question page p50 / p95 (ms) | export to CSV |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     measure("PostgreSQL 15 (reader role)", &pg.url_for(&reader, "r", &name)).await;
     measure("SQLite", file.to_str().unwrap()).await;
 }

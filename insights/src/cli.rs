@@ -29,7 +29,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the insights pages and GET /api/answers on an internal address. Every
     /// page, download and API call needs the token (login form -> session cookie, or
-    /// `Authorization: Bearer TOKEN`); without it: 401.
+    /// `Authorization: Bearer TOKEN`); without it: 401. After 10 wrong tokens from one
+    /// address (100 from all) sign-ins wait: 429 with Retry-After. The overview's counts
+    /// are built in memory at start (until then SQL answers) and kept up to date.
     Serve(ServeArgs),
     /// Write every column of the matching rows, in id order, as CSV (RFC 4180, UTF-8,
     /// header) or JSON lines. Streams with constant memory from one consistent

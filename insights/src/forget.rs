@@ -2,12 +2,17 @@
 //! Each runs in one transaction, counts first, and deletes only without `--dry-run`.
 //! On PostgreSQL they refuse a role that may not delete from both tables: the writer's
 //! and the reader's URLs are refused; only the admin (owner) may delete.
+//!
+//! Every deletion is noted in the deletion log (table, kind, row count, time; never
+//! whose rows), in the same transaction, so that the insights service rebuilds its
+//! in-memory overview: on PostgreSQL by sql/0006's triggers (we only name the kind),
+//! on SQLite by [`note_deletion_sqlite`].
 
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
-use crate::source::{sqlite_instant, Source};
+use crate::source::{sqlite_instant, Source, SQLITE_DELETION_LOG};
 
 /// Rows per table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -38,7 +43,38 @@ enum Tx {
     Sqlite(Transaction<'static, Sqlite>),
 }
 
-async fn begin_deleting(source: &Source) -> anyhow::Result<Tx> {
+/// What the deletion log calls this deletion.
+#[derive(Clone, Copy)]
+enum Kind {
+    Forget,
+    Prune,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Forget => "forget",
+            Kind::Prune => "prune",
+        }
+    }
+}
+
+/// SQLite has no triggers per statement: note the deletion ourselves, in its transaction.
+async fn note_deletion_sqlite(tx: &mut Transaction<'static, Sqlite>, table: &str, kind: Kind, rows: u64) -> anyhow::Result<()> {
+    if rows == 0 {
+        return Ok(());
+    }
+    sqlx::query(SQLITE_DELETION_LOG).execute(&mut **tx).await?;
+    sqlx::query("INSERT INTO deletion_log (table_name, kind, row_count) VALUES (?1, ?2, ?3)")
+        .bind(table)
+        .bind(kind.as_str())
+        .bind(rows as i64)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn begin_deleting(source: &Source, kind: Kind) -> anyhow::Result<Tx> {
     Ok(match source {
         Source::Postgres(pool) => {
             let mut tx = pool.begin().await?;
@@ -53,6 +89,11 @@ async fn begin_deleting(source: &Source) -> anyhow::Result<Tx> {
                 "refusing: the role {user:?} of this URL may not delete rows (is it the writer's or the reader's URL?). \
                  forget and prune need the admin role's URL, the one `hourofci-collector migrate` uses"
             );
+            // Read by sql/0006's triggers, which write the deletion log.
+            sqlx::query("SELECT pg_catalog.set_config('hourofci.deletion_kind', $1, true)")
+                .bind(kind.as_str())
+                .execute(&mut *tx)
+                .await?;
             Tx::Postgres(tx)
         }
         Source::Sqlite(pool, _) => Tx::Sqlite(pool.begin().await?),
@@ -77,7 +118,7 @@ fn learner_condition(who: &Who, postgres: bool) -> (&'static str, String) {
 
 /// Count (and unless `dry_run`, delete) `who`'s rows in both tables, in one transaction.
 pub async fn forget(source: &Source, who: &Who, dry_run: bool) -> anyhow::Result<Counts> {
-    let mut tx = begin_deleting(source).await?;
+    let mut tx = begin_deleting(source, Kind::Forget).await?;
     let mut found = [0u64; 2];
     for (i, table) in TABLES.iter().enumerate() {
         found[i] = match &mut tx {
@@ -98,7 +139,9 @@ pub async fn forget(source: &Source, who: &Who, dry_run: bool) -> anyhow::Result
                     sqlx::query_scalar::<_, i64>(&sql).bind(value).fetch_one(&mut **tx).await? as u64
                 } else {
                     let sql = format!("DELETE FROM {table} WHERE {cond}");
-                    sqlx::query(&sql).bind(value).execute(&mut **tx).await?.rows_affected()
+                    let deleted = sqlx::query(&sql).bind(value).execute(&mut **tx).await?.rows_affected();
+                    note_deletion_sqlite(tx, table, Kind::Forget, deleted).await?;
+                    deleted
                 }
             }
         };
@@ -135,7 +178,7 @@ pub async fn user_agent_report(source: &Source, user_agent: &str) -> anyhow::Res
 
 /// Count (and unless `dry_run`, delete) test rows received before `before`.
 pub async fn prune_test(source: &Source, before: DateTime<Utc>, dry_run: bool) -> anyhow::Result<u64> {
-    let mut tx = begin_deleting(source).await?;
+    let mut tx = begin_deleting(source, Kind::Prune).await?;
     let n = match &mut tx {
         Tx::Postgres(tx) => {
             let sql = if dry_run {
@@ -152,11 +195,13 @@ pub async fn prune_test(source: &Source, before: DateTime<Utc>, dry_run: bool) -
                     .fetch_one(&mut **tx)
                     .await? as u64
             } else {
-                sqlx::query("DELETE FROM loggingtable_test WHERE received_at < ?1")
+                let deleted = sqlx::query("DELETE FROM loggingtable_test WHERE received_at < ?1")
                     .bind(sqlite_instant(before))
                     .execute(&mut **tx)
                     .await?
-                    .rows_affected()
+                    .rows_affected();
+                note_deletion_sqlite(tx, "loggingtable_test", Kind::Prune, deleted).await?;
+                deleted
             }
         }
     };

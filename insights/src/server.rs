@@ -2,23 +2,30 @@
 //! assets) and a JSON API over the answers, for an internal address. Every route but
 //! the login form needs the token: a session cookie (HttpOnly, SameSite=Strict) set by
 //! the login form, or `Authorization: Bearer TOKEN`. Tokens and sessions are compared
-//! in constant time. Every value is HTML-escaped by `maud`; the Content-Security-Policy
+//! in constant time; wrong tokens are limited per client and globally ([`LoginLimits`],
+//! 429 with Retry-After beyond). Every value is HTML-escaped by `maud`; the Content-Security-Policy
 //! forbids scripts, so even a missed escape could run nothing.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, FromRequest, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Form, Json, Router};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+pub use crate::overview::{AnsweredBy, OverviewRow};
+use crate::overview::Overviews;
 use crate::source::{self, AnswerRow, Filter, Order, ReadTx, Source, Table};
 
 /// How long a login lasts.
@@ -29,10 +36,135 @@ const LIST_PAGE: i64 = 50;
 /// Bars in the answer chart; the rest is "other".
 const TOP_ANSWERS: usize = 10;
 
+/// How many wrong tokens (login form or `Authorization: Bearer`) are allowed before
+/// the answer is 429 with Retry-After, and how fast the allowance comes back.
+#[derive(Clone, Copy, Debug)]
+pub struct LoginLimits {
+    /// Per client address: this many at once...
+    pub per_client_burst: u32,
+    /// ... then one more per this period.
+    pub per_client_period: Duration,
+    /// Every client together (someone with many addresses).
+    pub global_burst: u32,
+    pub global_period: Duration,
+}
+
+impl Default for LoginLimits {
+    /// 10 wrong tokens per client, then one per 6 s (10 a minute); 100 for everyone,
+    /// then one per second. Hopeless for guessing a token of 16+ random characters,
+    /// generous for a person mistyping.
+    fn default() -> Self {
+        LoginLimits {
+            per_client_burst: 10,
+            per_client_period: Duration::from_secs(6),
+            global_burst: 100,
+            global_period: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Clients refused at most this many at once are remembered; beyond, every sign-in
+/// waits (as if the global limit were reached), so memory stays bounded.
+const MAX_BLOCKED_CLIENTS: usize = 10_000;
+/// Clients with wrong tokens tracked by the per-client limiter before those whose
+/// allowance has come back are forgotten.
+const MAX_TRACKED_CLIENTS: usize = 10_000;
+
+/// Counts wrong tokens with governor's GCRA limiters. A client (or everyone) over the
+/// limit is refused *before* its token is compared, until the limiter would let it try
+/// again: a right guess then cannot be told from a wrong one.
+struct LoginGuard {
+    per_client: DefaultKeyedRateLimiter<IpAddr>,
+    global: DefaultDirectRateLimiter,
+    /// Until when each refused client (`None` key: everyone) must wait.
+    refused_until: Mutex<HashMap<Option<IpAddr>, Instant>>,
+}
+
+/// 429 with Retry-After (whole seconds, rounded up).
+struct TooManyAttempts(Duration);
+
+impl IntoResponse for TooManyAttempts {
+    fn into_response(self) -> Response {
+        let seconds = self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0);
+        let mut res = (StatusCode::TOO_MANY_REQUESTS, login_page(Some("Too many wrong tokens: wait, then try again."))).into_response();
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        res
+    }
+}
+
+impl LoginGuard {
+    fn new(limits: LoginLimits) -> Self {
+        let quota = |burst: u32, period: Duration| {
+            Quota::with_period(period.max(Duration::from_nanos(1)))
+                .expect("a positive period")
+                .allow_burst(NonZeroU32::new(burst.max(1)).expect("burst > 0"))
+        };
+        LoginGuard {
+            per_client: DefaultKeyedRateLimiter::keyed(quota(limits.per_client_burst, limits.per_client_period)),
+            global: DefaultDirectRateLimiter::direct(quota(limits.global_burst, limits.global_period)),
+            refused_until: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Must `client` wait before its token may be compared?
+    fn must_wait(&self, client: IpAddr) -> Result<(), TooManyAttempts> {
+        let now = Instant::now();
+        let refused = self.refused_until.lock().expect("refused_until");
+        let wait = [None, Some(client)].iter().filter_map(|k| refused.get(k)).filter(|until| **until > now).max();
+        match wait {
+            Some(until) => Err(TooManyAttempts(*until - now)),
+            None => Ok(()),
+        }
+    }
+
+    /// A wrong token from `client`: refuse it (429) if over its or the global limit.
+    fn failed(&self, client: IpAddr) -> Result<(), TooManyAttempts> {
+        if self.per_client.len() >= MAX_TRACKED_CLIENTS {
+            self.per_client.retain_recent();
+        }
+        let clock = DefaultClock::default();
+        let refusal = match self.per_client.check_key(&client) {
+            Err(not_until) => Some((Some(client), not_until.wait_time_from(clock.now()))),
+            Ok(()) => self.global.check().err().map(|not_until| (None, not_until.wait_time_from(clock.now()))),
+        };
+        let Some((key, wait)) = refusal else { return Ok(()) };
+        let now = Instant::now();
+        let mut refused = self.refused_until.lock().expect("refused_until");
+        if refused.len() >= MAX_BLOCKED_CLIENTS {
+            refused.retain(|_, until| *until > now);
+            self.per_client.retain_recent();
+        }
+        let key = if refused.len() >= MAX_BLOCKED_CLIENTS { None } else { key };
+        let until = refused.entry(key).or_insert(now);
+        *until = (*until).max(now + wait);
+        tracing::warn!(client = %client, "too many wrong insights tokens: refusing sign-ins for {:.0} s", wait.as_secs_f64().ceil());
+        Err(TooManyAttempts(wait))
+    }
+}
+
+/// The client's address (from `into_make_service_with_connect_info`; without it every
+/// client shares one allowance), as [`client_key`].
+fn client_ip(req: &Request) -> IpAddr {
+    client_key(req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()))
+}
+
+/// A client: its IPv4 address, or its IPv6 /64 (one host may use a whole /64).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
+}
+
 pub struct Inner {
     pub source: Source,
     token: Vec<u8>,
     sessions: Mutex<Vec<(String, Instant)>>,
+    overviews: Overviews,
+    login_guard: LoginGuard,
 }
 
 #[derive(Clone)]
@@ -40,10 +172,28 @@ pub struct AppState(Arc<Inner>);
 
 impl AppState {
     /// `token` must be at least 16 bytes (it is the only key to learners' answers).
+    /// Starts building the in-memory overviews (see [`crate::overview`]).
     pub fn new(source: Source, token: &str) -> anyhow::Result<Self> {
+        Self::with_login_limits(source, token, LoginLimits::default())
+    }
+
+    pub fn with_login_limits(source: Source, token: &str, limits: LoginLimits) -> anyhow::Result<Self> {
         let token = token.trim();
         anyhow::ensure!(token.len() >= 16, "the token must be at least 16 characters (e.g. `openssl rand -hex 32`)");
-        Ok(AppState(Arc::new(Inner { source, token: token.as_bytes().to_vec(), sessions: Mutex::new(Vec::new()) })))
+        let overviews = Overviews::new(source.clone());
+        overviews.start();
+        Ok(AppState(Arc::new(Inner {
+            source,
+            token: token.as_bytes().to_vec(),
+            sessions: Mutex::new(Vec::new()),
+            overviews,
+            login_guard: LoginGuard::new(limits),
+        })))
+    }
+
+    /// The in-memory overviews (to wait for their build).
+    pub fn overviews(&self) -> &Overviews {
+        &self.0.overviews
     }
 
     fn token_matches(&self, given: &str) -> bool {
@@ -65,7 +215,9 @@ impl AppState {
     }
 }
 
-/// Every route. `/login` is the only one open without the token.
+/// Every route. `/login` is the only one open without the token. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so that wrong tokens are
+/// limited per client.
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/", get(overview))
@@ -86,7 +238,7 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(state: AppState, bind: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind).await?;
     eprintln!("insights on http://{}/", listener.local_addr()?);
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -115,16 +267,30 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// 401 and the login form (which shows no data) unless the request carries the token.
+/// A valid session cookie always passes (its 256 random bits cannot be guessed); a
+/// bearer token is compared only while its client may try, and a wrong one counts.
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let headers = req.headers();
+    if cookie_value(headers, COOKIE).is_some_and(|s| state.session_valid(s)) {
+        return next.run(req).await;
+    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| state.token_matches(t.trim()));
-    let session = cookie_value(headers, COOKIE).is_some_and(|s| state.session_valid(s));
-    if bearer || session {
-        return next.run(req).await;
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    if let Some(token) = bearer {
+        let client = client_ip(&req);
+        if let Err(wait) = state.0.login_guard.must_wait(client) {
+            return wait.into_response();
+        }
+        if state.token_matches(token) {
+            return next.run(req).await;
+        }
+        if let Err(wait) = state.0.login_guard.failed(client) {
+            return wait.into_response();
+        }
     }
     let mut res = (StatusCode::UNAUTHORIZED, login_page(None)).into_response();
     res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -140,8 +306,19 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+async fn login(State(state): State<AppState>, req: Request) -> Response {
+    let client = client_ip(&req);
+    if let Err(wait) = state.0.login_guard.must_wait(client) {
+        return wait.into_response();
+    }
+    let form = match Form::<LoginForm>::from_request(req, &state).await {
+        Ok(Form(form)) => form,
+        Err(rejection) => return rejection.into_response(),
+    };
     if !state.token_matches(form.token.trim()) {
+        if let Err(wait) = state.0.login_guard.failed(client) {
+            return wait.into_response();
+        }
         return (StatusCode::UNAUTHORIZED, login_page(Some("That token is not right."))).into_response();
     }
     let session = state.new_session();
@@ -306,38 +483,14 @@ fn encode(v: &str) -> String {
         .collect()
 }
 
-/// One question's line of the overview.
-#[derive(sqlx::FromRow, serde::Serialize)]
-pub struct OverviewRow {
-    pub lesson: Option<String>,
-    pub level: Option<String>,
-    pub question: Option<String>,
-    pub answers: i64,
-    /// Distinct learner ids.
-    pub learners: i64,
-    /// Distinct user agents among rows without learner id.
-    pub user_agents: i64,
-    pub last: Option<String>,
+/// The overview's numbers (from memory, or SQL while that is being built).
+pub async fn overview_rows(state: &AppState, filter: &Filter) -> anyhow::Result<(Vec<OverviewRow>, AnsweredBy)> {
+    state.0.overviews.rows(filter).await
 }
 
-/// Distinct counts by two hash aggregations (one row per question and learner, or per
-/// question and user agent for rows without learner id), not `count(DISTINCT ..)`,
-/// which sorts every group: about 3x faster on a million rows.
-const OVERVIEW_PG: &str = "SELECT lesson, level, question, sum(n)::bigint AS answers, count(learner_id) AS learners,
-    count(ua) AS user_agents, to_char(max(last) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS last
-    FROM (SELECT lesson::text AS lesson, lesson_level::text AS level, question::text AS question, learner_id,
-                 CASE WHEN learner_id IS NULL THEN user_agent END AS ua, count(*) AS n, max(received_at) AS last
-          FROM {table} {where} GROUP BY 1, 2, 3, 4, 5) per_learner
-    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3";
-const OVERVIEW_SQLITE: &str = "SELECT lesson, level, question, sum(n) AS answers, count(learner_id) AS learners,
-    count(ua) AS user_agents, replace(substr(max(last), 1, 19), 'T', ' ') AS last
-    FROM (SELECT lesson, lesson_level AS level, question, learner_id,
-                 CASE WHEN learner_id IS NULL THEN user_agent END AS ua, count(*) AS n, max(received_at) AS last
-          FROM {table} {where} GROUP BY 1, 2, 3, 4, 5) per_learner
-    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3";
-
-pub async fn overview_rows(source: &Source, filter: &Filter) -> anyhow::Result<Vec<OverviewRow>> {
-    source.read().await?.rows(filter, OVERVIEW_PG, OVERVIEW_SQLITE).await
+/// Says which computed the overview (tests and benchmarks look).
+fn answered_by(by: AnsweredBy) -> [(HeaderName, &'static str); 1] {
+    [(HeaderName::from_static("x-overview-from"), by.as_str())]
 }
 
 fn filter_form(params: &Params, path: &str, hidden: &[(&str, &Option<String>)]) -> Markup {
@@ -358,10 +511,10 @@ fn filter_form(params: &Params, path: &str, hidden: &[(&str, &Option<String>)]) 
     }
 }
 
-async fn overview(State(state): State<AppState>, Query(params): Query<Params>) -> Result<Markup, Failure> {
+async fn overview(State(state): State<AppState>, Query(params): Query<Params>) -> Result<Response, Failure> {
     let filter = Filter { lesson: None, level: None, question: None, search: None, ..params.filter()? };
-    let rows = overview_rows(&state.0.source, &filter).await?;
-    Ok(page(
+    let (rows, by) = overview_rows(&state, &filter).await?;
+    Ok((answered_by(by), page(
         "Answers per question",
         html! {
             (filter_form(&params, "/", &[]))
@@ -387,6 +540,7 @@ async fn overview(State(state): State<AppState>, Query(params): Query<Params>) -
             @if rows.is_empty() { p { "No answers in this range." } }
         },
     ))
+        .into_response())
 }
 
 fn csv_response(name: &str, body: Vec<u8>) -> Response {
@@ -402,7 +556,7 @@ fn csv_response(name: &str, body: Vec<u8>) -> Response {
 
 async fn overview_csv(State(state): State<AppState>, Query(params): Query<Params>) -> Result<Response, Failure> {
     let filter = Filter { lesson: None, level: None, question: None, search: None, ..params.filter()? };
-    let rows = overview_rows(&state.0.source, &filter).await?;
+    let (rows, by) = overview_rows(&state, &filter).await?;
     let mut w = crate::export::csv_writer(Vec::new());
     w.write_record(["lesson", "level", "question", "answers", "learners", "user_agents_without_learner_id", "last_answer_utc"])?;
     for r in rows {
@@ -416,7 +570,7 @@ async fn overview_csv(State(state): State<AppState>, Query(params): Query<Params
             r.last.unwrap_or_default(),
         ])?;
     }
-    Ok(csv_response("overview.csv", w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?))
+    Ok((answered_by(by), csv_response("overview.csv", w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)).into_response())
 }
 
 #[derive(sqlx::FromRow)]
@@ -579,4 +733,19 @@ async fn api_answers(State(state): State<AppState>, Query(params): Query<Params>
         _ => String::new(),
     };
     Ok(Json(serde_json::json!({ "answers": rows, "more": more })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_an_ipv4_address_or_an_ipv6_slash_64() {
+        let key = |s: &str| client_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 }

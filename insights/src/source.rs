@@ -31,6 +31,17 @@ pub fn parse_table(text: &str) -> Result<Table, String> {
     }
 }
 
+/// The SQLite deletion log (PostgreSQL's is sql/0006): `forget` and `prune` create it
+/// and note each deletion in it (table, kind, row count, time; never whose rows), so
+/// that the insights service rebuilds its in-memory overview. The collector never
+/// writes it.
+pub const SQLITE_DELETION_LOG: &str = "CREATE TABLE IF NOT EXISTS deletion_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    table_name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    row_count INTEGER)";
+
 /// An open store.
 #[derive(Clone)]
 pub enum Source {

@@ -1,17 +1,19 @@
 //! The insights service over real HTTP on loopback, on PostgreSQL as the reader role and
 //! on SQLite: 401 on every route without the token; the login cookie's flags; learner
 //! input rendered as text; `GET /api/answers` pages through every awkward answer
-//! exactly once; and in real Chromium, the numbers and bar labels shown equal counts
+//! exactly once; wrong tokens are limited per client and globally (429, Retry-After)
+//! while a signed-in session keeps working; and in real Chromium, the numbers and bar labels shown equal counts
 //! taken from the database, and an answer holding a script runs nothing.
 
 mod common;
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use hourofci_collector::event::{NewEvent, Table};
-use hourofci_insights::server::{router, AppState};
+use hourofci_insights::server::{router, AppState, LoginLimits};
 use hourofci_insights::source::Source;
 use uuid::Uuid;
 
@@ -29,12 +31,16 @@ impl Drop for Service {
 }
 
 async fn serve(target: &str) -> Service {
-    let source = Source::open_read(target, 2).await.expect("open the store");
-    let app = router(AppState::new(source, TOKEN).unwrap());
+    serve_with_limits(target, LoginLimits::default()).await
+}
+
+async fn serve_with_limits(target: &str, limits: LoginLimits) -> Service {
+    let source = Source::open_read(target, 3).await.expect("open the store");
+    let app = router(AppState::with_login_limits(source, TOKEN, limits).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
     });
     Service { url, task }
 }
@@ -114,6 +120,103 @@ async fn every_route_answers_401_without_the_token_and_the_login_sets_a_strict_c
     }
     let page = http.get(format!("{}/question?question=2B", service.url)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     assert!(page.contains(SECRET_ANSWER));
+}
+
+/// A client whose requests come from `127.0.0.{n}`.
+fn client_from(n: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .local_address(IpAddr::from([127, 0, 0, n]))
+        .build()
+        .unwrap()
+}
+
+fn retry_after(res: &reqwest::Response) -> u64 {
+    res.headers().get("retry-after").expect("Retry-After").to_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn wrong_tokens_are_limited_per_client_and_globally() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    write_sqlite(&path, &answers()).await;
+    // Slow refill, so that nothing comes back while the test runs however loaded the machine.
+    let limits = LoginLimits {
+        per_client_burst: 5,
+        per_client_period: Duration::from_secs(600),
+        global_burst: 12,
+        global_period: Duration::from_secs(600),
+    };
+    let service = serve_with_limits(path.to_str().unwrap(), limits).await;
+    let login = |http: &reqwest::Client, token: &str| http.post(format!("{}/login", service.url)).form(&[("token", token.to_string())]).send();
+    let get = |http: &reqwest::Client, auth: Option<&str>, cookie: Option<&str>| {
+        let mut req = http.get(format!("{}/api/answers?limit=1", service.url));
+        if let Some(a) = auth {
+            req = req.bearer_auth(a);
+        }
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c);
+        }
+        req.send()
+    };
+
+    // Client A signs in, then tries wrong tokens: five are answered 401, the sixth 429.
+    let a = client_from(2);
+    let res = login(&a, TOKEN).await.unwrap();
+    assert_eq!(res.status(), 303);
+    let session = res.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
+    for i in 0..5 {
+        let res = if i % 2 == 0 { login(&a, "wrong-token-0123456789").await } else { get(&a, Some("wrong-token-0123456789"), None).await };
+        assert_eq!(res.unwrap().status(), 401, "wrong token {i} within the limit");
+    }
+    let res = login(&a, "wrong-token-0123456789").await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(retry_after(&res) >= 1);
+    assert!(!res.headers().contains_key("set-cookie"));
+    // Now even the right token is not compared for A (a right guess looks like a wrong one) ...
+    let res = login(&a, TOKEN).await.unwrap();
+    assert_eq!(res.status(), 429, "the right token is refused while A waits");
+    assert!(!res.headers().contains_key("set-cookie"));
+    assert_eq!(get(&a, Some(TOKEN), None).await.unwrap().status(), 429);
+    // ... but A's session, made before, still works, and no data leaks in a 429.
+    let res = get(&a, None, Some(&session)).await.unwrap();
+    assert_eq!(res.status(), 200, "a signed-in session is not locked out");
+    let res = get(&a, Some(TOKEN), None).await.unwrap();
+    assert!(!res.text().await.unwrap().contains("blue"));
+
+    // Client B is not limited by A.
+    let b = client_from(3);
+    assert_eq!(login(&b, TOKEN).await.unwrap().status(), 303);
+    assert_eq!(get(&b, Some(TOKEN), None).await.unwrap().status(), 200);
+
+    // Every client together: 12 wrong tokens (5 from A so far), each client under its own limit.
+    let mut wrong = 5;
+    let mut refused = None;
+    for n in 10..20u8 {
+        let c = client_from(n);
+        for _ in 0..4 {
+            let res = get(&c, Some("another-wrong-token-0123"), None).await.unwrap();
+            if res.status() == 429 {
+                refused = Some((wrong, retry_after(&res)));
+                break;
+            }
+            assert_eq!(res.status(), 401);
+            wrong += 1;
+        }
+        if refused.is_some() {
+            break;
+        }
+    }
+    let (wrong, wait) = refused.expect("the global limit refuses");
+    assert_eq!(wrong, 12, "refused after the global allowance");
+    assert!(wait >= 1);
+    // A new client with the right token now waits too; A's session still works.
+    let res = login(&client_from(40), TOKEN).await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(retry_after(&res) >= 1);
+    assert_eq!(get(&client_from(41), Some(TOKEN), None).await.unwrap().status(), 429);
+    assert_eq!(get(&a, None, Some(&session)).await.unwrap().status(), 200);
 }
 
 #[tokio::test]
