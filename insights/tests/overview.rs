@@ -532,10 +532,10 @@ async fn sqlite_overview_in_memory_equals_sql_through_writes_and_deletions() {
 
 #[tokio::test]
 async fn the_deletion_log_migration_upgrades_a_database_the_older_migrations_made() {
-    let (name, admin_url) = PG.fresh_database("upgrade");
+    let (name, admin_url) = testkit::PgCluster::shared().fresh_database("upgrade");
     let (writer, reader) = (format!("{name}_writer"), format!("{name}_reader"));
-    PG.create_login_role(&writer, "writer-pw");
-    PG.create_login_role(&reader, "reader-pw");
+    testkit::PgCluster::shared().create_login_role(&writer, "writer-pw");
+    testkit::PgCluster::shared().create_login_role(&reader, "reader-pw");
     // sql/0001..0004 only, as the release before the deletion log applied them.
     let old = tempfile::tempdir().unwrap();
     let sql = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sql");
@@ -585,7 +585,7 @@ async fn the_deletion_log_migration_upgrades_a_database_the_older_migrations_mad
         .await
         .unwrap();
     sqlx::query("TRUNCATE loggingtable_test").execute(&admin).await.unwrap();
-    let reader_pool = sqlx::PgPool::connect(&PG.url_for(&reader, "reader-pw", &name))
+    let reader_pool = sqlx::PgPool::connect(&testkit::PgCluster::shared().url_for(&reader, "reader-pw", &name))
         .await
         .unwrap();
     let log: Vec<(String, String, Option<i64>)> =
