@@ -25,6 +25,14 @@ impl Table {
         self == Table::Test
     }
 
+    /// The table's name, the same in PostgreSQL and SQLite.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            Table::Production => "loggingtable",
+            Table::Test => "loggingtable_test",
+        }
+    }
+
     /// Label used in metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -49,6 +57,97 @@ pub struct NewEvent {
     /// The pseudonymous learner (`X-Learner-Id` header, or a batch event's
     /// `learner_id`); `None` for legacy requests and SDKs that do not send one.
     pub learner_id: Option<Uuid>,
+}
+
+/// One value of a written column, typed as both stores bind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnValue<'a> {
+    Text(&'a str),
+    Uuid(Option<Uuid>),
+    Instant(Option<DateTime<Utc>>),
+}
+
+/// A column the collector writes from a [`NewEvent`]: the one description of an event's
+/// columns that both stores bind from (PostgreSQL one array per column to
+/// `log_events_v4`, SQLite one `?` per column in its INSERT). Adding a column means a
+/// variant here, a migration in `sql/` and in `collector/sqlite/`, and a new
+/// `log_events_vN`; the drift tests (collector/tests/schema_drift.rs) fail until all agree.
+///
+/// Not listed: `id` and `received_at` (the database fills them), `date_log` and
+/// `time_log` (the write instant, one per group: PostgreSQL's `now()` in UTC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Column {
+    EventId,
+    ClientTime,
+    UserAgent,
+    Lesson,
+    Level,
+    Question,
+    Answer,
+    LearnerId,
+}
+
+impl Column {
+    /// Every written column, in the order of `log_events_v4`'s arrays after `p_tests`.
+    pub const WRITTEN: [Column; 8] = [
+        Column::EventId,
+        Column::ClientTime,
+        Column::UserAgent,
+        Column::Lesson,
+        Column::Level,
+        Column::Question,
+        Column::Answer,
+        Column::LearnerId,
+    ];
+
+    /// The name of the column in both tables (`loggingtable`, `loggingtable_test`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::EventId => "event_id",
+            Column::ClientTime => "client_time",
+            Column::UserAgent => "user_agent",
+            Column::Lesson => "lesson",
+            Column::Level => "lesson_level",
+            Column::Question => "question",
+            Column::Answer => "answer",
+            Column::LearnerId => "learner_id",
+        }
+    }
+
+    /// The name of its array argument of `log_events_v4` (sql/0005).
+    pub fn pg_argument(self) -> &'static str {
+        match self {
+            Column::EventId => "p_event_ids",
+            Column::ClientTime => "p_client_times",
+            Column::UserAgent => "p_user_agents",
+            Column::Lesson => "p_lessons",
+            Column::Level => "p_levels",
+            Column::Question => "p_questions",
+            Column::Answer => "p_answers",
+            Column::LearnerId => "p_learner_ids",
+        }
+    }
+
+    /// Part of an event's content: a repeated id with the same content is a duplicate,
+    /// with other content a conflict. Ids, times and the learner are not (a retry from a
+    /// queue filled before the SDK sent learner ids must stay a duplicate).
+    pub fn is_content(self) -> bool {
+        matches!(self, Column::UserAgent | Column::Lesson | Column::Level | Column::Question | Column::Answer)
+    }
+
+    /// This column's value in `event`.
+    pub fn value(self, event: &NewEvent) -> ColumnValue<'_> {
+        match self {
+            Column::EventId => ColumnValue::Uuid(event.id),
+            Column::ClientTime => ColumnValue::Instant(event.client_time),
+            Column::UserAgent => ColumnValue::Text(&event.user_agent),
+            Column::Lesson => ColumnValue::Text(&event.lesson),
+            Column::Level => ColumnValue::Text(&event.level),
+            Column::Question => ColumnValue::Text(&event.question),
+            Column::Answer => ColumnValue::Text(&event.answer),
+            Column::LearnerId => ColumnValue::Uuid(event.learner_id),
+        }
+    }
 }
 
 /// Why a request (or one event of a batch) was refused. Serializes to the JSON error
