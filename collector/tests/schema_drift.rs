@@ -90,16 +90,16 @@ async fn postgres_and_sqlite_tables_and_the_written_columns_agree() {
 
         // Every column is written from an event, or filled by the database / the write instant.
         let filled_by_the_store = ["id", "received_at", "date_log", "time_log"];
-        let written: BTreeSet<&str> = Column::WRITTEN.iter().map(|c| c.name()).collect();
+        let written: BTreeSet<&str> = Column::WRITTEN.iter().map(|c| c.name).collect();
         assert_eq!(written.len(), Column::WRITTEN.len(), "no column written twice");
         let table_columns: BTreeSet<&str> = pg.iter().map(|(name, _)| name.as_str()).collect();
         let expected: BTreeSet<&str> = written.iter().copied().chain(filled_by_the_store).collect();
         assert_eq!(table_columns, expected, "{table}: the written columns (event::Column) cover the table");
         for column in Column::WRITTEN {
-            let pg_type = &pg.iter().find(|(name, _)| name == column.name()).unwrap().1;
-            let bound = pg_argument_type(column.value(&event));
+            let pg_type = &pg.iter().find(|(name, _)| name == column.name).unwrap().1;
+            let bound = pg_argument_type((column.value)(&event));
             let compatible = pg_type == bound || (bound == "text" && pg_type == "character varying");
-            assert!(compatible, "{table}.{}: column type {pg_type}, bound as {bound}", column.name());
+            assert!(compatible, "{table}.{}: column type {pg_type}, bound as {bound}", column.name);
         }
     }
 
@@ -110,7 +110,7 @@ async fn postgres_and_sqlite_tables_and_the_written_columns_agree() {
             .await
             .unwrap();
     let expected: Vec<String> = std::iter::once("p_tests boolean[]".to_string())
-        .chain(Column::WRITTEN.iter().map(|c| format!("{} {}[]", c.pg_argument(), pg_argument_type(c.value(&event)))))
+        .chain(Column::WRITTEN.iter().map(|c| format!("{} {}[]", c.pg_argument, pg_argument_type((c.value)(&event)))))
         .collect();
     assert_eq!(arguments, expected.join(", "));
 }
@@ -139,7 +139,7 @@ async fn both_stores_write_every_column_from_the_description() {
     for e in &events {
         let table = e.table.sql_name();
         for column in Column::WRITTEN {
-            let name = column.name();
+            let name = column.name;
             let in_pg: Option<String> = sqlx::query_scalar(&format!(
                 "SELECT CASE WHEN {name} IS NULL THEN NULL
                         ELSE to_json({name})#>>'{{}}' END FROM {table} WHERE event_id = $1"
@@ -153,13 +153,13 @@ async fn both_stores_write_every_column_from_the_description() {
                 .fetch_one(sqlite.pool())
                 .await
                 .unwrap();
-            let expected: Option<String> = match column.value(e) {
+            let expected: Option<String> = match (column.value)(e) {
                 ColumnValue::Text(text) => Some(text.to_string()),
                 ColumnValue::Uuid(id) => id.map(|id| id.to_string()),
                 ColumnValue::Instant(t) => t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
             };
             // PostgreSQL's JSON text of a timestamptz (session time zone UTC in the test cluster or not).
-            let pg_value = in_pg.map(|text| match column.value(e) {
+            let pg_value = in_pg.map(|text| match (column.value)(e) {
                 ColumnValue::Instant(_) => DateTime::parse_from_rfc3339(&text)
                     .unwrap()
                     .with_timezone(&Utc)

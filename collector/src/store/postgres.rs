@@ -17,7 +17,7 @@ use crate::event::{Column, ColumnValue, NewEvent, Table};
 /// column list that drifted from the function fails by name, not by position.
 static LOG_EVENTS: LazyLock<String> = LazyLock::new(|| {
     let arguments: Vec<String> =
-        Column::WRITTEN.iter().enumerate().map(|(i, c)| format!(", {} => ${}", c.pg_argument(), i + 2)).collect();
+        Column::WRITTEN.iter().enumerate().map(|(i, c)| format!(", {} => ${}", c.pg_argument, i + 2)).collect();
     format!("SELECT event_index, status FROM public.log_events_v4(p_tests => $1{})", arguments.concat())
 });
 
@@ -92,7 +92,7 @@ impl PgStore {
             // One array per column; a column's values all have one type, so one is filled.
             let (mut texts, mut ids, mut instants) = (Vec::new(), Vec::new(), Vec::new());
             for e in events {
-                match column.value(e) {
+                match (column.value)(e) {
                     ColumnValue::Text(text) => texts.push(text),
                     ColumnValue::Uuid(id) => ids.push(id),
                     ColumnValue::Instant(t) => instants.push(t),

@@ -63,8 +63,8 @@ struct Statements {
 
 impl Statements {
     fn new(table: Table) -> Self {
-        let written: Vec<&str> = Column::WRITTEN.iter().map(|c| c.name()).collect();
-        let content: Vec<&str> = Column::WRITTEN.iter().filter(|c| c.is_content()).map(|c| c.name()).collect();
+        let written: Vec<&str> = Column::WRITTEN.iter().map(|c| c.name).collect();
+        let content: Vec<&str> = Column::WRITTEN.iter().filter(|c| c.is_content).map(|c| c.name).collect();
         let table = table.sql_name();
         Statements {
             insert: format!(
@@ -132,7 +132,7 @@ impl SqliteStore {
             let statements = self.statements(e.table);
             let mut insert = sqlx::query(&statements.insert).bind(&date).bind(&time);
             for column in Column::WRITTEN {
-                insert = insert.bind(sqlite_text(column.value(e)));
+                insert = insert.bind(sqlite_text((column.value)(e)));
             }
             if insert.execute(&mut *tx).await?.rows_affected() == 1 {
                 outcomes.push(Outcome::Written);
@@ -142,11 +142,11 @@ impl SqliteStore {
             let same = match stored {
                 None => false,
                 Some(row) => {
-                    let content = Column::WRITTEN.into_iter().filter(|c| c.is_content());
+                    let content = Column::WRITTEN.into_iter().filter(|c| c.is_content);
                     let mut same = true;
                     for (i, column) in content.enumerate() {
                         let held: Option<String> = row.try_get(i)?;
-                        same &= held.as_deref() == sqlite_text(column.value(e)).as_deref();
+                        same &= held.as_deref() == sqlite_text((column.value)(e)).as_deref();
                     }
                     same
                 }
