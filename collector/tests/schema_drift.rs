@@ -42,8 +42,12 @@ fn full_event() -> NewEvent {
 fn sqlite_type_of(pg_type: &str) -> &'static str {
     match pg_type {
         "bigint" => "INTEGER",
-        "text" | "character varying" | "uuid" | "timestamp with time zone" | "date" | "time without time zone" => "TEXT",
-        other => panic!("no SQLite type mapped for the PostgreSQL type {other:?}: add it here and in collector/sqlite/"),
+        "text" | "character varying" | "uuid" | "timestamp with time zone" | "date" | "time without time zone" => {
+            "TEXT"
+        }
+        other => {
+            panic!("no SQLite type mapped for the PostgreSQL type {other:?}: add it here and in collector/sqlite/")
+        }
     }
 }
 
@@ -58,7 +62,11 @@ fn pg_argument_type(value: ColumnValue<'_>) -> &'static str {
 
 /// (name, declared type) of a SQLite table's columns, in order.
 async fn sqlite_columns(pool: &SqlitePool, table: &str) -> Vec<(String, String)> {
-    sqlx::query_as("SELECT name, type FROM pragma_table_info(?) ORDER BY cid").bind(table).fetch_all(pool).await.unwrap()
+    sqlx::query_as("SELECT name, type FROM pragma_table_info(?) ORDER BY cid")
+        .bind(table)
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
 async fn open_store(path: &Path) -> SqliteStore {
@@ -86,7 +94,11 @@ async fn postgres_and_sqlite_tables_and_the_written_columns_agree() {
         assert!(!pg.is_empty(), "{table} exists in PostgreSQL");
         let pg_as_sqlite: Vec<(String, String)> =
             pg.iter().map(|(name, pg_type)| (name.clone(), sqlite_type_of(pg_type).to_string())).collect();
-        assert_eq!(sqlite_columns(store.pool(), table).await, pg_as_sqlite, "{table}: SQLite columns = PostgreSQL columns, in order");
+        assert_eq!(
+            sqlite_columns(store.pool(), table).await,
+            pg_as_sqlite,
+            "{table}: SQLite columns = PostgreSQL columns, in order"
+        );
 
         // Every column is written from an event, or filled by the database / the write instant.
         let filled_by_the_store = ["id", "received_at", "date_log", "time_log"];
@@ -148,11 +160,12 @@ async fn both_stores_write_every_column_from_the_description() {
             .fetch_one(&db.admin)
             .await
             .unwrap();
-            let in_sqlite: Option<String> = sqlx::query_scalar(&format!("SELECT {name} FROM {table} WHERE event_id = ?"))
-                .bind(e.id.unwrap().to_string())
-                .fetch_one(sqlite.pool())
-                .await
-                .unwrap();
+            let in_sqlite: Option<String> =
+                sqlx::query_scalar(&format!("SELECT {name} FROM {table} WHERE event_id = ?"))
+                    .bind(e.id.unwrap().to_string())
+                    .fetch_one(sqlite.pool())
+                    .await
+                    .unwrap();
             let expected: Option<String> = match (column.value)(e) {
                 ColumnValue::Text(text) => Some(text.to_string()),
                 ColumnValue::Uuid(id) => id.map(|id| id.to_string()),
@@ -277,7 +290,10 @@ async fn shape(pool: &SqlitePool) -> (Vec<Vec<(String, String)>>, Vec<String>) {
 }
 
 async fn applied_migrations(pool: &SqlitePool) -> Vec<i64> {
-    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version").fetch_all(pool).await.unwrap()
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -290,8 +306,18 @@ async fn sqlite_files_of_every_age_upgrade_in_place_to_one_shape() {
     assert!(!migrations.is_empty());
     assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600, "a new file is private");
     let expected_columns: Vec<(String, String)> = [
-        "user_agent", "date_log", "time_log", "lesson", "lesson_level", "question", "answer", "id", "event_id",
-        "client_time", "received_at", "learner_id",
+        "user_agent",
+        "date_log",
+        "time_log",
+        "lesson",
+        "lesson_level",
+        "question",
+        "answer",
+        "id",
+        "event_id",
+        "client_time",
+        "received_at",
+        "learner_id",
     ]
     .iter()
     .map(|name| (name.to_string(), if *name == "id" { "INTEGER" } else { "TEXT" }.to_string()))
@@ -319,14 +345,17 @@ async fn sqlite_files_of_every_age_upgrade_in_place_to_one_shape() {
             assert_eq!(shape(store.pool()).await, want, "{name} (open #{}) has today's shape", reopen + 1);
             assert_eq!(applied_migrations(store.pool()).await, migrations, "{name}: each migration applied once");
             for (n, table) in tables.iter().enumerate() {
-                let old: (String, String, Option<String>) = sqlx::query_as(&format!(
-                    "SELECT answer, date_log, learner_id FROM {table} WHERE event_id = ?"
-                ))
-                .bind(old_id(n).to_string())
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-                assert_eq!(old, ("old row".to_string(), "2026-01-05".to_string(), None), "{name}: {table}'s old row kept");
+                let old: (String, String, Option<String>) =
+                    sqlx::query_as(&format!("SELECT answer, date_log, learner_id FROM {table} WHERE event_id = ?"))
+                        .bind(old_id(n).to_string())
+                        .fetch_one(store.pool())
+                        .await
+                        .unwrap();
+                assert_eq!(
+                    old,
+                    ("old row".to_string(), "2026-01-05".to_string(), None),
+                    "{name}: {table}'s old row kept"
+                );
             }
             // The old row's id is known (duplicate), and new events go in with their learner.
             let mut again = full_event();
@@ -335,11 +364,12 @@ async fn sqlite_files_of_every_age_upgrade_in_place_to_one_shape() {
             let new = NewEvent { id: Some(Uuid::new_v4()), table: Table::Test, ..full_event() };
             let outcomes = store.write_group(&[again, new.clone()]).await.unwrap();
             assert_eq!(outcomes, [Outcome::Duplicate, Outcome::Written], "{name}");
-            let learner: Option<String> = sqlx::query_scalar("SELECT learner_id FROM loggingtable_test WHERE event_id = ?")
-                .bind(new.id.unwrap().to_string())
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
+            let learner: Option<String> =
+                sqlx::query_scalar("SELECT learner_id FROM loggingtable_test WHERE event_id = ?")
+                    .bind(new.id.unwrap().to_string())
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
             assert_eq!(learner, new.learner_id.map(|l| l.to_string()), "{name}");
         }
     }

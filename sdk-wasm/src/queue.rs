@@ -346,39 +346,30 @@ mod tests {
     #[test]
     fn batch_body_is_the_shared_wire_fixture() {
         let fixture = include_str!("../../collector/tests/fixtures/sdk_batch.json").trim_end();
-        let sent = |id: &str, lesson: &str, level: &str, question: &str, answer: &str, time: &str, learner: &str| Event {
-            id: id.into(),
+        let first = Event {
+            id: "6f1c1a5e-33a4-4d0b-9f57-8f8f5d6f4a01".into(),
             // Neither the table nor the endpoint goes in a batch body (they pick the URL).
             test: true,
             endpoint: "http://127.0.0.1:4000".into(),
             user_agent: "4eccc97c41f6b9e0815db3fe80057180".into(),
-            lesson: lesson.into(),
-            level: level.into(),
-            question: question.into(),
-            answer: answer.into(),
-            client_time: time.into(),
-            learner_id: learner.into(),
+            lesson: "gateway".into(),
+            level: "beginner".into(),
+            question: "1A".into(),
+            answer: "a \"quoted\" /?#% answer\nline two\\ \u{1} é 😀".into(),
+            client_time: "2026-11-28T07:35:44.123Z".into(),
+            learner_id: LEARNER.into(),
         };
-        let events = [
-            sent(
-                "6f1c1a5e-33a4-4d0b-9f57-8f8f5d6f4a01",
-                "gateway",
-                "beginner",
-                "1A",
-                "a \"quoted\" /?#% answer\nline two\\ \u{1} é 😀",
-                "2026-11-28T07:35:44.123Z",
-                LEARNER,
-            ),
-            sent(
-                "0d9a3c55-7b2e-4f61-8a0c-2e4b6d8f1a3c",
-                "geospatial",
-                "advanced",
-                "12",
-                "stored by an SDK before learner ids",
-                "2026-11-28T07:36:01.007Z",
-                "",
-            ),
-        ];
+        let stored_before_learner_ids = Event {
+            id: "0d9a3c55-7b2e-4f61-8a0c-2e4b6d8f1a3c".into(),
+            lesson: "geospatial".into(),
+            level: "advanced".into(),
+            question: "12".into(),
+            answer: "stored by an SDK before learner ids".into(),
+            client_time: "2026-11-28T07:36:01.007Z".into(),
+            learner_id: String::new(),
+            ..first.clone()
+        };
+        let events = [first, stored_before_learner_ids];
         assert_eq!(batch_body(&events, 3), fixture);
     }
 

@@ -96,7 +96,10 @@ impl SqliteStore {
             .busy_timeout(busy_timeout);
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         add_learner_id_to_legacy_file(&pool).await?;
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Other(format!("cannot migrate the SQLite file {}: {e}", path.display())))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Other(format!("cannot migrate the SQLite file {}: {e}", path.display())))?;
         Ok(SqliteStore { pool, production: Statements::new(Table::Production), test: Statements::new(Table::Test) })
     }
 
