@@ -25,6 +25,14 @@ impl Table {
         self == Table::Test
     }
 
+    /// The table's name, the same in PostgreSQL and SQLite.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            Table::Production => "loggingtable",
+            Table::Test => "loggingtable_test",
+        }
+    }
+
     /// Label used in metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -90,6 +98,52 @@ pub enum InvalidKind {
     TooLarge,
     /// A batch body is not the JSON object expected (`bad_json`).
     BadJson,
+}
+
+/// One value of a written column, typed as both stores bind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnValue<'a> {
+    Text(&'a str),
+    Uuid(Option<Uuid>),
+    Instant(Option<DateTime<Utc>>),
+}
+
+/// A column the collector writes from a [`NewEvent`]: [`Column::WRITTEN`] is the one
+/// description of an event's columns that both stores bind from (PostgreSQL one array
+/// per column to `log_events_v4`, by argument name; SQLite one `?` per column in its
+/// INSERT). Adding a column means a row here, a migration in `sql/` and in
+/// `collector/sqlite/`, and a new `log_events_vN`; collector/tests/schema_drift.rs fails
+/// until all agree.
+///
+/// Not listed: `id` and `received_at` (the database fills them), `date_log` and
+/// `time_log` (the write instant, one per group: PostgreSQL's `now()` in UTC).
+#[derive(Clone, Copy, Debug)]
+pub struct Column {
+    /// Its name in both tables (`loggingtable`, `loggingtable_test`).
+    pub name: &'static str,
+    /// Its array argument of `log_events_v4` (sql/0005).
+    pub pg_argument: &'static str,
+    /// Part of an event's content: a repeated id with the same content is a duplicate,
+    /// with other content a conflict. Ids, times and the learner are not (a retry from
+    /// a queue filled before the SDK sent learner ids must stay a duplicate).
+    pub is_content: bool,
+    /// Its value in an event.
+    pub value: fn(&NewEvent) -> ColumnValue<'_>,
+}
+
+impl Column {
+    /// Every written column, in the order of `log_events_v4`'s arrays after `p_tests`.
+    #[rustfmt::skip]
+    pub const WRITTEN: [Column; 8] = [
+        Column { name: "event_id", pg_argument: "p_event_ids", is_content: false, value: |e| ColumnValue::Uuid(e.id) },
+        Column { name: "client_time", pg_argument: "p_client_times", is_content: false, value: |e| ColumnValue::Instant(e.client_time) },
+        Column { name: "user_agent", pg_argument: "p_user_agents", is_content: true, value: |e| ColumnValue::Text(&e.user_agent) },
+        Column { name: "lesson", pg_argument: "p_lessons", is_content: true, value: |e| ColumnValue::Text(&e.lesson) },
+        Column { name: "lesson_level", pg_argument: "p_levels", is_content: true, value: |e| ColumnValue::Text(&e.level) },
+        Column { name: "question", pg_argument: "p_questions", is_content: true, value: |e| ColumnValue::Text(&e.question) },
+        Column { name: "answer", pg_argument: "p_answers", is_content: true, value: |e| ColumnValue::Text(&e.answer) },
+        Column { name: "learner_id", pg_argument: "p_learner_ids", is_content: false, value: |e| ColumnValue::Uuid(e.learner_id) },
+    ];
 }
 
 /// Why a request (or one event of a batch) was refused.

@@ -340,6 +340,39 @@ mod tests {
         assert!(body.len() <= 32 + event_json_len(&ev(1, true)) + "\"dropped\":4".len() + 2);
     }
 
+    /// The wire contract with the collector: the SDK's own batch body is, byte for byte,
+    /// the fixture the collector's parser is tested against (collector/tests/schema_drift.rs).
+    /// A change on either side fails one of the two tests until the fixture is updated.
+    #[test]
+    fn batch_body_is_the_shared_wire_fixture() {
+        let fixture = include_str!("../../collector/tests/fixtures/sdk_batch.json").trim_end();
+        let first = Event {
+            id: "6f1c1a5e-33a4-4d0b-9f57-8f8f5d6f4a01".into(),
+            // Neither the table nor the endpoint goes in a batch body (they pick the URL).
+            test: true,
+            endpoint: "http://127.0.0.1:4000".into(),
+            user_agent: "4eccc97c41f6b9e0815db3fe80057180".into(),
+            lesson: "gateway".into(),
+            level: "beginner".into(),
+            question: "1A".into(),
+            answer: "a \"quoted\" /?#% answer\nline two\\ \u{1} é 😀".into(),
+            client_time: "2026-11-28T07:35:44.123Z".into(),
+            learner_id: LEARNER.into(),
+        };
+        let stored_before_learner_ids = Event {
+            id: "0d9a3c55-7b2e-4f61-8a0c-2e4b6d8f1a3c".into(),
+            lesson: "geospatial".into(),
+            level: "advanced".into(),
+            question: "12".into(),
+            answer: "stored by an SDK before learner ids".into(),
+            client_time: "2026-11-28T07:36:01.007Z".into(),
+            learner_id: String::new(),
+            ..first.clone()
+        };
+        let events = [first, stored_before_learner_ids];
+        assert_eq!(batch_body(&events, 3), fixture);
+    }
+
     #[cfg(not(target_arch = "wasm32"))]
     mod props {
         use super::super::*;

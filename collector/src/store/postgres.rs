@@ -3,18 +3,23 @@
 //! to: a single statement in its own implicit transaction, with a verdict per event
 //! (written, duplicate, conflict).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::ConnectOptions;
-use uuid::Uuid;
 
 use super::{Outcome, StoreError};
 use crate::config::PoolMode;
-use crate::event::{NewEvent, Table};
+use crate::event::{Column, ColumnValue, NewEvent, Table};
 
-const LOG_EVENTS: &str = "SELECT event_index, status FROM public.log_events_v4($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+/// The write call, its arrays named (`p_tests`, then one per [`Column::WRITTEN`]), so a
+/// column list that drifted from the function fails by name, not by position.
+static LOG_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    let arguments: Vec<String> =
+        Column::WRITTEN.iter().enumerate().map(|(i, c)| format!(", {} => ${}", c.pg_argument, i + 2)).collect();
+    format!("SELECT event_index, status FROM public.log_events_v4(p_tests => $1{})", arguments.concat())
+});
 
 /// Connection options from a URL, without echoing the URL (or its password) in an
 /// error or a log line.
@@ -82,19 +87,25 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let tests: Vec<bool> = events.iter().map(|e| e.table == Table::Test).collect();
-        let ids: Vec<Option<Uuid>> = events.iter().map(|e| e.id).collect();
-        let client_times: Vec<Option<DateTime<Utc>>> = events.iter().map(|e| e.client_time).collect();
-        let pick = |f: fn(&NewEvent) -> &str| events.iter().map(f).collect::<Vec<&str>>();
-        let call = sqlx::query_as(LOG_EVENTS)
-            .bind(&tests)
-            .bind(&ids)
-            .bind(&client_times)
-            .bind(pick(|e| &e.user_agent))
-            .bind(pick(|e| &e.lesson))
-            .bind(pick(|e| &e.level))
-            .bind(pick(|e| &e.question))
-            .bind(pick(|e| &e.answer))
-            .bind(events.iter().map(|e| e.learner_id).collect::<Vec<Option<Uuid>>>());
+        let mut call = sqlx::query_as(LOG_EVENTS.as_str()).bind(tests);
+        for column in Column::WRITTEN {
+            // One array per column; a column's values all have one type, so one is filled.
+            let (mut texts, mut ids, mut instants) = (Vec::new(), Vec::new(), Vec::new());
+            for e in events {
+                match (column.value)(e) {
+                    ColumnValue::Text(text) => texts.push(text),
+                    ColumnValue::Uuid(id) => ids.push(id),
+                    ColumnValue::Instant(t) => instants.push(t),
+                }
+            }
+            call = if !texts.is_empty() {
+                call.bind(texts)
+            } else if !ids.is_empty() {
+                call.bind(ids)
+            } else {
+                call.bind(instants)
+            };
+        }
         let verdicts: Vec<(i32, String)> = match self.mode {
             PoolMode::Session => call.fetch_all(&self.pool).await?,
             // sqlx sends Parse+Describe, Sync, then Bind+Execute, Sync. Outside a

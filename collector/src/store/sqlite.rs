@@ -1,99 +1,90 @@
 //! Embedded SQLite store: the zero-setup default (`hourofci-log.db` in the working
 //! directory). Same columns and the same verdicts as PostgreSQL's `log_events_v4`
-//! (written, duplicate, conflict); one transaction per group.
+//! (written, duplicate, conflict); one transaction per group. The schema is
+//! `collector/sqlite/` (migrations), the written columns [`Column::WRITTEN`].
 //!
 //! The file holds learners' answers, so it is created `0600` (SQLite gives its `-wal`
 //! and `-shm` files the database file's mode).
 
+use std::borrow::Cow;
 use std::io::ErrorKind;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
 
 use super::{Outcome, StoreError};
-use crate::event::{NewEvent, Table};
+use crate::event::{Column, ColumnValue, NewEvent, Table};
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS loggingtable (
-        user_agent TEXT, date_log TEXT, time_log TEXT, lesson TEXT, lesson_level TEXT,
-        question TEXT, answer TEXT,
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        event_id TEXT UNIQUE,
-        client_time TEXT,
-        received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))",
-    "CREATE TABLE IF NOT EXISTS loggingtable_test (
-        user_agent TEXT, date_log TEXT, time_log TEXT, lesson TEXT, lesson_level TEXT,
-        question TEXT, answer TEXT,
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        event_id TEXT UNIQUE,
-        client_time TEXT,
-        received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))",
-];
+/// The SQLite schema: `collector/sqlite/`, as `sql/` is PostgreSQL's.
+static MIGRATOR: Migrator = sqlx::migrate!("./sqlite");
 
-/// What PostgreSQL's sql/0004 and 0005 do: the `learner_id` column (files made before
-/// it get it, NULL in old rows) and the one index the read side uses.
-async fn upgrade(pool: &SqlitePool) -> Result<(), StoreError> {
-    for table in ["loggingtable", "loggingtable_test"] {
-        let has: i64 = sqlx::query_scalar("SELECT count(*) FROM pragma_table_info(?) WHERE name = 'learner_id'")
-            .bind(table)
-            .fetch_one(pool)
-            .await?;
-        if has == 0 {
-            sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN learner_id TEXT")).execute(pool).await?;
-        }
-        sqlx::query(&format!(
-            "CREATE INDEX IF NOT EXISTS {table}_question_idx ON {table} (lesson, lesson_level, question, id)"
-        ))
-        .execute(pool)
+/// One-time bridge for files made before `collector/sqlite/` existed (they have the
+/// tables but no `_sqlx_migrations`): those made before learner ids lack the column,
+/// and SQLite has no `ADD COLUMN IF NOT EXISTS` for the first migration to say so.
+/// A no-op on every other file (missing tables are the migration's to create).
+async fn add_learner_id_to_legacy_file(pool: &SqlitePool) -> Result<(), StoreError> {
+    for table in [Table::Production, Table::Test].map(Table::sql_name) {
+        let (exists, has_learner): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1),
+                    (SELECT count(*) FROM pragma_table_info(?1) WHERE name = 'learner_id')",
+        )
+        .bind(table)
+        .fetch_one(pool)
         .await?;
-        // As PostgreSQL's sql/0005: the learner and received_at indexes served only the
-        // maintenance commands and cost every write; files made in between lose them.
-        for suffix in ["learner_idx", "received_idx"] {
-            sqlx::query(&format!("DROP INDEX IF EXISTS {table}_{suffix}")).execute(pool).await?;
+        if exists == 1 && has_learner == 0 {
+            sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN learner_id TEXT")).execute(pool).await?;
         }
     }
     Ok(())
 }
 
-/// The stored content of an id in `table`, to compare a repeated id with.
-fn stored_sql(table: Table) -> &'static str {
-    match table {
-        Table::Production => "SELECT user_agent, lesson, lesson_level, question, answer FROM loggingtable WHERE event_id = ?",
-        Table::Test => "SELECT user_agent, lesson, lesson_level, question, answer FROM loggingtable_test WHERE event_id = ?",
+/// How SQLite holds a written value: TEXT (UUIDs canonical, instants RFC 3339 UTC with
+/// microseconds), NULL for an absent one.
+fn sqlite_text(value: ColumnValue<'_>) -> Option<Cow<'_, str>> {
+    match value {
+        ColumnValue::Text(text) => Some(Cow::Borrowed(text)),
+        ColumnValue::Uuid(id) => id.map(|id| Cow::Owned(id.to_string())),
+        ColumnValue::Instant(t) => t.map(|t| Cow::Owned(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))),
     }
 }
 
-fn other(table: Table) -> Table {
-    match table {
-        Table::Production => Table::Test,
-        Table::Test => Table::Production,
-    }
+/// The two statements per table, built once from [`Column::WRITTEN`].
+struct Statements {
+    /// INSERT of the write instant and every written column, keeping the first row of an id.
+    insert: String,
+    /// The stored content of an id, to compare a repeated id with.
+    stored: String,
 }
 
-type Stored = (Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
-
-fn insert_sql(table: Table) -> &'static str {
-    match table {
-        Table::Production => {
-            "INSERT INTO loggingtable (user_agent, date_log, time_log, lesson, lesson_level, question, answer, event_id, client_time, learner_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
-        }
-        Table::Test => {
-            "INSERT INTO loggingtable_test (user_agent, date_log, time_log, lesson, lesson_level, question, answer, event_id, client_time, learner_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+impl Statements {
+    fn new(table: Table) -> Self {
+        let written: Vec<&str> = Column::WRITTEN.iter().map(|c| c.name).collect();
+        let content: Vec<&str> = Column::WRITTEN.iter().filter(|c| c.is_content).map(|c| c.name).collect();
+        let table = table.sql_name();
+        Statements {
+            insert: format!(
+                "INSERT INTO {table} (date_log, time_log, {}) VALUES (?, ?{}) ON CONFLICT (event_id) DO NOTHING",
+                written.join(", "),
+                ", ?".repeat(written.len())
+            ),
+            stored: format!("SELECT {} FROM {table} WHERE event_id = ?", content.join(", ")),
         }
     }
 }
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    production: Statements,
+    test: Statements,
 }
 
 impl SqliteStore {
-    /// Open (creating if needed) the database file and its tables. One connection:
+    /// Open (creating if needed) the database file and migrate it. One connection:
     /// SQLite has a single writer anyway. `synchronous=FULL` so a commit survives power loss.
     pub async fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
         create_private(path)?;
@@ -104,15 +95,23 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(busy_timeout);
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
-        for statement in SCHEMA {
-            sqlx::query(statement).execute(&pool).await?;
-        }
-        upgrade(&pool).await?;
-        Ok(SqliteStore { pool })
+        add_learner_id_to_legacy_file(&pool).await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Other(format!("cannot migrate the SQLite file {}: {e}", path.display())))?;
+        Ok(SqliteStore { pool, production: Statements::new(Table::Production), test: Statements::new(Table::Test) })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    fn statements(&self, table: Table) -> &Statements {
+        match table {
+            Table::Production => &self.production,
+            Table::Test => &self.test,
+        }
     }
 
     pub async fn write_group(&self, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError> {
@@ -126,37 +125,35 @@ impl SqliteStore {
             let id = e.id.map(|id| id.to_string());
             if let Some(id) = &id {
                 // Stored in the other table: a conflict, whatever the content.
-                let elsewhere: Option<Stored> = sqlx::query_as(stored_sql(other(e.table))).bind(id).fetch_optional(&mut *tx).await?;
+                let other = if e.table.is_test() { Table::Production } else { Table::Test };
+                let elsewhere = sqlx::query(&self.statements(other).stored).bind(id).fetch_optional(&mut *tx).await?;
                 if elsewhere.is_some() {
                     outcomes.push(Outcome::Conflict);
                     continue;
                 }
             }
-            let done = sqlx::query(insert_sql(e.table))
-                .bind(&e.user_agent)
-                .bind(&date)
-                .bind(&time)
-                .bind(&e.lesson)
-                .bind(&e.level)
-                .bind(&e.question)
-                .bind(&e.answer)
-                .bind(&id)
-                .bind(e.client_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
-                .bind(e.learner_id.map(|l| l.to_string()))
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() == 1 {
+            let statements = self.statements(e.table);
+            let mut insert = sqlx::query(&statements.insert).bind(&date).bind(&time);
+            for column in Column::WRITTEN {
+                insert = insert.bind(sqlite_text((column.value)(e)));
+            }
+            if insert.execute(&mut *tx).await?.rows_affected() == 1 {
                 outcomes.push(Outcome::Written);
                 continue;
             }
-            let stored: Option<Stored> = sqlx::query_as(stored_sql(e.table)).bind(&id).fetch_optional(&mut *tx).await?;
-            let same = stored.is_some_and(|(ua, lesson, level, question, answer)| {
-                ua.as_deref() == Some(e.user_agent.as_str())
-                    && lesson.as_deref() == Some(e.lesson.as_str())
-                    && level.as_deref() == Some(e.level.as_str())
-                    && question.as_deref() == Some(e.question.as_str())
-                    && answer.as_deref() == Some(e.answer.as_str())
-            });
+            let stored = sqlx::query(&statements.stored).bind(&id).fetch_optional(&mut *tx).await?;
+            let same = match stored {
+                None => false,
+                Some(row) => {
+                    let content = Column::WRITTEN.into_iter().filter(|c| c.is_content);
+                    let mut same = true;
+                    for (i, column) in content.enumerate() {
+                        let held: Option<String> = row.try_get(i)?;
+                        same &= held.as_deref() == sqlite_text((column.value)(e)).as_deref();
+                    }
+                    same
+                }
+            };
             outcomes.push(if same { Outcome::Duplicate } else { Outcome::Conflict });
         }
         tx.commit().await?;
