@@ -34,12 +34,17 @@ pub fn router(state: AppState) -> Router {
 impl AdminServer {
     /// Bind `addr` and serve [`router`] on it.
     pub fn start(addr: SocketAddr, state: AppState, header_timeout: Duration) -> anyhow::Result<AdminServer> {
-        let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on --admin-bind {addr}"))?;
+        let listener =
+            std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on --admin-bind {addr}"))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let handle = axum_server::Handle::new();
         let mut server = axum_server::from_tcp(listener).handle(handle.clone());
-        server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+        server
+            .http_builder()
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout);
         let served = tokio::spawn(server.serve(router(state).into_make_service()));
         Ok(AdminServer { addr, handle, served })
     }
@@ -51,7 +56,10 @@ impl AdminServer {
     /// Stop accepting and finish the requests in flight (they are short).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
-        self.served.await.context("admin listener task failed")?.context("admin listener error")?;
+        self.served
+            .await
+            .context("admin listener task failed")?
+            .context("admin listener error")?;
         Ok(())
     }
 }

@@ -107,8 +107,14 @@ pub fn router(state: AppState) -> Router {
     let mut app = app
         .route("/batch", post(batch_production))
         .route("/test/batch", post(batch_test))
-        .route("/{ua}/{lesson}/{level}/{question}/{answer}", get(legacy_get).post(post_event))
-        .route("/test/{ua}/{lesson}/{level}/{question}/{answer}", get(legacy_get).post(post_event));
+        .route(
+            "/{ua}/{lesson}/{level}/{question}/{answer}",
+            get(legacy_get).post(post_event),
+        )
+        .route(
+            "/test/{ua}/{lesson}/{level}/{question}/{answer}",
+            get(legacy_get).post(post_event),
+        );
     if state.sdk_dir.is_some() {
         app = app.route("/sdk/{*path}", get(crate::sdk_files::serve));
     }
@@ -120,7 +126,10 @@ pub fn router(state: AppState) -> Router {
         .layer(
             tower::ServiceBuilder::new()
                 .layer(middleware::from_fn_with_state(state.clone(), count_and_limit))
-                .layer(middleware::from_fn_with_state(state.limits.clone(), crate::limits::guard)),
+                .layer(middleware::from_fn_with_state(
+                    state.limits.clone(),
+                    crate::limits::guard,
+                )),
         )
         .with_state(state.clone());
     // Layer 2: two CORS rules (see crate::cors); each request goes through the routes
@@ -131,7 +140,11 @@ pub fn router(state: AppState) -> Router {
     };
     let legacy_side = app.layer(cors::legacy_layer(&state.legacy_cors));
     let split = tower::service_fn(move |req: Request| {
-        let side = if cors::is_legacy_request(&req) { legacy_side.clone() } else { sdk_side.clone() };
+        let side = if cors::is_legacy_request(&req) {
+            legacy_side.clone()
+        } else {
+            sdk_side.clone()
+        };
         side.oneshot(req)
     });
     // Layer 1.
@@ -164,7 +177,10 @@ async fn count_and_limit(State(state): State<AppState>, req: Request, next: Next
     let method = req.method().to_string();
     let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     let res = if target_len > max_uri_bytes(&state.rules) {
-        ApiError::UriTooLong { max_bytes: max_uri_bytes(&state.rules) }.into_response()
+        ApiError::UriTooLong {
+            max_bytes: max_uri_bytes(&state.rules),
+        }
+        .into_response()
     } else {
         next.run(req).await
     };
@@ -204,7 +220,11 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// The original API: GET writes a row with no id; success is 200 `null`, every
@@ -224,7 +244,11 @@ async fn legacy_get(State(state): State<AppState>, method: Method, uri: Uri) -> 
     if method == Method::HEAD {
         return Ok(([(header::CONTENT_TYPE, "application/json")], "null").into_response());
     }
-    let outcomes = state.commit.submit(vec![event]).await.map_err(|e| state.unavailable(&e))?;
+    let outcomes = state
+        .commit
+        .submit(vec![event])
+        .await
+        .map_err(|e| state.unavailable(&e))?;
     if let Some(Outcome::Rejected(rule)) = outcomes.first() {
         return Err(ApiError::LegacyInvalid(Invalid::rejected(rule)));
     }
@@ -246,7 +270,10 @@ fn parsed_header<T>(
     parse: impl FnOnce(&str) -> Option<T>,
 ) -> Result<Option<T>, ApiError> {
     let bad = || ApiError::BadHeader { header: name, rule };
-    headers.get(name).map(|v| v.to_str().ok().and_then(parse).ok_or_else(bad)).transpose()
+    headers
+        .get(name)
+        .map(|v| v.to_str().ok().and_then(parse).ok_or_else(bad))
+        .transpose()
 }
 
 /// One event with its id: 201 when written, 200 when that id was already stored with
@@ -257,7 +284,10 @@ async fn post_event(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
         rule: "the Idempotency-Key header (the event's UUID) is required",
     };
     let key_rule = "Idempotency-Key must be a UUID";
-    let id = parsed_header(&headers, "Idempotency-Key", key_rule, |k| Uuid::parse_str(k.trim()).ok())?.ok_or(required)?;
+    let id = parsed_header(&headers, "Idempotency-Key", key_rule, |k| {
+        Uuid::parse_str(k.trim()).ok()
+    })?
+    .ok_or(required)?;
     let id = event::check_event_id(id).map_err(ApiError::Invalid)?;
     let client_time = parsed_header(
         &headers,
@@ -271,18 +301,31 @@ async fn post_event(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
         None => return Err(ApiError::NotFound),
     };
     let learner_rule = "X-Learner-Id must be a UUID other than the nil UUID";
-    let learner_id = parsed_header(&headers, "X-Learner-Id", learner_rule, |t| event::parse_learner_id(t).ok())?;
+    let learner_id = parsed_header(&headers, "X-Learner-Id", learner_rule, |t| {
+        event::parse_learner_id(t).ok()
+    })?;
     let event = values.into_event(Some(id), client_time, learner_id);
     if let Err(e) = state.rules.check(&event) {
         state.metrics.invalid.inc();
         return Err(ApiError::Invalid(e));
     }
-    let outcomes = state.commit.submit(vec![event]).await.map_err(|e| state.unavailable(&e))?;
+    let outcomes = state
+        .commit
+        .submit(vec![event])
+        .await
+        .map_err(|e| state.unavailable(&e))?;
     match outcomes.first() {
         Some(Outcome::Written) => Ok((StatusCode::CREATED, Json(EventReply { id, status: "written" })).into_response()),
         Some(Outcome::Conflict) => Err(ApiError::Conflict),
         Some(Outcome::Rejected(rule)) => Err(ApiError::Invalid(Invalid::rejected(rule))),
-        _ => Ok((StatusCode::OK, Json(EventReply { id, status: "duplicate" })).into_response()),
+        _ => Ok((
+            StatusCode::OK,
+            Json(EventReply {
+                id,
+                status: "duplicate",
+            }),
+        )
+            .into_response()),
     }
 }
 
@@ -299,7 +342,11 @@ struct BatchReply {
     results: Vec<BatchResult>,
 }
 
-async fn batch_production(state: State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<BatchReply>, ApiError> {
+async fn batch_production(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchReply>, ApiError> {
     batch(state, Table::Production, headers, body).await
 }
 
@@ -309,7 +356,12 @@ async fn batch_test(state: State<AppState>, headers: HeaderMap, body: Body) -> R
 
 /// Many events in one request, all committed in one group. Each event gets its own
 /// result, in request order; invalid events do not stop the others.
-async fn batch(State(state): State<AppState>, table: Table, headers: HeaderMap, body: Body) -> Result<Json<BatchReply>, ApiError> {
+async fn batch(
+    State(state): State<AppState>,
+    table: Table,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchReply>, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -318,12 +370,18 @@ async fn batch(State(state): State<AppState>, table: Table, headers: HeaderMap, 
     if !is_json {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let too_large = || ApiError::BatchTooLarge { max_bytes: MAX_BATCH_BYTES };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let too_large = || ApiError::BatchTooLarge {
+        max_bytes: MAX_BATCH_BYTES,
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BATCH_BYTES) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, MAX_BATCH_BYTES).await.map_err(|_| too_large())?;
+    let bytes = axum::body::to_bytes(body, MAX_BATCH_BYTES)
+        .await
+        .map_err(|_| too_large())?;
     let request = event::parse_batch(&bytes, MAX_BATCH_EVENTS, table).map_err(ApiError::Invalid)?;
     state.metrics.client_dropped.add(request.dropped);
 
@@ -331,22 +389,28 @@ async fn batch(State(state): State<AppState>, table: Table, headers: HeaderMap, 
     let mut pending: Vec<(usize, NewEvent)> = Vec::new();
     for item in request.events {
         let checked: Result<NewEvent, (String, Invalid)> = match item {
-            BatchItem::Event(e) => {
-                match state.rules.check(&e) {
-                    Ok(()) => Ok(e),
-                    Err(reason) => Err((e.id.map(|i| i.to_string()).unwrap_or_default(), reason)),
-                }
-            }
+            BatchItem::Event(e) => match state.rules.check(&e) {
+                Ok(()) => Ok(e),
+                Err(reason) => Err((e.id.map(|i| i.to_string()).unwrap_or_default(), reason)),
+            },
             BatchItem::Unreadable { id, reason } => Err((id, reason)),
         };
         match checked {
             Ok(e) => {
-                results.push(BatchResult { id: e.id.map(|i| i.to_string()).unwrap_or_default(), status: "pending", reason: None });
+                results.push(BatchResult {
+                    id: e.id.map(|i| i.to_string()).unwrap_or_default(),
+                    status: "pending",
+                    reason: None,
+                });
                 pending.push((results.len() - 1, e));
             }
             Err((id, reason)) => {
                 state.metrics.invalid.inc();
-                results.push(BatchResult { id, status: "invalid", reason: Some(reason.describe()) });
+                results.push(BatchResult {
+                    id,
+                    status: "invalid",
+                    reason: Some(reason.describe()),
+                });
             }
         }
     }

@@ -130,7 +130,11 @@ pub struct ServeArgs {
     /// --allow-origin. Default `*`, as the original service: old lessons show
     /// alert("Error") when the browser hides the answer, and a simple GET is sent (and
     /// written) whatever CORS says, so restricting it protects nothing but the answer.
-    #[arg(long = "legacy-allow-origin", env = "HOURCI_LEGACY_ALLOW_ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "legacy-allow-origin",
+        env = "HOURCI_LEGACY_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
     pub legacy_allow_origins: Vec<String>,
 
     /// Address of a second, plain-HTTP listener serving /metrics and /healthz only,
@@ -338,7 +342,12 @@ pub fn redact_url(text: &str) -> String {
     let Ok(mut url) = url::Url::parse(text) else {
         return HIDDEN.to_string();
     };
-    let after_host = format!("{}{}{}", url.path(), url.query().unwrap_or(""), url.fragment().unwrap_or(""));
+    let after_host = format!(
+        "{}{}{}",
+        url.path(),
+        url.query().unwrap_or(""),
+        url.fragment().unwrap_or("")
+    );
     if after_host.contains('@') || url.cannot_be_a_base() {
         return HIDDEN.to_string();
     }
@@ -350,7 +359,11 @@ pub fn redact_url(text: &str) -> String {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let v = if is_secret(&k) { "***".to_string() } else { v.into_owned() };
+                let v = if is_secret(&k) {
+                    "***".to_string()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), v)
             })
             .collect();
@@ -365,10 +378,16 @@ mod tests {
 
     #[test]
     fn redacts_only_the_password() {
-        assert_eq!(redact_url("postgres://u:p%40ss@h:5432/db?x=1"), "postgres://u:***@h:5432/db?x=1");
+        assert_eq!(
+            redact_url("postgres://u:p%40ss@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
-        assert_eq!(redact_url("postgres:///db?host=/run/postgresql"), "postgres:///db?host=/run/postgresql");
+        assert_eq!(
+            redact_url("postgres:///db?host=/run/postgresql"),
+            "postgres:///db?host=/run/postgresql"
+        );
         assert_eq!(
             redact_url("postgres://u@h/db?sslmode=verify-full&password=s3cret&sslpassword=k3y"),
             "postgres://u@h/db?sslmode=verify-full&password=***&sslpassword=***"
@@ -395,7 +414,10 @@ mod tests {
             }
         }
         assert!(redact_url("postgres://u:pa/ss@h/db").starts_with("<URL not shown"));
-        assert!(redact_url("postgres://u:12/x@h/db").starts_with("<URL not shown"), "host u, port 12, @ in the path");
+        assert!(
+            redact_url("postgres://u:12/x@h/db").starts_with("<URL not shown"),
+            "host u, port 12, @ in the path"
+        );
     }
 
     #[test]
@@ -411,16 +433,31 @@ mod tests {
 
     #[test]
     fn allow_origin_repeats_and_splits_on_commas() {
-        let cli = Cli::try_parse_from(["x", "--allow-origin", "https://a.org,https://b.org", "--allow-origin", "http://c"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--allow-origin",
+            "https://a.org,https://b.org",
+            "--allow-origin",
+            "http://c",
+        ])
+        .unwrap();
         assert_eq!(cli.serve.allow_origins, ["https://a.org", "https://b.org", "http://c"]);
-        let cli = Cli::try_parse_from(["x", "--legacy-allow-origin", "https://a.org,https://*.b.org", "--admin-bind", "127.0.0.1:9400"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--legacy-allow-origin",
+            "https://a.org,https://*.b.org",
+            "--admin-bind",
+            "127.0.0.1:9400",
+        ])
+        .unwrap();
         assert_eq!(cli.serve.legacy_allow_origins, ["https://a.org", "https://*.b.org"]);
         assert_eq!(cli.serve.admin_bind, Some("127.0.0.1:9400".parse().unwrap()));
     }
 
     #[test]
     fn trusted_proxy_repeats_and_the_old_switch_means_loopback() {
-        let cli = Cli::try_parse_from(["x", "--trusted-proxy", "10.0.0.0/8,::1", "--trusted-proxy", "192.0.2.1"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["x", "--trusted-proxy", "10.0.0.0/8,::1", "--trusted-proxy", "192.0.2.1"]).unwrap();
         let p = cli.serve.trusted_proxies().unwrap();
         assert!(p.contains("10.9.9.9".parse().unwrap()) && p.contains("192.0.2.1".parse().unwrap()));
         assert!(!p.contains("127.0.0.1".parse().unwrap()));
@@ -428,7 +465,12 @@ mod tests {
         let p = cli.serve.trusted_proxies().unwrap();
         assert!(p.contains("127.0.0.1".parse().unwrap()) && p.contains("::1".parse().unwrap()));
         assert!(!p.contains("10.0.0.1".parse().unwrap()));
-        assert!(Cli::try_parse_from(["x"]).unwrap().serve.trusted_proxies().unwrap().is_empty());
+        assert!(Cli::try_parse_from(["x"])
+            .unwrap()
+            .serve
+            .trusted_proxies()
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -437,7 +479,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("url");
         std::fs::write(&f, "postgres://w:pw@h/db\n").unwrap();
-        let args = DatabaseArgs { database_url: None, database_url_file: Some(f) };
+        let args = DatabaseArgs {
+            database_url: None,
+            database_url_file: Some(f),
+        };
         assert_eq!(args.resolve().unwrap().as_deref(), Some("postgres://w:pw@h/db"));
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -48,7 +48,10 @@ struct Wildcard {
 impl OriginList {
     /// Every origin (`*`).
     pub fn any() -> Self {
-        OriginList { any: true, ..Default::default() }
+        OriginList {
+            any: true,
+            ..Default::default()
+        }
     }
 
     /// Parse flag values; `None` when there are none. `flag` names the flag in errors.
@@ -64,16 +67,24 @@ impl OriginList {
                 continue;
             }
             let value = value.trim_end_matches('/').to_ascii_lowercase();
-            let bad = || anyhow::anyhow!("--{flag} {value:?} must look like https://host[:port] or https://*.domain[:port]");
+            let bad =
+                || anyhow::anyhow!("--{flag} {value:?} must look like https://host[:port] or https://*.domain[:port]");
             let (scheme, host, port) = split_origin(&value).ok_or_else(bad)?;
             if let Some(suffix) = host.strip_prefix("*.") {
                 anyhow::ensure!(
                     is_dns_name(suffix) && suffix.contains('.'),
                     "--{flag} {value:?}: after `*.` must come a domain of at least two labels, e.g. https://*.mybinder.org"
                 );
-                list.wildcards.push(Wildcard { scheme: scheme.into(), suffix: suffix.into(), port: port.map(Into::into) });
+                list.wildcards.push(Wildcard {
+                    scheme: scheme.into(),
+                    suffix: suffix.into(),
+                    port: port.map(Into::into),
+                });
             } else {
-                anyhow::ensure!(!host.contains('*'), "--{flag} {value:?}: `*` may only stand first, as in https://*.mybinder.org");
+                anyhow::ensure!(
+                    !host.contains('*'),
+                    "--{flag} {value:?}: `*` may only stand first, as in https://*.mybinder.org"
+                );
                 HeaderValue::from_str(&value).map_err(|_| bad())?;
                 list.exact.push(value);
             }
@@ -86,12 +97,16 @@ impl OriginList {
         if self.any {
             return true;
         }
-        let Ok(origin) = std::str::from_utf8(origin) else { return false };
+        let Ok(origin) = std::str::from_utf8(origin) else {
+            return false;
+        };
         let origin = origin.to_ascii_lowercase();
         if self.exact.contains(&origin) {
             return true;
         }
-        let Some((scheme, host, port)) = split_origin(&origin) else { return false };
+        let Some((scheme, host, port)) = split_origin(&origin) else {
+            return false;
+        };
         self.wildcards.iter().any(|w| {
             w.scheme == scheme
                 && w.port.as_deref() == port
@@ -114,7 +129,10 @@ impl OriginList {
 /// `scheme://host[:port]` (no user, path, query or fragment) -> its three parts.
 fn split_origin(origin: &str) -> Option<(&str, &str, Option<&str>)> {
     let (scheme, authority) = origin.split_once("://")?;
-    if !matches!(scheme, "http" | "https") || authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ', '\\']) {
+    if !matches!(scheme, "http" | "https")
+        || authority.is_empty()
+        || authority.contains(['/', '?', '#', '@', ' ', '\\'])
+    {
         return None;
     }
     // A bracketed IPv6 host has colons of its own; the port comes after `]`.
@@ -160,7 +178,9 @@ fn is_legacy_path(path: &str) -> bool {
     if path.starts_with("/sdk/") {
         return false;
     }
-    let Some(rest) = path.strip_prefix('/') else { return false };
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
     match rest.split('/').count() {
         5 => true,
         6 => rest.starts_with("test/"),
@@ -196,13 +216,23 @@ mod tests {
     use super::*;
 
     fn list(values: &[&str]) -> OriginList {
-        OriginList::parse(&values.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "allow-origin").unwrap().unwrap()
+        OriginList::parse(
+            &values.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "allow-origin",
+        )
+        .unwrap()
+        .unwrap()
     }
 
     #[test]
     fn wildcard_matches_whole_labels_same_scheme_and_port() {
         let l = list(&["https://*.mybinder.org", "https://lab.example.org/"]);
-        for ok in ["https://hub.mybinder.org", "https://a.b-c.mybinder.org", "HTTPS://Hub.MyBinder.org", "https://lab.example.org"] {
+        for ok in [
+            "https://hub.mybinder.org",
+            "https://a.b-c.mybinder.org",
+            "HTTPS://Hub.MyBinder.org",
+            "https://lab.example.org",
+        ] {
             assert!(l.allows(ok.as_bytes()), "{ok}");
         }
         for no in [
@@ -230,7 +260,15 @@ mod tests {
 
     #[test]
     fn bad_rules_are_refused() {
-        for bad in ["*.mybinder.org", "https://*.org", "https://a.*.org", "https://*mybinder.org", "ftp://x.org", "https://x.org/path", "https://*.-x.org"] {
+        for bad in [
+            "*.mybinder.org",
+            "https://*.org",
+            "https://a.*.org",
+            "https://*mybinder.org",
+            "ftp://x.org",
+            "https://x.org/path",
+            "https://*.-x.org",
+        ] {
             assert!(OriginList::parse(&[bad.to_string()], "allow-origin").is_err(), "{bad}");
         }
         assert_eq!(OriginList::parse(&[], "allow-origin").unwrap(), None);
@@ -247,9 +285,21 @@ mod tests {
             b.body(axum::body::Body::empty()).unwrap()
         };
         assert!(is_legacy_request(&req("GET", "/ua/gateway/beginner/1A/true", None)));
-        assert!(is_legacy_request(&req("HEAD", "/test/ua/gateway/beginner/1A/true", None)));
-        assert!(is_legacy_request(&req("OPTIONS", "/ua/gateway/beginner/1A/true", Some("GET"))));
-        assert!(!is_legacy_request(&req("OPTIONS", "/ua/gateway/beginner/1A/true", Some("POST"))));
+        assert!(is_legacy_request(&req(
+            "HEAD",
+            "/test/ua/gateway/beginner/1A/true",
+            None
+        )));
+        assert!(is_legacy_request(&req(
+            "OPTIONS",
+            "/ua/gateway/beginner/1A/true",
+            Some("GET")
+        )));
+        assert!(!is_legacy_request(&req(
+            "OPTIONS",
+            "/ua/gateway/beginner/1A/true",
+            Some("POST")
+        )));
         assert!(!is_legacy_request(&req("POST", "/ua/gateway/beginner/1A/true", None)));
         assert!(!is_legacy_request(&req("GET", "/sdk/a/b/c/d", None)));
         assert!(!is_legacy_request(&req("GET", "/x/ua/gateway/beginner/1A/true", None)));

@@ -160,22 +160,38 @@ pub struct Invalid {
 impl Invalid {
     /// A field broke a validation rule.
     pub fn field(field: &'static str, rule: impl Into<String>) -> Self {
-        Invalid { kind: InvalidKind::Value, field: Some(field), rule: rule.into() }
+        Invalid {
+            kind: InvalidKind::Value,
+            field: Some(field),
+            rule: rule.into(),
+        }
     }
 
     /// A field or body is larger than allowed (answered 413 rather than 422).
     pub fn too_large(field: Option<&'static str>, rule: impl Into<String>) -> Self {
-        Invalid { kind: InvalidKind::TooLarge, field, rule: rule.into() }
+        Invalid {
+            kind: InvalidKind::TooLarge,
+            field,
+            rule: rule.into(),
+        }
     }
 
     /// A batch body that is not the JSON expected.
     fn bad_json(field: Option<&'static str>, rule: impl Into<String>) -> Self {
-        Invalid { kind: InvalidKind::BadJson, field, rule: rule.into() }
+        Invalid {
+            kind: InvalidKind::BadJson,
+            field,
+            rule: rule.into(),
+        }
     }
 
     /// The database refused the event's values ([`Outcome::Rejected`]).
     pub fn rejected(rule: &'static str) -> Self {
-        Invalid { kind: InvalidKind::Value, field: None, rule: rule.into() }
+        Invalid {
+            kind: InvalidKind::Value,
+            field: None,
+            rule: rule.into(),
+        }
     }
 
     /// The reason of an `invalid` `/batch` result: `field: rule`, or the rule alone.
@@ -249,7 +265,10 @@ pub fn parse_event_path(raw_path: &str) -> Option<Result<PathValues, Invalid>> {
         _ => return None,
     };
     let decode = |i: usize, field: &'static str| {
-        decode_segment(seg[i]).map_err(|e| Invalid { field: Some(field), ..e })
+        decode_segment(seg[i]).map_err(|e| Invalid {
+            field: Some(field),
+            ..e
+        })
     };
     Some((|| {
         Ok(PathValues {
@@ -269,7 +288,10 @@ pub fn parse_client_time(header: &str) -> Result<DateTime<Utc>, Invalid> {
     DateTime::parse_from_rfc3339(header.trim())
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
-            Invalid::field("client_time", "must be an RFC 3339 timestamp with offset, e.g. 2026-11-28T07:31:02.123Z")
+            Invalid::field(
+                "client_time",
+                "must be an RFC 3339 timestamp with offset, e.g. 2026-11-28T07:31:02.123Z",
+            )
         })
 }
 
@@ -284,7 +306,10 @@ pub fn parse_event_id(text: &str) -> Result<Uuid, Invalid> {
 /// as an id, each of its events would be a duplicate or a conflict of the first.
 pub fn check_event_id(id: Uuid) -> Result<Uuid, Invalid> {
     if id.is_nil() {
-        return Err(Invalid::field("id", "the event id must not be the nil UUID 00000000-0000-0000-0000-000000000000"));
+        return Err(Invalid::field(
+            "id",
+            "the event id must not be the nil UUID 00000000-0000-0000-0000-000000000000",
+        ));
     }
     Ok(id)
 }
@@ -315,7 +340,10 @@ pub struct BatchRequest {
 pub enum BatchItem {
     Event(NewEvent),
     /// The id as the client sent it (empty when absent or not a string), and why.
-    Unreadable { id: String, reason: Invalid },
+    Unreadable {
+        id: String,
+        reason: Invalid,
+    },
 }
 
 /// Parse a batch body `{"events":[{..}],"dropped":N}` with at most `max_events` events.
@@ -327,7 +355,10 @@ pub fn parse_batch(body: &[u8], max_events: usize, table: Table) -> Result<Batch
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Invalid::bad_json(None, format!("the body is not valid JSON: {e}")))?;
     let Value::Object(mut top) = value else {
-        return Err(Invalid::bad_json(None, "the body must be a JSON object {\"events\":[...]}"));
+        return Err(Invalid::bad_json(
+            None,
+            "the body must be a JSON object {\"events\":[...]}",
+        ));
     };
     let Some(Value::Array(raw_events)) = top.remove("events") else {
         return Err(Invalid::bad_json(Some("events"), "\"events\" must be an array"));
@@ -340,17 +371,23 @@ pub fn parse_batch(body: &[u8], max_events: usize, table: Table) -> Result<Batch
     }
     let dropped = match top.get("dropped") {
         None | Some(Value::Null) => 0,
-        Some(v) => v.as_u64().ok_or_else(|| {
-            Invalid::bad_json(Some("dropped"), "\"dropped\" must be a non-negative integer")
-        })?,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| Invalid::bad_json(Some("dropped"), "\"dropped\" must be a non-negative integer"))?,
     };
-    let events = raw_events.into_iter().map(|event| parse_batch_event(event, table)).collect();
+    let events = raw_events
+        .into_iter()
+        .map(|event| parse_batch_event(event, table))
+        .collect();
     Ok(BatchRequest { events, dropped })
 }
 
 fn parse_batch_event(value: Value, table: Table) -> BatchItem {
     let Value::Object(mut obj) = value else {
-        return BatchItem::Unreadable { id: String::new(), reason: Invalid::field("event", "each event must be an object") };
+        return BatchItem::Unreadable {
+            id: String::new(),
+            reason: Invalid::field("event", "each event must be an object"),
+        };
     };
     let raw_id = obj.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
     let parsed = (|| {
@@ -358,7 +395,12 @@ fn parse_batch_event(value: Value, table: Table) -> BatchItem {
         let client_time = match obj.get("client_time") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(parse_client_time(s)?),
-            Some(_) => return Err(Invalid::field("client_time", "\"client_time\" must be an RFC 3339 string")),
+            Some(_) => {
+                return Err(Invalid::field(
+                    "client_time",
+                    "\"client_time\" must be an RFC 3339 string",
+                ))
+            }
         };
         let learner_id = match obj.get("learner_id") {
             None | Some(Value::Null) => None,
@@ -425,7 +467,11 @@ mod tests {
     #[test]
     fn event_ids_are_canonical_and_never_nil() {
         let canonical = parse_event_id("6f1c1a5e-33a4-4d0b-9f57-8f8f5d6f4a01").unwrap();
-        for form in ["6F1C1A5E-33A4-4D0B-9F57-8F8F5D6F4A01", "6f1c1a5e33a44d0b9f578f8f5d6f4a01", "{6f1c1a5e-33a4-4d0b-9f57-8f8f5d6f4a01}"] {
+        for form in [
+            "6F1C1A5E-33A4-4D0B-9F57-8F8F5D6F4A01",
+            "6f1c1a5e33a44d0b9f578f8f5d6f4a01",
+            "{6f1c1a5e-33a4-4d0b-9f57-8f8f5d6f4a01}",
+        ] {
             assert_eq!(parse_event_id(form).unwrap(), canonical, "{form}");
         }
         let nil = parse_event_id("00000000-0000-0000-0000-000000000000").unwrap_err();
@@ -438,7 +484,10 @@ mod tests {
         let t = parse_client_time("2026-11-28T09:00:00.5+02:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-28T07:00:00.500+00:00");
         assert!(parse_client_time("yesterday").is_err());
-        assert!(parse_client_time("2026-11-28T07:00:00").is_err(), "an offset is required");
+        assert!(
+            parse_client_time("2026-11-28T07:00:00").is_err(),
+            "an offset is required"
+        );
     }
 
     #[test]
@@ -452,7 +501,9 @@ mod tests {
         assert_eq!(b.dropped, 3);
         assert_eq!(b.events.len(), 3);
         assert!(matches!(&b.events[0], BatchItem::Event(e) if e.client_time.is_some() && e.table == Table::Test));
-        assert!(matches!(&b.events[1], BatchItem::Unreadable { id, reason } if id == "nope" && reason.field == Some("id")));
+        assert!(
+            matches!(&b.events[1], BatchItem::Unreadable { id, reason } if id == "nope" && reason.field == Some("id"))
+        );
         assert!(matches!(&b.events[2], BatchItem::Unreadable { id, .. } if id.is_empty()));
     }
 
@@ -460,11 +511,18 @@ mod tests {
     fn learner_ids_are_optional_uuids_never_nil() {
         let learner = "0b6f3c1e-8f1d-4b7a-9c2e-5d4f3a2b1c0d";
         assert_eq!(parse_learner_id(&learner.to_uppercase()).unwrap().to_string(), learner);
-        for bad in ["", "bob", "00000000-0000-0000-0000-000000000000", "0b6f3c1e-8f1d-4b7a-9c2e"] {
+        for bad in [
+            "",
+            "bob",
+            "00000000-0000-0000-0000-000000000000",
+            "0b6f3c1e-8f1d-4b7a-9c2e",
+        ] {
             assert_eq!(parse_learner_id(bad).unwrap_err().field, Some("learner_id"), "{bad:?}");
         }
         let event = |extra: &str| {
-            format!(r#"{{"id":"6f1c1a5e-33a4-4d0b-9f57-8f8f5d6f4a01","user_agent":"u","lesson":"l","level":"v","question":"1A","answer":"a"{extra}}}"#)
+            format!(
+                r#"{{"id":"6f1c1a5e-33a4-4d0b-9f57-8f8f5d6f4a01","user_agent":"u","lesson":"l","level":"v","question":"1A","answer":"a"{extra}}}"#
+            )
         };
         let body = format!(
             r#"{{"events":[{},{},{},{}]}}"#,
@@ -474,10 +532,15 @@ mod tests {
             event(r#","learner_id":7"#)
         );
         let b = parse_batch(body.as_bytes(), 10, Table::Production).unwrap();
-        assert!(matches!(&b.events[0], BatchItem::Event(e) if e.learner_id.map(|l| l.to_string()).as_deref() == Some(learner)));
+        assert!(
+            matches!(&b.events[0], BatchItem::Event(e) if e.learner_id.map(|l| l.to_string()).as_deref() == Some(learner))
+        );
         assert!(matches!(&b.events[1], BatchItem::Event(e) if e.learner_id.is_none()));
         for bad in &b.events[2..] {
-            assert!(matches!(bad, BatchItem::Unreadable { reason, .. } if reason.field == Some("learner_id")), "{bad:?}");
+            assert!(
+                matches!(bad, BatchItem::Unreadable { reason, .. } if reason.field == Some("learner_id")),
+                "{bad:?}"
+            );
         }
     }
 

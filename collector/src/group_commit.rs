@@ -125,7 +125,17 @@ impl GroupCommit {
             tasks.spawn(writer.run());
         }
         let room = Arc::new(Semaphore::new(config.queue_capacity.max(1)));
-        (GroupCommit { store, queue, room, phase, config, metrics }, Writers { tasks })
+        (
+            GroupCommit {
+                store,
+                queue,
+                room,
+                phase,
+                config,
+                metrics,
+            },
+            Writers { tasks },
+        )
     }
 
     /// Queue `events` (kept together in one group) and wait for their commit.
@@ -145,7 +155,15 @@ impl GroupCommit {
         let (reply, answer) = oneshot::channel();
         let n = events.len() as i64;
         self.metrics.queued_events.add(n);
-        if self.queue.send(Job { events, reply, _permit: permit }).is_err() {
+        if self
+            .queue
+            .send(Job {
+                events,
+                reply,
+                _permit: permit,
+            })
+            .is_err()
+        {
             self.metrics.queued_events.add(-n);
             return Err(SubmitError::ShuttingDown);
         }
@@ -317,14 +335,19 @@ impl Writer {
                 },
             }
         }
-        results.into_iter().map(|r| r.expect("every part gets a result")).collect()
+        results
+            .into_iter()
+            .map(|r| r.expect("every part gets a result"))
+            .collect()
     }
 
     /// One transaction for `events`, bounded by the database timeout.
     async fn write_once(&self, events: &[NewEvent]) -> Result<Vec<Outcome>, StoreError> {
         match tokio::time::timeout(self.config.db_timeout, self.store.write_group(events)).await {
             Ok(Ok(outcomes)) if outcomes.len() == events.len() => Ok(outcomes),
-            Ok(Ok(_)) => Err(StoreError::Other("the store answered for the wrong number of events".into())),
+            Ok(Ok(_)) => Err(StoreError::Other(
+                "the store answered for the wrong number of events".into(),
+            )),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(StoreError::Timeout(self.config.db_timeout)),
         }

@@ -19,10 +19,10 @@
 //! unread (413), so a body is never buffered just because a route exists.
 
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -95,7 +95,9 @@ impl TrustedProxies {
                 v.parse::<IpNet>()
                     .or_else(|_| v.parse::<IpAddr>().map(IpNet::from))
                     .map(|net| net.trunc())
-                    .map_err(|_| anyhow::anyhow!("--trusted-proxy {v:?} is not an address or CIDR (e.g. 10.0.0.0/8, ::1)"))
+                    .map_err(|_| {
+                        anyhow::anyhow!("--trusted-proxy {v:?} is not an address or CIDR (e.g. 10.0.0.0/8, ::1)")
+                    })
             })
             .collect::<anyhow::Result<Vec<_>>>()
             .map(TrustedProxies)
@@ -145,7 +147,9 @@ impl TrustedProxies {
 
 /// An `X-Forwarded-For` entry: an address, or an address with a port.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
-    hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// Log a warning at most once a second: an attack must not also flood the journal.
@@ -153,7 +157,11 @@ fn throttled_warn(last: &AtomicU64, message: impl FnOnce()) {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let now = EPOCH.get_or_init(Instant::now).elapsed().as_secs() + 1;
     let before = last.load(Ordering::Relaxed);
-    if now > before && last.compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+    if now > before
+        && last
+            .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
         message();
     }
 }
@@ -175,7 +183,11 @@ pub struct RateLimitConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { per_second: 100.0, burst: 200, max_clients: 100_000 }
+        RateLimitConfig {
+            per_second: 100.0,
+            burst: 200,
+            max_clients: 100_000,
+        }
     }
 }
 
@@ -302,7 +314,10 @@ impl RateLimiter {
             g.full.store(full, Ordering::Relaxed);
             if full {
                 throttled_warn(&g.last_warn, || {
-                    tracing::warn!(max = g.max_clients, "rate limiter full of active clients; refusing new clients (--rate-limit-max-clients)")
+                    tracing::warn!(
+                        max = g.max_clients,
+                        "rate limiter full of active clients; refusing new clients (--rate-limit-max-clients)"
+                    )
                 });
                 return Err(RateRefusal::Full);
             }
@@ -372,7 +387,10 @@ impl BodyBudget {
         if s.total + bytes > self.0.max_total {
             drop(s);
             throttled_warn(&self.0.last_warn, || {
-                tracing::warn!(max = self.0.max_total, "request bodies in flight at --max-body-bytes-in-flight; answering 503")
+                tracing::warn!(
+                    max = self.0.max_total,
+                    "request bodies in flight at --max-body-bytes-in-flight; answering 503"
+                )
             });
             return Err(BudgetRefusal::Global);
         }
@@ -382,7 +400,11 @@ impl BodyBudget {
         }
         s.total += bytes;
         s.by_client.insert(client, mine + bytes);
-        Ok(BodyReservation { budget: self.clone(), client, bytes })
+        Ok(BodyReservation {
+            budget: self.clone(),
+            client,
+            bytes,
+        })
     }
 
     /// Bytes reserved now.
@@ -444,7 +466,10 @@ fn has_body(req: &Request) -> bool {
 /// deadline, within the body budget, on the routes that take one; refused unread on
 /// the others. No handler ever waits on a slow client.
 pub async fn guard(State(limits): State<RequestLimits>, req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     let client = ClientKey::of(limits.proxies.client_ip(peer, req.headers()));
     // Retry-After is at least a second here: these refusals come in floods.
     let retry_after = limits.retry_after_secs.max(1);
@@ -458,20 +483,31 @@ pub async fn guard(State(limits): State<RequestLimits>, req: Request, next: Next
     }
     let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if header_bytes > limits.max_header_bytes {
-        return ApiError::HeadersTooLarge { max_bytes: limits.max_header_bytes }.into_response();
+        return ApiError::HeadersTooLarge {
+            max_bytes: limits.max_header_bytes,
+        }
+        .into_response();
     }
     if !has_body(&req) {
         return next.run(req).await;
     }
-    let takes_body = req.extensions().get::<MatchedPath>().is_some_and(|p| limits.body_routes.contains(&p.as_str()));
+    let takes_body = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| limits.body_routes.contains(&p.as_str()));
     let http1 = req.version() <= Version::HTTP_11;
     if !takes_body {
         // Not read, not held: HTTP/1 closes the connection after this answer (hyper
         // would otherwise try to drain the body), HTTP/2 resets the stream.
         return close_after(ApiError::BodyNotTaken, http1);
     }
-    let too_large = ApiError::BodyTooLarge { max_bytes: limits.max_body_bytes };
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let too_large = ApiError::BodyTooLarge {
+        max_bytes: limits.max_body_bytes,
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
         return close_after(too_large, http1);
     }
@@ -486,10 +522,18 @@ pub async fn guard(State(limits): State<RequestLimits>, req: Request, next: Next
     };
     let (parts, body) = req.into_parts();
     match tokio::time::timeout(limits.body_timeout, read_body(body, want, declared)).await {
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
         Ok(Err(BodyError::TooLarge)) => close_after(too_large, http1),
         Ok(Err(BodyError::Broken)) => ApiError::BodyUnreadable.into_response(),
-        Err(_) => close_after(ApiError::BodyTimeout { after: limits.body_timeout }, true),
+        Err(_) => close_after(
+            ApiError::BodyTimeout {
+                after: limits.body_timeout,
+            },
+            true,
+        ),
     }
 }
 
@@ -498,7 +542,8 @@ pub async fn guard(State(limits): State<RequestLimits>, req: Request, next: Next
 fn close_after(refusal: ApiError, http1: bool) -> Response {
     let mut res = refusal.into_response();
     if http1 {
-        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     res
 }
@@ -509,7 +554,11 @@ enum BodyError {
 }
 
 /// The whole body, refusing as soon as it grows past `max` (nothing larger is kept).
-async fn read_body(mut body: axum::body::Body, max: usize, declared: Option<usize>) -> Result<axum::body::Bytes, BodyError> {
+async fn read_body(
+    mut body: axum::body::Body,
+    max: usize,
+    declared: Option<usize>,
+) -> Result<axum::body::Bytes, BodyError> {
     use axum::body::HttpBody as _;
     let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(max));
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
@@ -591,7 +640,11 @@ impl Drop for ConnectionSlot {
 
 impl ConnectionLimit {
     pub fn new(config: ConnectionConfig) -> Self {
-        ConnectionLimit(Arc::new(ConnInner { config, counts: Mutex::new(ConnCounts::default()), last_warn: AtomicU64::new(0) }))
+        ConnectionLimit(Arc::new(ConnInner {
+            config,
+            counts: Mutex::new(ConnCounts::default()),
+            last_warn: AtomicU64::new(0),
+        }))
     }
 
     /// A place for a connection from `peer`, or `None` when a cap is reached. The
@@ -612,22 +665,29 @@ impl ConnectionLimit {
         };
         if let Some(flag) = refusal {
             drop(c);
-            throttled_warn(&self.0.last_warn, || {
-                tracing::warn!(client = ?client.map(|k| k.to_string()), "connection refused: {flag} reached")
-            });
+            throttled_warn(
+                &self.0.last_warn,
+                || tracing::warn!(client = ?client.map(|k| k.to_string()), "connection refused: {flag} reached"),
+            );
             return None;
         }
         c.total += 1;
         if let Some(k) = client {
             *c.by_client.entry(k).or_insert(0) += 1;
         }
-        Some(ConnectionSlot { limit: self.clone(), client })
+        Some(ConnectionSlot {
+            limit: self.clone(),
+            client,
+        })
     }
 
     /// An `axum_server` acceptor around `inner` (the default acceptor, or the TLS one:
     /// the caps apply before the TLS handshake, the deadlines to the decrypted stream).
     pub fn acceptor<A>(&self, inner: A) -> GuardedAcceptor<A> {
-        GuardedAcceptor { inner, limit: self.clone() }
+        GuardedAcceptor {
+            inner,
+            limit: self.clone(),
+        }
     }
 }
 
@@ -669,7 +729,13 @@ where
                 activity: activity.clone(),
                 write_stall: None,
             };
-            Ok((guarded, Tracked { inner: service, activity }))
+            Ok((
+                guarded,
+                Tracked {
+                    inner: service,
+                    activity,
+                },
+            ))
         })
     }
 }
@@ -686,7 +752,11 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Activity { born: Instant::now(), in_flight: AtomicUsize::new(0), last_done_ms: AtomicU64::new(0) }
+        Activity {
+            born: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
+        }
     }
 
     /// When the connection became idle, or `None` while a request is in flight.
@@ -757,8 +827,13 @@ enum HeadSniffer {
     /// HTTP/1: 0 = in a line, 1 = just after LF, 2 = after LF CR.
     Http1(u8),
     /// HTTP/2: bytes of the 9-byte frame header seen, and the payload length read.
-    FrameHeader { seen: u8, len: u32 },
-    FramePayload { left: u32 },
+    FrameHeader {
+        seen: u8,
+        len: u32,
+    },
+    FramePayload {
+        left: u32,
+    },
 }
 
 impl Default for HeadSniffer {
@@ -852,14 +927,20 @@ impl<I> Guarded<I> {
                 return Poll::Pending;
             }
             if self.head.is_some() {
-                return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "no complete request head within the header timeout"));
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no complete request head within the header timeout",
+                ));
             }
             let now = tokio::time::Instant::now();
             let next = match self.activity.idle_since() {
                 Some(since) => {
                     let until = tokio::time::Instant::from_std(since + self.idle_timeout);
                     if until <= now {
-                        return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "connection idle past the idle timeout"));
+                        return Poll::Ready(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "connection idle past the idle timeout",
+                        ));
                     }
                     until
                 }
@@ -899,7 +980,9 @@ impl<I: AsyncWrite + Unpin> Guarded<I> {
             return poll;
         }
         let timeout = self.idle_timeout;
-        let stall = self.write_stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if stall.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading")));
         }
@@ -938,12 +1021,18 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
 pub fn raise_open_files_limit(max_connections: usize) {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return;
         }
         if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 lim.rlim_cur = lim.rlim_max;
             }
@@ -963,7 +1052,11 @@ mod tests {
     use super::*;
 
     fn limiter(per_second: f64, burst: u32, max_clients: usize) -> RateLimiter {
-        RateLimiter::new(RateLimitConfig { per_second, burst, max_clients })
+        RateLimiter::new(RateLimitConfig {
+            per_second,
+            burst,
+            max_clients,
+        })
     }
 
     fn key(s: &str) -> ClientKey {
@@ -1012,7 +1105,10 @@ mod tests {
         }
         assert_eq!(l.tracked_clients(), 3);
         // Tracked clients are still limited as before.
-        assert!(matches!(l.check(ClientKey::of(IpAddr::from([10, 0, 0, 0]))), Err(RateRefusal::Wait(_))));
+        assert!(matches!(
+            l.check(ClientKey::of(IpAddr::from([10, 0, 0, 0]))),
+            Err(RateRefusal::Wait(_))
+        ));
     }
 
     #[test]

@@ -15,16 +15,18 @@ fn main() -> anyhow::Result<()> {
         // Colour codes only on a terminal, not in journald or log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Migrate(args)) => {
-            let url = args
-                .database
-                .resolve()?
-                .ok_or_else(|| anyhow::anyhow!("migrate needs --database-url, DATABASE_URL or --database-url-file (the admin role)"))?;
+            let url = args.database.resolve()?.ok_or_else(|| {
+                anyhow::anyhow!("migrate needs --database-url, DATABASE_URL or --database-url-file (the admin role)")
+            })?;
             hourofci_collector::migrate::run(&url, &args.writer_role).await?;
             match &args.reader_role {
                 Some(reader) => hourofci_collector::migrate::grant_reader(&url, reader, &args.writer_role).await,

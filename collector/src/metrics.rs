@@ -119,13 +119,41 @@ impl Metrics {
                 ("{table=\"test\"}", self.written_test.get()),
             ],
         );
-        counter("hourofci_events_duplicate_total", "Events whose id was already stored.", &[("", self.duplicates.get())]);
-        counter("hourofci_events_conflict_total", "Events whose id was already stored with other content.", &[("", self.conflicts.get())]);
-        counter("hourofci_events_invalid_total", "Events refused by validation or by the database.", &[("", self.invalid.get())]);
-        counter("hourofci_db_errors_total", "Group commits that failed (database error or timeout).", &[("", self.db_errors.get())]);
-        counter("hourofci_queue_full_total", "Requests refused because the write queue was full.", &[("", self.queue_full.get())]);
-        counter("hourofci_group_commits_total", "Successful group commits (transactions).", &[("", self.group_commits.get())]);
-        counter("hourofci_group_events_total", "Events in successful group commits.", &[("", self.group_events.get())]);
+        counter(
+            "hourofci_events_duplicate_total",
+            "Events whose id was already stored.",
+            &[("", self.duplicates.get())],
+        );
+        counter(
+            "hourofci_events_conflict_total",
+            "Events whose id was already stored with other content.",
+            &[("", self.conflicts.get())],
+        );
+        counter(
+            "hourofci_events_invalid_total",
+            "Events refused by validation or by the database.",
+            &[("", self.invalid.get())],
+        );
+        counter(
+            "hourofci_db_errors_total",
+            "Group commits that failed (database error or timeout).",
+            &[("", self.db_errors.get())],
+        );
+        counter(
+            "hourofci_queue_full_total",
+            "Requests refused because the write queue was full.",
+            &[("", self.queue_full.get())],
+        );
+        counter(
+            "hourofci_group_commits_total",
+            "Successful group commits (transactions).",
+            &[("", self.group_commits.get())],
+        );
+        counter(
+            "hourofci_group_events_total",
+            "Events in successful group commits.",
+            &[("", self.group_events.get())],
+        );
         counter(
             "hourofci_client_dropped_events_total",
             "Events clients reported discarding (batch \"dropped\").",
@@ -136,18 +164,32 @@ impl Metrics {
             "# HELP hourofci_queued_events Events waiting for a commit.\n# TYPE hourofci_queued_events gauge\nhourofci_queued_events {}",
             self.queued_events.get()
         );
-        let _ = writeln!(out, "# HELP hourofci_write_seconds Time to commit one group.\n# TYPE hourofci_write_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# HELP hourofci_write_seconds Time to commit one group.\n# TYPE hourofci_write_seconds histogram"
+        );
         for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "hourofci_write_seconds_bucket{{le=\"{bound}\"}} {}", self.write_seconds.counts[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "hourofci_write_seconds_bucket{{le=\"{bound}\"}} {}",
+                self.write_seconds.counts[i].load(Ordering::Relaxed)
+            );
         }
         let count = self.write_seconds.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "hourofci_write_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "hourofci_write_seconds_sum {}", self.write_seconds.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "hourofci_write_seconds_sum {}",
+            self.write_seconds.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "hourofci_write_seconds_count {count}");
         let _ = writeln!(out, "# HELP hourofci_http_requests_total HTTP requests by route, method and status.\n# TYPE hourofci_http_requests_total counter");
         let map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         for ((route, method, status), v) in map.iter() {
-            let _ = writeln!(out, "hourofci_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {v}");
+            let _ = writeln!(
+                out,
+                "hourofci_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {v}"
+            );
         }
         out
     }
@@ -175,8 +217,20 @@ mod tests {
         m.duplicates.add(4);
         let text = m.render();
         assert_eq!(sample(&text, "hourofci_events_duplicate_total"), Some(4.0));
-        assert_eq!(sample(&text, "hourofci_http_requests_total{route=\"event\",method=\"POST\",status=\"201\"}"), Some(2.0));
-        assert_eq!(sample(&text, "hourofci_http_requests_total{route=\"event\",method=\"OTHER\",status=\"405\"}"), Some(2.0));
+        assert_eq!(
+            sample(
+                &text,
+                "hourofci_http_requests_total{route=\"event\",method=\"POST\",status=\"201\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "hourofci_http_requests_total{route=\"event\",method=\"OTHER\",status=\"405\"}"
+            ),
+            Some(2.0)
+        );
         assert_eq!(sample(&text, "hourofci_write_seconds_bucket{le=\"0.002\"}"), Some(0.0));
         assert_eq!(sample(&text, "hourofci_write_seconds_bucket{le=\"0.005\"}"), Some(1.0));
         assert_eq!(sample(&text, "hourofci_write_seconds_count"), Some(1.0));

@@ -32,8 +32,13 @@ pub fn check_role_name(role: &str) -> anyhow::Result<()> {
     let ok = !role.is_empty()
         && role.len() <= 63
         && role.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-        && role.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    anyhow::ensure!(ok, "writer role {role:?} must be a lower-case identifier: letters a-z, digits, _ (at most 63)");
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    anyhow::ensure!(
+        ok,
+        "writer role {role:?} must be a lower-case identifier: letters a-z, digits, _ (at most 63)"
+    );
     Ok(())
 }
 
@@ -47,9 +52,12 @@ pub async fn run(admin_url: &str, writer_role: &str) -> anyhow::Result<()> {
     check_role_name(writer_role)?;
     let redacted = redact_url(admin_url);
     let options = crate::store::postgres::connect_options(admin_url)?;
-    let mut conn = PgConnection::connect_with(&options)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {redacted} as the admin role: {}", scrub(&e.to_string(), admin_url)))?;
+    let mut conn = PgConnection::connect_with(&options).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to {redacted} as the admin role: {}",
+            scrub(&e.to_string(), admin_url)
+        )
+    })?;
     tracing::info!("applying migrations to {redacted}");
     sqlx::migrate!("../sql").run(&mut conn).await?;
 
@@ -63,19 +71,30 @@ pub async fn run(admin_url: &str, writer_role: &str) -> anyhow::Result<()> {
          environment, e.g.: psql -v pw=\"$HOURCI_WRITER_PASSWORD\" -c \"CREATE ROLE {writer_role} LOGIN PASSWORD :'pw'\" \
          then run migrate again"
     );
-    let database: String = sqlx::query_scalar("SELECT pg_catalog.current_database()").fetch_one(&mut conn).await?;
+    let database: String = sqlx::query_scalar("SELECT pg_catalog.current_database()")
+        .fetch_one(&mut conn)
+        .await?;
     take_create_rights_from_public(&mut conn, &database, writer_role).await?;
     check_writer_cannot_create(&mut conn, &database, writer_role).await?;
 
     let role = quote_ident(writer_role);
     let mut tx = conn.begin().await?;
-    sqlx::query(&format!("GRANT CONNECT ON DATABASE {} TO {role}", quote_ident(&database))).execute(&mut *tx).await?;
+    sqlx::query(&format!(
+        "GRANT CONNECT ON DATABASE {} TO {role}",
+        quote_ident(&database)
+    ))
+    .execute(&mut *tx)
+    .await?;
     // The original set-up granted INSERT on the table; the functions make that unnecessary.
-    sqlx::query(&format!("REVOKE ALL ON TABLE public.loggingtable, public.loggingtable_test FROM {role}"))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(&format!(
+        "REVOKE ALL ON TABLE public.loggingtable, public.loggingtable_test FROM {role}"
+    ))
+    .execute(&mut *tx)
+    .await?;
     for function in WRITER_FUNCTIONS {
-        sqlx::query(&format!("GRANT EXECUTE ON FUNCTION public.{function} TO {role}")).execute(&mut *tx).await?;
+        sqlx::query(&format!("GRANT EXECUTE ON FUNCTION public.{function} TO {role}"))
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     tracing::info!("writer role {writer_role} may connect to {database} and execute the write functions");
@@ -89,11 +108,18 @@ pub async fn run(admin_url: &str, writer_role: &str) -> anyhow::Result<()> {
 /// public write service never holds read rights.
 pub async fn grant_reader(admin_url: &str, reader_role: &str, writer_role: &str) -> anyhow::Result<()> {
     check_role_name(reader_role)?;
-    anyhow::ensure!(reader_role != writer_role, "--reader-role must not be the writer role {writer_role:?}: the writer never reads");
+    anyhow::ensure!(
+        reader_role != writer_role,
+        "--reader-role must not be the writer role {writer_role:?}: the writer never reads"
+    );
     let options = crate::store::postgres::connect_options(admin_url)?;
-    let mut conn = PgConnection::connect_with(&options)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {} as the admin role: {}", redact_url(admin_url), scrub(&e.to_string(), admin_url)))?;
+    let mut conn = PgConnection::connect_with(&options).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to {} as the admin role: {}",
+            redact_url(admin_url),
+            scrub(&e.to_string(), admin_url)
+        )
+    })?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)")
         .bind(reader_role)
         .fetch_one(&mut conn)
@@ -103,7 +129,9 @@ pub async fn grant_reader(admin_url: &str, reader_role: &str, writer_role: &str)
         "the reader role {reader_role:?} does not exist. A DBA creates it once, e.g.: psql -v pw=\"$HOURCI_READER_PASSWORD\" \
          -c \"CREATE ROLE {reader_role} LOGIN PASSWORD :'pw'\" then run migrate again"
     );
-    let database: String = sqlx::query_scalar("SELECT pg_catalog.current_database()").fetch_one(&mut conn).await?;
+    let database: String = sqlx::query_scalar("SELECT pg_catalog.current_database()")
+        .fetch_one(&mut conn)
+        .await?;
     // A superuser or a member of the owner could write whatever is granted here.
     let (superuser, owner_member): (bool, bool) = sqlx::query_as(
         "SELECT r.rolsuper, pg_catalog.pg_has_role(r.oid, d.datdba, 'USAGE')
@@ -131,7 +159,9 @@ pub async fn grant_reader(admin_url: &str, reader_role: &str, writer_role: &str)
         sqlx::query(&statement).execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    tracing::info!("reader role {reader_role} may connect to {database} and SELECT from the two tables and the deletion log");
+    tracing::info!(
+        "reader role {reader_role} may connect to {database} and SELECT from the two tables and the deletion log"
+    );
     Ok(())
 }
 
@@ -139,7 +169,11 @@ pub async fn grant_reader(admin_url: &str, reader_role: &str, writer_role: &str)
 /// from the writer role itself, saying what changed. PostgreSQL 15 no longer grants
 /// the first by default, but databases created by (or upgraded from) older versions
 /// still have it; every version grants the second.
-async fn take_create_rights_from_public(conn: &mut PgConnection, database: &str, writer_role: &str) -> anyhow::Result<()> {
+async fn take_create_rights_from_public(
+    conn: &mut PgConnection,
+    database: &str,
+    writer_role: &str,
+) -> anyhow::Result<()> {
     let db = quote_ident(database);
     let role = quote_ident(writer_role);
     let steps: [(&str, String, String); 4] = [
@@ -169,7 +203,11 @@ async fn take_create_rights_from_public(conn: &mut PgConnection, database: &str,
     ];
     for (held, revoke, said) in steps {
         let query = sqlx::query_scalar::<_, bool>(held);
-        let query = if held.contains("$1") { query.bind(quote_ident(writer_role)) } else { query };
+        let query = if held.contains("$1") {
+            query.bind(quote_ident(writer_role))
+        } else {
+            query
+        };
         if query.fetch_one(&mut *conn).await? {
             // Only the owner may revoke; if that is not us, the check that follows says what to do.
             match sqlx::query(&revoke).execute(&mut *conn).await {
@@ -198,7 +236,9 @@ async fn check_writer_cannot_create(conn: &mut PgConnection, database: &str, wri
         problems.push(format!("{writer_role} is a superuser (ALTER ROLE {role} NOSUPERUSER)"));
     }
     if owner_member {
-        problems.push(format!("{writer_role} owns the database {database} or is a member of its owner"));
+        problems.push(format!(
+            "{writer_role} owns the database {database} or is a member of its owner"
+        ));
     }
     let owned: i64 = sqlx::query_scalar(
         "SELECT pg_catalog.count(*) FROM pg_catalog.pg_shdepend
@@ -228,10 +268,11 @@ async fn check_writer_cannot_create(conn: &mut PgConnection, database: &str, wri
             quote_ident(&schema)
         ));
     }
-    let temporary: bool = sqlx::query_scalar("SELECT pg_catalog.has_database_privilege($1, pg_catalog.current_database(), 'TEMPORARY')")
-        .bind(writer_role)
-        .fetch_one(&mut *conn)
-        .await?;
+    let temporary: bool =
+        sqlx::query_scalar("SELECT pg_catalog.has_database_privilege($1, pg_catalog.current_database(), 'TEMPORARY')")
+            .bind(writer_role)
+            .fetch_one(&mut *conn)
+            .await?;
     if temporary {
         problems.push(format!(
             "{writer_role} may create TEMPORARY objects in {database} (through a role it belongs to: REVOKE TEMPORARY ON DATABASE {} FROM that role)",
@@ -260,7 +301,14 @@ mod tests {
     fn role_names_are_strict() {
         assert!(check_role_name("hourofciuser").is_ok());
         assert!(check_role_name("writer_2").is_ok());
-        for bad in ["", "Writer", "a-b", "x\"; DROP ROLE postgres; --", "1abc", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Writer",
+            "a-b",
+            "x\"; DROP ROLE postgres; --",
+            "1abc",
+            &"a".repeat(64),
+        ] {
             assert!(check_role_name(bad).is_err(), "{bad}");
         }
         assert_eq!(quote_ident("my\"db"), "\"my\"\"db\"");

@@ -83,14 +83,20 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
             let shown = redact_url(&url);
             let store = PgStore::connect_lazy(&url, args.pool_size(), timeout, args.database_pool_mode)
                 .map_err(|e| anyhow::anyhow!("{e}"))?; // names the URL redacted, or not at all
-            tracing::info!("storing events in PostgreSQL at {shown} ({:?} pooling)", args.database_pool_mode);
+            tracing::info!(
+                "storing events in PostgreSQL at {shown} ({:?} pooling)",
+                args.database_pool_mode
+            );
             Ok(Store::Postgres(store))
         }
         None => {
             let store = SqliteStore::open(&args.sqlite_path, timeout)
                 .await
                 .with_context(|| format!("cannot open SQLite file {}", args.sqlite_path.display()))?;
-            tracing::info!("storing events in the embedded SQLite file {}", args.sqlite_path.display());
+            tracing::info!(
+                "storing events in the embedded SQLite file {}",
+                args.sqlite_path.display()
+            );
             Ok(Store::Sqlite(store))
         }
     }
@@ -137,7 +143,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
             max_header_bytes: args.max_header_bytes,
             body_timeout: Duration::from_secs(args.body_timeout_secs),
             max_body_bytes: app::MAX_BATCH_BYTES,
-            bodies: crate::limits::BodyBudget::new(args.max_body_bytes_in_flight, args.max_body_bytes_in_flight_per_client),
+            bodies: crate::limits::BodyBudget::new(
+                args.max_body_bytes_in_flight,
+                args.max_body_bytes_in_flight_per_client,
+            ),
             body_routes: app::BODY_ROUTES,
             retry_after_secs: args.retry_after_secs,
         },
@@ -150,7 +159,11 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let admin = match args.admin_bind {
-        Some(addr) => Some(crate::admin::AdminServer::start(addr, state.clone(), Duration::from_secs(args.header_timeout_secs))?),
+        Some(addr) => Some(crate::admin::AdminServer::start(
+            addr,
+            state.clone(),
+            Duration::from_secs(args.header_timeout_secs),
+        )?),
         None => None,
     };
     let handle = axum_server::Handle::new();
@@ -172,13 +185,17 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
                 Duration::from_secs(args.tls_reload_secs),
             );
             let acceptor = connections.acceptor(axum_server::tls_rustls::RustlsAcceptor::new(tls));
-            let mut server = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle.clone());
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(acceptor)
+                .handle(handle.clone());
             slow_client_timeouts(server.http_builder(), args);
             (tokio::spawn(server.serve(service)), true, Some(reloader))
         }
         _ => {
             let acceptor = connections.acceptor(axum_server::accept::DefaultAcceptor::new());
-            let mut server = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle.clone());
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(acceptor)
+                .handle(handle.clone());
             slow_client_timeouts(server.http_builder(), args);
             (tokio::spawn(server.serve(service)), false, None)
         }
@@ -203,7 +220,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
 /// default is ~400 KiB), and for HTTP/2 the streams at once and the header list;
 /// ping HTTP/2 peers so a vanished one is noticed. (The head deadline for the HTTP/2
 /// preface and the idle timeout live in [`crate::limits::Guarded`].)
-fn slow_client_timeouts(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>, args: &ServeArgs) {
+fn slow_client_timeouts(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    args: &ServeArgs,
+) {
     let largest_head = (args.max_answer_bytes * 3 + 4096) + args.max_header_bytes + 8 * 1024;
     builder
         .http1()
@@ -232,7 +252,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     if args.shutdown_drain_ms > 0 {
         server.begin_drain();
-        tracing::info!("draining for {} ms: /healthz answers 503, requests are still served", args.shutdown_drain_ms);
+        tracing::info!(
+            "draining for {} ms: /healthz answers 503, requests are still served",
+            args.shutdown_drain_ms
+        );
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(args.shutdown_drain_ms)) => {}
             // A second signal cuts the drain short.

@@ -15,9 +15,13 @@ pub fn install_crypto_provider() {
 
 pub async fn load(cert: &Path, key: &Path) -> anyhow::Result<RustlsConfig> {
     install_crypto_provider();
-    RustlsConfig::from_pem_file(cert, key)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot load TLS certificate {} / key {}: {e}", cert.display(), key.display()))
+    RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot load TLS certificate {} / key {}: {e}",
+            cert.display(),
+            key.display()
+        )
+    })
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -26,7 +30,12 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Poll `cert` and `key` every `every`; reload `config` when either changed.
-pub fn spawn_reloader(config: RustlsConfig, cert: PathBuf, key: PathBuf, every: Duration) -> tokio::task::JoinHandle<()> {
+pub fn spawn_reloader(
+    config: RustlsConfig,
+    cert: PathBuf,
+    key: PathBuf,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen = (stamp(&cert), stamp(&key));
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
@@ -42,7 +51,9 @@ pub fn spawn_reloader(config: RustlsConfig, cert: PathBuf, key: PathBuf, every: 
                     tracing::info!(cert = %cert.display(), "TLS certificate reloaded");
                     seen = now;
                 }
-                Err(e) => tracing::warn!(cert = %cert.display(), "TLS files changed but cannot be loaded yet ({e}); keeping the old certificate"),
+                Err(e) => {
+                    tracing::warn!(cert = %cert.display(), "TLS files changed but cannot be loaded yet ({e}); keeping the old certificate")
+                }
             }
         }
     })

@@ -107,16 +107,28 @@ impl Rules {
             }
         }
         if e.user_agent.is_empty() || e.user_agent.len() > USER_AGENT_MAX_BYTES {
-            return Err(Invalid::field("user_agent", format!("must be 1 to {USER_AGENT_MAX_BYTES} bytes")));
+            return Err(Invalid::field(
+                "user_agent",
+                format!("must be 1 to {USER_AGENT_MAX_BYTES} bytes"),
+            ));
         }
         if !self.lessons.contains(&e.lesson) {
-            return Err(Invalid::field("lesson", format!("must be one of: {}", join(&self.lessons))));
+            return Err(Invalid::field(
+                "lesson",
+                format!("must be one of: {}", join(&self.lessons)),
+            ));
         }
         if !self.levels.contains(&e.level) {
-            return Err(Invalid::field("level", format!("must be one of: {}", join(&self.levels))));
+            return Err(Invalid::field(
+                "level",
+                format!("must be one of: {}", join(&self.levels)),
+            ));
         }
         if !is_question_id(&e.question) {
-            return Err(Invalid::field("question", "must be a digit 1-9 then a capital letter A-Z, e.g. 1A"));
+            return Err(Invalid::field(
+                "question",
+                "must be a digit 1-9 then a capital letter A-Z, e.g. 1A",
+            ));
         }
         if e.answer.len() > self.max_answer_bytes {
             return Err(Invalid::too_large(
@@ -160,13 +172,19 @@ mod tests {
     fn original_rules_accept_old_lesson_values() {
         let r = Rules::original();
         assert_eq!(r.check(&event("gateway", "beginner", "1A", "true")), Ok(()));
-        assert_eq!(r.check(&event("spatial-modeling-analytics", "advanced", "9Z", "x")), Ok(()));
+        assert_eq!(
+            r.check(&event("spatial-modeling-analytics", "advanced", "9Z", "x")),
+            Ok(())
+        );
     }
 
     #[test]
     fn the_old_injection_guard_is_gone() {
         let r = Rules::original();
-        assert_eq!(r.check(&event("gateway", "beginner", "1A", "f(x); ); DROP TABLE t;--")), Ok(()));
+        assert_eq!(
+            r.check(&event("gateway", "beginner", "1A", "f(x); ); DROP TABLE t;--")),
+            Ok(())
+        );
     }
 
     #[test]
@@ -182,8 +200,13 @@ mod tests {
         let mut e = event("gateway", "beginner", "1A", "a");
         e.user_agent = String::new();
         assert_eq!(field(e), "user_agent");
-        let too_big = r.check(&event("gateway", "beginner", "1A", &"x".repeat(16 * 1024 + 1))).unwrap_err();
-        assert_eq!((too_big.kind, too_big.field), (crate::event::InvalidKind::TooLarge, Some("answer")));
+        let too_big = r
+            .check(&event("gateway", "beginner", "1A", &"x".repeat(16 * 1024 + 1)))
+            .unwrap_err();
+        assert_eq!(
+            (too_big.kind, too_big.field),
+            (crate::event::InvalidKind::TooLarge, Some("answer"))
+        );
     }
 
     #[test]

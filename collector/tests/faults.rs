@@ -42,7 +42,12 @@ async fn postgres_restarts_while_events_flow_lose_and_duplicate_nothing() {
     let mut pg = Pg::start().await;
     let url = pg.db.writer_url.clone();
     let server = spawn_app(&[
-        "--database-url", &url, "--db-timeout-ms", "2000", "--rate-limit-per-second", "0",
+        "--database-url",
+        &url,
+        "--db-timeout-ms",
+        "2000",
+        "--rate-limit-per-second",
+        "0",
     ])
     .await
     .server;
@@ -92,7 +97,12 @@ async fn database_connections_cut_mid_flow_lose_and_duplicate_nothing() {
     let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], pg.cluster.port()))).unwrap();
     let url = pg.db.writer_url_via(proxy.port());
     let server = spawn_app(&[
-        "--database-url", &url, "--db-timeout-ms", "2000", "--rate-limit-per-second", "0",
+        "--database-url",
+        &url,
+        "--db-timeout-ms",
+        "2000",
+        "--rate-limit-per-second",
+        "0",
     ])
     .await
     .server;
@@ -122,7 +132,11 @@ async fn collector_sigkill_while_events_flow_then_restart_loses_and_duplicates_n
     let dir = tempfile::tempdir().unwrap();
     let report = kill_and_restart(dir.path(), &["--database-url".into(), url]).await;
     let stored = pg.stored_ids("loggingtable");
-    eprintln!("SIGKILL (PostgreSQL): {}; rows {}", report.summary(), stored.values().sum::<u64>());
+    eprintln!(
+        "SIGKILL (PostgreSQL): {}; rows {}",
+        report.summary(),
+        stored.values().sum::<u64>()
+    );
     assert_exactly_once(&report, &stored);
 }
 
@@ -131,11 +145,19 @@ async fn collector_sigkill_while_events_flow_then_restart_loses_and_duplicates_n
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("events.db");
     let report = kill_and_restart(dir.path(), &["--sqlite-path".into(), db.display().to_string()]).await;
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display())).await.unwrap();
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT event_id, count(*) FROM loggingtable GROUP BY event_id").fetch_all(&pool).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
+        .await
+        .unwrap();
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT event_id, count(*) FROM loggingtable GROUP BY event_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     let stored: BTreeMap<String, u64> = rows.into_iter().map(|(id, n)| (id, n as u64)).collect();
-    eprintln!("SIGKILL (SQLite): {}; rows {}", report.summary(), stored.values().sum::<u64>());
+    eprintln!(
+        "SIGKILL (SQLite): {}; rows {}",
+        report.summary(),
+        stored.values().sum::<u64>()
+    );
     assert_exactly_once(&report, &stored);
 }
 
@@ -148,12 +170,19 @@ async fn kill_and_restart(dir: &std::path::Path, store_args: &[String]) -> Fleet
     args.extend(["--rate-limit-per-second".into(), "0".into()]);
     let mut proc = CollectorProc::spawn(addr, &args, &log, dir);
     tokio::task::block_in_place(|| proc.wait_serving(Duration::from_secs(30)));
-    let fleet = Fleet::start(Arc::new(Mutex::new(format!("http://{addr}"))), 16, Duration::from_secs(60));
+    let fleet = Fleet::start(
+        Arc::new(Mutex::new(format!("http://{addr}"))),
+        16,
+        Duration::from_secs(60),
+    );
     for _ in 0..2 {
         wait_for_progress(&fleet, 100, Duration::from_secs(30)).await;
         proc.signal(libc::SIGKILL);
         let status = tokio::task::block_in_place(|| proc.wait_exit(Duration::from_secs(10))).expect("killed");
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
         sleep_ms(500).await;
         proc = CollectorProc::spawn(addr, &args, &log, dir);
         tokio::task::block_in_place(|| proc.wait_serving(Duration::from_secs(30)));
@@ -163,7 +192,11 @@ async fn kill_and_restart(dir: &std::path::Path, store_args: &[String]) -> Fleet
     assert!(report.count(0) > 0, "no client saw the crash: {}", report.summary());
     proc.signal(libc::SIGTERM);
     let exit = tokio::task::block_in_place(|| proc.wait_exit(Duration::from_secs(30)));
-    assert!(exit.is_some_and(|s| s.success()), "collector did not stop cleanly: {exit:?}\n{}", proc.log_text());
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "collector did not stop cleanly: {exit:?}\n{}",
+        proc.log_text()
+    );
     report
 }
 
@@ -174,16 +207,28 @@ async fn sigterm_commits_in_flight_and_queued_events_and_refuses_new_connections
     let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], pg.cluster.port()))).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
-    let args: Vec<String> = ["--database-url", &pg.db.writer_url_via(proxy.port()), "--db-timeout-ms", "60000", "--rate-limit-per-second", "0", "--writers", "2"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "--database-url",
+        &pg.db.writer_url_via(proxy.port()),
+        "--db-timeout-ms",
+        "60000",
+        "--rate-limit-per-second",
+        "0",
+        "--writers",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut proc = CollectorProc::spawn(addr, &args, &dir.path().join("collector.log"), dir.path());
     tokio::task::block_in_place(|| proc.wait_serving(Duration::from_secs(30)));
     proxy.set_mode(Mode::Delay(Duration::from_millis(300)));
 
     const EVENTS: usize = 40;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..EVENTS {
@@ -215,7 +260,11 @@ async fn sigterm_commits_in_flight_and_queued_events_and_refuses_new_connections
     .await
     .unwrap();
     assert_eq!(queued, EVENTS as i64, "not every request reached the write queue");
-    assert_eq!(done.load(Ordering::SeqCst), 0, "requests finished before the signal; the delay is too short");
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        0,
+        "requests finished before the signal; the delay is too short"
+    );
     proc.signal(libc::SIGTERM);
 
     // New connections are refused while the queue drains.
@@ -231,7 +280,10 @@ async fn sigterm_commits_in_flight_and_queued_events_and_refuses_new_connections
         None
     });
     let finished_at_refusal = refused_while_draining.expect("new connections were still accepted 5 s after SIGTERM");
-    assert!(finished_at_refusal < EVENTS, "the queue had drained before the listener closed; nothing was tested");
+    assert!(
+        finished_at_refusal < EVENTS,
+        "the queue had drained before the listener closed; nothing was tested"
+    );
 
     let mut answers = BTreeMap::new();
     for t in tasks {
@@ -248,8 +300,15 @@ async fn sigterm_commits_in_flight_and_queued_events_and_refuses_new_connections
         }),
         stored.values().sum::<u64>()
     );
-    assert!(exit.is_some_and(|s| s.success()), "exit status {exit:?}; log:\n{}", proc.log_text());
-    assert!(answers.values().all(|s| *s == 201), "every in-flight event is committed and answered: {answers:?}");
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "exit status {exit:?}; log:\n{}",
+        proc.log_text()
+    );
+    assert!(
+        answers.values().all(|s| *s == 201),
+        "every in-flight event is committed and answered: {answers:?}"
+    );
     let ids: Vec<&String> = answers.keys().collect();
     assert_eq!(stored.keys().collect::<Vec<_>>(), ids, "rows = the in-flight events");
     assert!(stored.values().all(|n| *n == 1));
@@ -263,8 +322,14 @@ async fn hung_or_slow_database_gives_503_within_the_timeout_and_memory_stays_bou
     let addr = free_addr();
     const TIMEOUT_MS: u64 = 1000;
     let args: Vec<String> = [
-        "--database-url", &pg.db.writer_url_via(proxy.port()), "--db-timeout-ms", &TIMEOUT_MS.to_string(),
-        "--rate-limit-per-second", "0", "--queue-capacity", "5000",
+        "--database-url",
+        &pg.db.writer_url_via(proxy.port()),
+        "--db-timeout-ms",
+        &TIMEOUT_MS.to_string(),
+        "--rate-limit-per-second",
+        "0",
+        "--queue-capacity",
+        "5000",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -277,7 +342,10 @@ async fn hung_or_slow_database_gives_503_within_the_timeout_and_memory_stays_bou
     let rss_before = proc.rss_kib();
 
     // Every kind of request must give up at the timeout, not hang.
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let mut slowest = Duration::ZERO;
     let mut peak_rss = rss_before;
     let mut flood_answers: BTreeMap<u16, u64> = BTreeMap::new();
@@ -294,8 +362,14 @@ async fn hung_or_slow_database_gives_503_within_the_timeout_and_memory_stays_bou
             let body: serde_json::Value = res.json().await.unwrap_or_default();
             eprintln!("{mode:?} {what}: {status} in {took:?}, body {body}");
             assert_eq!(status, 503, "{mode:?} {what}");
-            assert!(retry_after && body["error"].is_string(), "{mode:?} {what}: Retry-After and JSON body");
-            assert!(took < Duration::from_millis(TIMEOUT_MS + 4000), "{mode:?} {what} took {took:?}");
+            assert!(
+                retry_after && body["error"].is_string(),
+                "{mode:?} {what}: Retry-After and JSON body"
+            );
+            assert!(
+                took < Duration::from_millis(TIMEOUT_MS + 4000),
+                "{mode:?} {what} took {took:?}"
+            );
         }
         // A flood of full batches while the database is stuck: the queue bound must
         // turn them away (503 at once) instead of holding them in memory.
@@ -314,8 +388,13 @@ async fn hung_or_slow_database_gives_503_within_the_timeout_and_memory_stays_bou
             *flood_answers.entry(s).or_default() += n;
         }
     }
-    eprintln!("flood of 500-event batches while stuck: {flood_answers:?}; RSS {rss_before} KiB before, peak {peak_rss} KiB");
-    assert!(flood_answers.keys().all(|s| *s == 503), "flood answers {flood_answers:?}");
+    eprintln!(
+        "flood of 500-event batches while stuck: {flood_answers:?}; RSS {rss_before} KiB before, peak {peak_rss} KiB"
+    );
+    assert!(
+        flood_answers.keys().all(|s| *s == 503),
+        "flood answers {flood_answers:?}"
+    );
     assert!(
         peak_rss < rss_before + 150 * 1024,
         "RSS grew from {rss_before} KiB to {peak_rss} KiB while the database hung"
@@ -346,15 +425,31 @@ fn probe_requests(client: &reqwest::Client, addr: SocketAddr) -> Vec<(&'static s
     let batch = serde_json::json!({"events": [{"id": Uuid::new_v4().to_string(), "user_agent": UA, "lesson": "gateway",
         "level": "beginner", "question": "1A", "answer": "probe", "client_time": "2026-11-28T07:00:00Z"}]});
     vec![
-        ("POST event", client.post(format!("http://{addr}{}", event_path(true, "probe"))).header("Idempotency-Key", Uuid::new_v4().to_string())),
-        ("POST /test/batch", client.post(format!("http://{addr}/test/batch")).json(&batch)),
-        ("legacy GET", client.get(format!("http://{addr}{}", event_path(true, "probe")))),
+        (
+            "POST event",
+            client
+                .post(format!("http://{addr}{}", event_path(true, "probe")))
+                .header("Idempotency-Key", Uuid::new_v4().to_string()),
+        ),
+        (
+            "POST /test/batch",
+            client.post(format!("http://{addr}/test/batch")).json(&batch),
+        ),
+        (
+            "legacy GET",
+            client.get(format!("http://{addr}{}", event_path(true, "probe"))),
+        ),
         ("GET /healthz", client.get(format!("http://{addr}/healthz"))),
     ]
 }
 
 /// `workers` clients sending 500-event test batches for `how_long`; statuses counted.
-async fn flood_batches(client: &reqwest::Client, addr: SocketAddr, workers: usize, how_long: Duration) -> BTreeMap<u16, u64> {
+async fn flood_batches(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    workers: usize,
+    how_long: Duration,
+) -> BTreeMap<u16, u64> {
     let answers = Arc::new(Mutex::new(BTreeMap::new()));
     let until = Instant::now() + how_long;
     let tasks: Vec<_> = (0..workers)
@@ -363,10 +458,17 @@ async fn flood_batches(client: &reqwest::Client, addr: SocketAddr, workers: usiz
             tokio::spawn(async move {
                 while Instant::now() < until {
                     let events: Vec<_> = (0..500)
-                        .map(|i| serde_json::json!({"id": Uuid::new_v4().to_string(), "user_agent": UA, "lesson": "gateway",
-                            "level": "beginner", "question": "1A", "answer": format!("flood {i} {}", "x".repeat(100))}))
+                        .map(|i| {
+                            serde_json::json!({"id": Uuid::new_v4().to_string(), "user_agent": UA, "lesson": "gateway",
+                            "level": "beginner", "question": "1A", "answer": format!("flood {i} {}", "x".repeat(100))})
+                        })
                         .collect();
-                    let status = match client.post(format!("http://{addr}/test/batch")).json(&serde_json::json!({"events": events})).send().await {
+                    let status = match client
+                        .post(format!("http://{addr}/test/batch"))
+                        .json(&serde_json::json!({"events": events}))
+                        .send()
+                        .await
+                    {
                         Ok(r) => r.status().as_u16(),
                         Err(_) => 0,
                     };
@@ -397,7 +499,6 @@ impl Tmpfs {
         }
         Ok(Tmpfs(at.to_path_buf()))
     }
-
 }
 
 impl Drop for Tmpfs {
@@ -429,10 +530,17 @@ fn post_status(addr: SocketAddr, answer: &str) -> RawResponse {
 #[test]
 fn sqlite_on_a_full_disk_answers_503_with_a_log_line_and_no_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(_mnt) = mount_or_skip(&dir.path().join("mnt"), "512k") else { return };
+    let Some(_mnt) = mount_or_skip(&dir.path().join("mnt"), "512k") else {
+        return;
+    };
     let addr = free_addr();
     let db = dir.path().join("mnt/events.db");
-    let args = vec!["--sqlite-path".to_string(), db.display().to_string(), "--rate-limit-per-second".into(), "0".into()];
+    let args = vec![
+        "--sqlite-path".to_string(),
+        db.display().to_string(),
+        "--rate-limit-per-second".into(),
+        "0".into(),
+    ];
     let mut proc = CollectorProc::spawn(addr, &args, &dir.path().join("collector.log"), dir.path());
     proc.wait_serving(Duration::from_secs(30));
     let big = "x".repeat(16 * 1024);
@@ -459,8 +567,13 @@ fn sqlite_on_a_full_disk_answers_503_with_a_log_line_and_no_panic() {
     assert!(full.header("retry-after").is_some() && full.json_error().is_some());
     // Exactly the acknowledged events are stored; the refused one is not.
     let rows: i64 = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display())).await.unwrap();
-        sqlx::query_scalar("SELECT count(*) FROM loggingtable").fetch_one(&pool).await.unwrap()
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM loggingtable")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
     });
     eprintln!("disk full: rows {rows}");
     assert_eq!(rows, written);
@@ -493,7 +606,12 @@ fn sqlite_file_read_only_at_start_answers_503_with_a_log_line_and_no_panic() {
     std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
     let db = data.join("events.db");
     let addr = free_addr();
-    let args = vec!["--sqlite-path".to_string(), db.display().to_string(), "--rate-limit-per-second".into(), "0".into()];
+    let args = vec![
+        "--sqlite-path".to_string(),
+        db.display().to_string(),
+        "--rate-limit-per-second".into(),
+        "0".into(),
+    ];
     let log = dir.path().join("collector.log");
     let mut first = CollectorProc::spawn_as(addr, &args, &log, &data, Some((uid, gid)));
     first.wait_serving(Duration::from_secs(30));
@@ -505,7 +623,11 @@ fn sqlite_file_read_only_at_start_answers_503_with_a_log_line_and_no_panic() {
     let mut proc = CollectorProc::spawn_as(addr, &args, &log, &data, Some((uid, gid)));
     proc.wait_serving(Duration::from_secs(30));
     let refused = post_status(addr, "while read-only");
-    let line = proc.log_text().lines().rfind(|l| l.contains("readonly") || l.contains("read-only")).map(str::to_string);
+    let line = proc
+        .log_text()
+        .lines()
+        .rfind(|l| l.contains("readonly") || l.contains("read-only"))
+        .map(str::to_string);
     eprintln!("read-only file: {} {}; log: {line:?}", refused.status, refused.text());
     assert_eq!(refused.status, 503);
     assert!(refused.header("retry-after").is_some() && refused.json_error().is_some());

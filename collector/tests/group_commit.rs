@@ -26,7 +26,11 @@ fn event(answer: &str) -> NewEvent {
 }
 
 async fn store(dir: &tempfile::TempDir) -> Arc<Store> {
-    Arc::new(Store::Sqlite(SqliteStore::open(&dir.path().join("g.db"), Duration::from_secs(5)).await.unwrap()))
+    Arc::new(Store::Sqlite(
+        SqliteStore::open(&dir.path().join("g.db"), Duration::from_secs(5))
+            .await
+            .unwrap(),
+    ))
 }
 
 #[tokio::test]
@@ -34,7 +38,13 @@ async fn a_full_queue_refuses_at_once_and_drain_commits_what_waits() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
     // One writer that would wait a minute to fill a group: the queue stays full.
-    let config = GroupConfig { max_events: 100, max_wait: Duration::from_secs(60), writers: 1, queue_capacity: 3, db_timeout: Duration::from_secs(120) };
+    let config = GroupConfig {
+        max_events: 100,
+        max_wait: Duration::from_secs(60),
+        writers: 1,
+        queue_capacity: 3,
+        db_timeout: Duration::from_secs(120),
+    };
     let (commit, writers) = GroupCommit::start(store(&dir).await, config, metrics.clone());
     let waiting = {
         let commit = commit.clone();
@@ -50,17 +60,30 @@ async fn a_full_queue_refuses_at_once_and_drain_commits_what_waits() {
     commit.drain();
     let outcomes = waiting.await.unwrap().unwrap();
     assert_eq!(outcomes, vec![Outcome::Written; 3]);
-    assert_eq!(metrics.group_commits.get(), 1, "the three events of one request are one group");
+    assert_eq!(
+        metrics.group_commits.get(),
+        1,
+        "the three events of one request are one group"
+    );
     commit.close();
     writers.join().await;
-    assert!(matches!(commit.submit(vec![event("late")]).await, Err(SubmitError::ShuttingDown)));
+    assert!(matches!(
+        commit.submit(vec![event("late")]).await,
+        Err(SubmitError::ShuttingDown)
+    ));
 }
 
 #[tokio::test]
 async fn a_request_larger_than_a_group_is_committed_whole() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
-    let config = GroupConfig { max_events: 4, max_wait: Duration::ZERO, writers: 2, queue_capacity: 100, db_timeout: Duration::from_secs(30) };
+    let config = GroupConfig {
+        max_events: 4,
+        max_wait: Duration::ZERO,
+        writers: 2,
+        queue_capacity: 100,
+        db_timeout: Duration::from_secs(30),
+    };
     let (commit, writers) = GroupCommit::start(store(&dir).await, config, metrics.clone());
     let big: Vec<NewEvent> = (0..10).map(|i| event(&format!("e{i}"))).collect();
     let repeat = big[0].clone();

@@ -48,7 +48,10 @@ async fn rate_limit_answers_429_with_retry_after_per_client_address() {
     eprintln!("rate limit 2/s burst 10: {ok} of 30 answered 200 in {took:?}, the rest 429");
     // The burst, plus what refilled at 2/s while the 30 requests were being sent.
     let refilled = (took.as_secs_f64() * 2.0).ceil() as usize;
-    assert!(ok >= 10 && ok <= 10 + refilled, "burst of 10 (+{refilled} refilled) expected, got {ok}: {statuses:?}");
+    assert!(
+        ok >= 10 && ok <= 10 + refilled,
+        "burst of 10 (+{refilled} refilled) expected, got {ok}: {statuses:?}"
+    );
     assert!(statuses[..10].iter().all(|s| *s == 200), "{statuses:?}");
     let limited = limited.expect("a 429");
     let retry: u64 = limited.header("retry-after").expect("Retry-After").parse().unwrap();
@@ -56,10 +59,15 @@ async fn rate_limit_answers_429_with_retry_after_per_client_address() {
     assert_eq!(limited.json_error().expect("JSON error body")["error"], "rate_limited");
     // Honouring Retry-After works.
     tokio::time::sleep(Duration::from_secs(retry)).await;
-    let again = tokio::task::spawn_blocking(move || get_with(addr, "/", "")).await.unwrap();
+    let again = tokio::task::spawn_blocking(move || get_with(addr, "/", ""))
+        .await
+        .unwrap();
     assert_eq!(again.status, 200);
     // The 429s are counted.
-    let metrics = tokio::task::spawn_blocking(move || get_with(addr, "/metrics", "")).await.unwrap().text();
+    let metrics = tokio::task::spawn_blocking(move || get_with(addr, "/metrics", ""))
+        .await
+        .unwrap()
+        .text();
     assert!(metrics.lines().any(|l| l.contains("429")), "429s missing from /metrics");
     server.shutdown().await.unwrap();
 }
@@ -67,15 +75,22 @@ async fn rate_limit_answers_429_with_retry_after_per_client_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_proxy_keys_the_limit_on_the_last_forwarded_address() {
     let (app, _db) = spawn_sqlite_app(&[
-        "--rate-limit-per-second", "0.2", "--rate-limit-burst", "3", "--trust-proxy",
+        "--rate-limit-per-second",
+        "0.2",
+        "--rate-limit-burst",
+        "3",
+        "--trust-proxy",
     ])
     .await;
     let server = app.server;
     let addr = server.local_addr();
     let (distinct, same, spoofed_left) = tokio::task::spawn_blocking(move || {
-        let distinct: Vec<u16> =
-            (0..20).map(|i| get_with(addr, "/", &format!("X-Forwarded-For: 203.0.113.{i}\r\n")).status).collect();
-        let same: Vec<u16> = (0..10).map(|_| get_with(addr, "/", "X-Forwarded-For: 192.0.2.50\r\n").status).collect();
+        let distinct: Vec<u16> = (0..20)
+            .map(|i| get_with(addr, "/", &format!("X-Forwarded-For: 203.0.113.{i}\r\n")).status)
+            .collect();
+        let same: Vec<u16> = (0..10)
+            .map(|_| get_with(addr, "/", "X-Forwarded-For: 192.0.2.50\r\n").status)
+            .collect();
         // A client prepending its own entries does not get a fresh bucket: the proxy's
         // (right-most) entry is what counts.
         let spoofed_left: Vec<u16> = (0..10)
@@ -85,9 +100,18 @@ async fn trust_proxy_keys_the_limit_on_the_last_forwarded_address() {
     })
     .await
     .unwrap();
-    assert!(distinct.iter().all(|s| *s == 200), "each forwarded client has its own bucket: {distinct:?}");
-    assert!(same.iter().filter(|s| **s == 429).count() >= 6, "one forwarded client is limited: {same:?}");
-    assert!(spoofed_left.iter().filter(|s| **s == 429).count() >= 6, "left entries must not pick the bucket: {spoofed_left:?}");
+    assert!(
+        distinct.iter().all(|s| *s == 200),
+        "each forwarded client has its own bucket: {distinct:?}"
+    );
+    assert!(
+        same.iter().filter(|s| **s == 429).count() >= 6,
+        "one forwarded client is limited: {same:?}"
+    );
+    assert!(
+        spoofed_left.iter().filter(|s| **s == 429).count() >= 6,
+        "left entries must not pick the bucket: {spoofed_left:?}"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -99,9 +123,20 @@ async fn cors_headers_only_for_allowed_origins() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("e.db");
     let allowed = "https://lessons.example.org";
-    let with = spawn_app(&["--sqlite-path", db.to_str().unwrap(), "--allow-origin", allowed, "--rate-limit-per-second", "0"]).await.server;
+    let with = spawn_app(&[
+        "--sqlite-path",
+        db.to_str().unwrap(),
+        "--allow-origin",
+        allowed,
+        "--rate-limit-per-second",
+        "0",
+    ])
+    .await
+    .server;
     let db2 = dir.path().join("e2.db");
-    let without = spawn_app(&["--sqlite-path", db2.to_str().unwrap(), "--rate-limit-per-second", "0"]).await.server;
+    let without = spawn_app(&["--sqlite-path", db2.to_str().unwrap(), "--rate-limit-per-second", "0"])
+        .await
+        .server;
     let (a, b) = (with.local_addr(), without.local_addr());
     tokio::task::spawn_blocking(move || {
         let preflight = |addr, origin: &str| {
@@ -172,8 +207,12 @@ fn time_until_closed(s: &mut TcpStream, drip: &[u8], limit: Duration) -> (Option
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_and_slow_bodies_are_cut_off() {
     let (app, _db) = spawn_sqlite_app(&[
-        "--rate-limit-per-second", "0",
-        "--header-timeout-secs", "2", "--body-timeout-secs", "2",
+        "--rate-limit-per-second",
+        "0",
+        "--header-timeout-secs",
+        "2",
+        "--body-timeout-secs",
+        "2",
     ])
     .await;
     let server = app.server;
@@ -184,7 +223,10 @@ async fn slow_headers_and_slow_bodies_are_cut_off() {
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
         let (closed, _) = time_until_closed(&mut s, b"X", Duration::from_secs(20));
         eprintln!("slow headers: connection closed after {closed:?}");
-        assert!(closed.is_some(), "a client dribbling headers kept its connection for 20 s");
+        assert!(
+            closed.is_some(),
+            "a client dribbling headers kept its connection for 20 s"
+        );
 
         // A connection that never says anything.
         let mut s = TcpStream::connect(addr).unwrap();
@@ -202,11 +244,20 @@ async fn slow_headers_and_slow_bodies_are_cut_off() {
 
         // Body dribbled one byte every 500 ms: 408 with the JSON reason.
         let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(b"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{").unwrap();
+        s.write_all(
+            b"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+        )
+        .unwrap();
         let (closed, got) = time_until_closed(&mut s, b" ", Duration::from_secs(20));
         let res = parse_response(&got);
-        eprintln!("slow body: closed after {closed:?}, answer {:?}", res.as_ref().map(|r| (r.status, r.text())));
-        assert!(closed.is_some(), "a client dribbling its body kept the connection for 20 s");
+        eprintln!(
+            "slow body: closed after {closed:?}, answer {:?}",
+            res.as_ref().map(|r| (r.status, r.text()))
+        );
+        assert!(
+            closed.is_some(),
+            "a client dribbling its body kept the connection for 20 s"
+        );
         let res = res.expect("an answer before closing");
         assert_eq!(res.status, 408);
         assert_eq!(res.json_error().expect("JSON body")["field"], "body");
@@ -222,8 +273,12 @@ async fn slow_headers_and_slow_bodies_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_at_once() {
     let (app, _db) = spawn_sqlite_app(&[
-        "--rate-limit-per-second", "0",
-        "--max-connections", "4", "--header-timeout-secs", "30",
+        "--rate-limit-per-second",
+        "0",
+        "--max-connections",
+        "4",
+        "--header-timeout-secs",
+        "30",
     ])
     .await;
     let server = app.server;
@@ -232,18 +287,26 @@ async fn connections_over_the_cap_are_closed_at_once() {
         let mut held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
         std::thread::sleep(Duration::from_millis(300));
         // The fifth is accepted by the kernel, then closed by the collector unanswered.
-        let over = raw_request(addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(5));
+        let over = raw_request(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        );
         assert!(over.is_none(), "a fifth connection was served: {over:?}");
         // The held ones are served.
         let s = &mut held[0];
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
         let mut buf = Vec::new();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let _ = s.read_to_end(&mut buf);
         assert_eq!(parse_response(&buf).map(|r| r.status), Some(200));
         // Closing connections makes room again.
         held.clear();
-        assert!(wait_for_status(addr, "/", 200, Duration::from_secs(10)), "no room after connections closed");
+        assert!(
+            wait_for_status(addr, "/", 200, Duration::from_secs(10)),
+            "no room after connections closed"
+        );
     })
     .await
     .unwrap();
@@ -264,14 +327,20 @@ fn ca_and_leaves() -> (rcgen::Certificate, Leaf, Leaf) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "hourofci test CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "hourofci test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf = |cn: &str| {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
-        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
     };
     let (a, b) = (leaf("first"), leaf("renewed"));
     (ca, a, b)
@@ -292,7 +361,8 @@ fn https_get_root(addr: SocketAddr, ca: &rcgen::Certificate) -> (Vec<u8>, String
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut buf = Vec::new();
     let _ = tls.read_to_end(&mut buf);
     let peer = tls.conn.peer_certificates().expect("server certificate")[0].to_vec();
@@ -309,8 +379,16 @@ async fn tls_certificate_replaced_on_disk_is_served_to_new_connections_without_r
     std::fs::write(&key, &first.key_pem).unwrap();
     let db = dir.path().join("e.db");
     let server = spawn_app(&[
-        "--sqlite-path", db.to_str().unwrap(), "--rate-limit-per-second", "0",
-        "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--tls-reload-secs", "1",
+        "--sqlite-path",
+        db.to_str().unwrap(),
+        "--rate-limit-per-second",
+        "0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--tls-reload-secs",
+        "1",
     ])
     .await
     .server;
@@ -321,7 +399,10 @@ async fn tls_certificate_replaced_on_disk_is_served_to_new_connections_without_r
     let seen_after = tokio::task::spawn_blocking(move || {
         let (peer, answer) = https_get_root(addr, &ca2);
         assert!(peer == first.der, "the first certificate is served");
-        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("Hello World!"), "{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("Hello World!"),
+            "{answer}"
+        );
         // What certbot does: new key and certificate written in place.
         std::fs::write(&key, &renewed.key_pem).unwrap();
         std::fs::write(&cert, &renewed.cert_pem).unwrap();
@@ -333,7 +414,10 @@ async fn tls_certificate_replaced_on_disk_is_served_to_new_connections_without_r
                 return replaced.elapsed();
             }
             assert!(peer == first.der, "an unexpected certificate");
-            assert!(replaced.elapsed() < Duration::from_secs(20), "the renewed certificate was not picked up");
+            assert!(
+                replaced.elapsed() < Duration::from_secs(20),
+                "the renewed certificate was not picked up"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     })
@@ -355,18 +439,34 @@ async fn database_password_never_appears_in_logs_answers_or_the_process_list() {
     let password = pg.db.writer_password.clone();
     let addr = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
     let log = dir.path().join("collector.log");
-    let args: Vec<String> = ["--database-url-file", url_file.to_str().unwrap(), "--rate-limit-per-second", "0"].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = [
+        "--database-url-file",
+        url_file.to_str().unwrap(),
+        "--rate-limit-per-second",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut bodies = String::new();
 
     // Debug logging on purpose: what an operator turns on when something is wrong.
     let mut proc = CollectorProc::spawn_full(addr, &args, &log, dir.path(), None, "debug");
     proc.wait_serving(Duration::from_secs(30));
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", proc.pid())).unwrap();
-    assert!(!String::from_utf8_lossy(&cmdline).contains(&password), "password in the process list");
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(&password),
+        "password in the process list"
+    );
     let event = |addr| {
         raw_request(
             addr,
-            format!("POST {} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", event_path(false, "x"), Uuid::new_v4()).as_bytes(),
+            format!(
+                "POST {} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                event_path(false, "x"),
+                Uuid::new_v4()
+            )
+            .as_bytes(),
             Duration::from_secs(20),
         )
         .expect("answer")
@@ -401,12 +501,22 @@ async fn database_password_never_appears_in_logs_answers_or_the_process_list() {
 
     // A malformed URL on the command line, and `migrate` against a closed port.
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_hourofci-collector"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--database-url", &format!("postgres://u:{password}@[::1/db")])
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--database-url",
+            &format!("postgres://u:{password}@[::1/db"),
+        ])
         .env("RUST_LOG", "debug")
         .output()
         .unwrap();
     let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_hourofci-collector"))
-        .args(["migrate", "--database-url", &format!("postgres://admin:{password}@127.0.0.1:{}/db", testkit::free_port())])
+        .args([
+            "migrate",
+            "--database-url",
+            &format!("postgres://admin:{password}@127.0.0.1:{}/db", testkit::free_port()),
+        ])
         .env("RUST_LOG", "debug")
         .output()
         .unwrap();
@@ -416,8 +526,15 @@ async fn database_password_never_appears_in_logs_answers_or_the_process_list() {
         logs.push_str(&String::from_utf8_lossy(&out.stdout));
         logs.push_str(&String::from_utf8_lossy(&out.stderr));
     }
-    eprintln!("{} bytes of logs and {} bytes of answers checked", logs.len(), bodies.len());
-    assert!(logs.contains("503") || logs.contains("group commit failed") || logs.contains("health check failed"), "the failures were not logged at all:\n{logs}");
+    eprintln!(
+        "{} bytes of logs and {} bytes of answers checked",
+        logs.len(),
+        bodies.len()
+    );
+    assert!(
+        logs.contains("503") || logs.contains("group commit failed") || logs.contains("health check failed"),
+        "the failures were not logged at all:\n{logs}"
+    );
     for secret in [&password, &wrong] {
         assert!(!logs.contains(secret.as_str()), "password in the logs:\n{logs}");
         assert!(!bodies.contains(secret.as_str()), "password in an answer:\n{bodies}");
@@ -429,7 +546,9 @@ async fn writer_role_cannot_read_change_or_delete_rows_with_the_collectors_own_u
     use sqlx::Connection;
     let pg = Pg::start().await;
     let url = pg.db.writer_url.clone();
-    let server = spawn_app(&["--database-url", &url, "--rate-limit-per-second", "0"]).await.server;
+    let server = spawn_app(&["--database-url", &url, "--rate-limit-per-second", "0"])
+        .await
+        .server;
     let addr = server.local_addr();
     let id = Uuid::new_v4();
     let res = tokio::task::spawn_blocking(move || {
@@ -478,11 +597,12 @@ async fn writer_role_cannot_read_change_or_delete_rows_with_the_collectors_own_u
     }
     assert!(allowed.is_empty(), "the writer role may run: {allowed:?}");
     // What it may do: write through the functions, which return nothing readable.
-    let written: bool = sqlx::query_scalar("SELECT log_event(false, $1, now(), 'ua', 'gateway', 'beginner', '1A', 'via function')")
-        .bind(Uuid::new_v4())
-        .fetch_one(&mut conn)
-        .await
-        .expect("log_event is granted");
+    let written: bool =
+        sqlx::query_scalar("SELECT log_event(false, $1, now(), 'ua', 'gateway', 'beginner', '1A', 'via function')")
+            .bind(Uuid::new_v4())
+            .fetch_one(&mut conn)
+            .await
+            .expect("log_event is granted");
     assert!(written);
     conn.close().await.unwrap();
     let after = pg.sql("SELECT count(*), string_agg(answer, ',') FROM loggingtable WHERE answer <> 'via function'");

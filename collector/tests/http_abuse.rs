@@ -68,7 +68,11 @@ fn spawn_collector(dir: &Path, args: &[&str]) -> CollectorProc {
 /// Rows holding `id` in the collector's SQLite file.
 async fn stored(dir: &Path, id: Uuid) -> i64 {
     let url = format!("sqlite://{}?mode=ro", dir.join("events.db").display());
-    let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect(&url).await.expect("open the SQLite file");
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .expect("open the SQLite file");
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM loggingtable WHERE event_id = ?")
         .bind(id.to_string())
         .fetch_one(&pool)
@@ -85,7 +89,9 @@ async fn second_client_answer(dir: &Path, server: SocketAddr, from: Ipv4Addr, wi
     let deadline = Instant::now() + within;
     let mut status = None;
     while Instant::now() < deadline {
-        status = request_from(from, server, &post_event("second-client", id)).await.map(|r| r.status);
+        status = request_from(from, server, &post_event("second-client", id))
+            .await
+            .map(|r| r.status);
         if status.is_some_and(|s| (200..300).contains(&s)) {
             break;
         }
@@ -146,13 +152,30 @@ async fn one_client_holding_connections_is_capped_and_a_second_client_is_still_s
     // Deadlines far beyond the test: only the per-client cap protects here.
     let collector = spawn_collector(
         dir.path(),
-        &["--max-connections", "64", "--max-connections-per-client", "12", "--header-timeout-secs", "120", "--idle-timeout-secs", "120"],
+        &[
+            "--max-connections",
+            "64",
+            "--max-connections-per-client",
+            "12",
+            "--header-timeout-secs",
+            "120",
+            "--idle-timeout-secs",
+            "120",
+        ],
     );
     let server = collector.addr;
     let attacker = loopback(1);
-    let kinds: Vec<Hold> = [Hold::PartialHttp1Head, Hold::PartialH2Preface, Hold::IdleH2].into_iter().cycle().take(40).collect();
+    let kinds: Vec<Hold> = [Hold::PartialHttp1Head, Hold::PartialH2Preface, Hold::IdleH2]
+        .into_iter()
+        .cycle()
+        .take(40)
+        .collect();
     let mut held = open_holds(attacker, server, &kinds).await;
-    assert_eq!(held.len(), 40, "the kernel accepts every connection; the collector decides");
+    assert_eq!(
+        held.len(),
+        40,
+        "the kernel accepts every connection; the collector decides"
+    );
 
     // Give the collector time to decide, then see which are still open: the 12 it
     // admitted (their deadlines are far away); the 28 over the cap were closed at once.
@@ -168,7 +191,12 @@ async fn one_client_holding_connections_is_capped_and_a_second_client_is_still_s
 
     // A second client is served and stored while the attacker holds its 12.
     let (status, rows) = second_client_answer(dir.path(), server, loopback(2), Duration::from_secs(20)).await;
-    assert_eq!(status, Some(201), "second client's POST; log:\n{}", collector.log_text());
+    assert_eq!(
+        status,
+        Some(201),
+        "second client's POST; log:\n{}",
+        collector.log_text()
+    );
     assert_eq!(rows, 1, "the second client's answer is stored");
     let legacy = request_from(loopback(3), server, &get(&event_path(false, "legacy-get"), "")).await;
     assert_eq!(legacy.map(|r| r.status), Some(200));
@@ -176,7 +204,10 @@ async fn one_client_holding_connections_is_capped_and_a_second_client_is_still_s
     // New connections from the attacker are still refused while it holds its 12.
     let mut extra = connect_from(attacker, server).await.expect("connect");
     let _ = extra.write_all(&get("/", "")).await;
-    assert!(closed_within(&mut extra, Duration::from_secs(10)).await, "a 13th connection from the attacker was kept");
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(10)).await,
+        "a 13th connection from the attacker was kept"
+    );
     drop(held);
 }
 
@@ -188,7 +219,16 @@ async fn partial_heads_partial_h2_prefaces_and_idle_h2_connections_are_closed_by
     // preface and an idle HTTP/2 connection were kept forever.
     let collector = spawn_collector(
         dir.path(),
-        &["--max-connections", "30", "--max-connections-per-client", "0", "--header-timeout-secs", "2", "--idle-timeout-secs", "2"],
+        &[
+            "--max-connections",
+            "30",
+            "--max-connections-per-client",
+            "0",
+            "--header-timeout-secs",
+            "2",
+            "--idle-timeout-secs",
+            "2",
+        ],
     );
     let server = collector.addr;
     let kinds: Vec<Hold> = [Hold::PartialH2Preface, Hold::IdleH2, Hold::PartialHttp1Head]
@@ -203,7 +243,12 @@ async fn partial_heads_partial_h2_prefaces_and_idle_h2_connections_are_closed_by
     // The second client gets in once the deadlines free slots (its retries are refused
     // while every slot is taken).
     let (status, rows) = second_client_answer(dir.path(), server, loopback(2), Duration::from_secs(30)).await;
-    assert_eq!(status, Some(201), "second client's POST; log:\n{}", collector.log_text());
+    assert_eq!(
+        status,
+        Some(201),
+        "second client's POST; log:\n{}",
+        collector.log_text()
+    );
     assert_eq!(rows, 1, "the second client's answer is stored");
 
     let mut still_open = Vec::new();
@@ -212,7 +257,10 @@ async fn partial_heads_partial_h2_prefaces_and_idle_h2_connections_are_closed_by
             still_open.push(*kind);
         }
     }
-    eprintln!("30 held connections: all closed after {:?} (deadlines 2 s)", started.elapsed());
+    eprintln!(
+        "30 held connections: all closed after {:?} (deadlines 2 s)",
+        started.elapsed()
+    );
     assert!(still_open.is_empty(), "kept open past the deadlines: {still_open:?}");
 
     // A preface dripped one byte at a time is cut at the head deadline although bytes
@@ -237,7 +285,10 @@ async fn slow_one_mib_bodies_stay_within_the_memory_budget_and_a_second_client_i
     let dir = tempfile::tempdir().unwrap();
     // Default budgets (64 MiB in all, 4 MiB per client); bodies may take 120 s, so
     // they are all still held while the memory is measured.
-    let collector = spawn_collector(dir.path(), &["--body-timeout-secs", "120", "--header-timeout-secs", "60"]);
+    let collector = spawn_collector(
+        dir.path(),
+        &["--body-timeout-secs", "120", "--header-timeout-secs", "60"],
+    );
     let server = collector.addr;
     let baseline = collector.rss_kib();
 
@@ -250,7 +301,9 @@ async fn slow_one_mib_bodies_stay_within_the_memory_budget_and_a_second_client_i
         let from = loopback(10 + (i / 5) as u8);
         tasks.push(tokio::spawn(async move {
             let mut s = connect_from(from, server).await.ok()?;
-            let head = format!("POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {BODY}\r\n\r\n");
+            let head = format!(
+                "POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {BODY}\r\n\r\n"
+            );
             s.write_all(head.as_bytes()).await.ok()?;
             let mut buf = vec![0u8; 4096];
             if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
@@ -275,7 +328,11 @@ async fn slow_one_mib_bodies_stay_within_the_memory_budget_and_a_second_client_i
     let mut answers: Vec<RawResponse> = Vec::new();
     let mut closed = 0;
     for t in tasks {
-        match tokio::time::timeout(Duration::from_secs(120), t).await.expect("attack bounded").unwrap() {
+        match tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("attack bounded")
+            .unwrap()
+        {
             Some(Attempt::Held(s)) => held.push(s),
             Some(Attempt::Answered(Some(a))) => answers.push(a),
             _ => closed += 1,
@@ -294,13 +351,27 @@ async fn slow_one_mib_bodies_stay_within_the_memory_budget_and_a_second_client_i
         rss / 1024,
         peak / 1024
     );
-    assert!(peak < 128 * 1024, "peak RSS {} MiB while 150 slow bodies were held", peak / 1024);
-    assert!(held.len() <= 64, "more bodies held than the 64 MiB budget allows: {}", held.len());
+    assert!(
+        peak < 128 * 1024,
+        "peak RSS {} MiB while 150 slow bodies were held",
+        peak / 1024
+    );
+    assert!(
+        held.len() <= 64,
+        "more bodies held than the 64 MiB budget allows: {}",
+        held.len()
+    );
     assert!(!held.is_empty(), "no body was admitted at all");
-    let busy = answers.iter().find(|a| a.status == 503).expect("a 503 once the global budget is spent");
+    let busy = answers
+        .iter()
+        .find(|a| a.status == 503)
+        .expect("a 503 once the global budget is spent");
     assert_eq!(busy.json_error().expect("JSON error")["error"], "busy");
     assert!(busy.header("retry-after").is_some(), "503 without Retry-After");
-    assert!(answers.iter().all(|a| a.status == 503 || a.status == 429), "unexpected answers {statuses:?}");
+    assert!(
+        answers.iter().all(|a| a.status == 503 || a.status == 429),
+        "unexpected answers {statuses:?}"
+    );
 
     // A second client's answer is stored while the bodies are held.
     let (status, rows) = second_client_answer(dir.path(), server, loopback(2), Duration::from_secs(20)).await;
@@ -312,7 +383,9 @@ async fn slow_one_mib_bodies_stay_within_the_memory_budget_and_a_second_client_i
         event_path(false, "with-body"),
         Uuid::new_v4()
     );
-    let r = request_from(loopback(3), server, big.as_bytes()).await.expect("an answer");
+    let r = request_from(loopback(3), server, big.as_bytes())
+        .await
+        .expect("an answer");
     assert_eq!(r.status, 413);
     assert_eq!(r.json_error().unwrap()["error"], "too_large");
 
@@ -350,17 +423,33 @@ async fn rate_limiter_at_capacity_never_lets_new_clients_through_unlimited() {
     // Room for 3 clients; one token every 5 s, burst 3.
     let collector = spawn_collector(
         dir.path(),
-        &["--rate-limit-max-clients", "3", "--rate-limit-per-second", "0.2", "--rate-limit-burst", "3"],
+        &[
+            "--rate-limit-max-clients",
+            "3",
+            "--rate-limit-per-second",
+            "0.2",
+            "--rate-limit-burst",
+            "3",
+        ],
     );
     let server = collector.addr;
     // Three clients, each just limited (a token taken, not yet refilled).
     for last in [1, 11, 12] {
-        assert_eq!(request_from(loopback(last), server, &get("/", "")).await.map(|r| r.status), Some(200));
+        assert_eq!(
+            request_from(loopback(last), server, &get("/", ""))
+                .await
+                .map(|r| r.status),
+            Some(200)
+        );
     }
     // Full of clients that are being limited: a newcomer's 20 quick requests get no 200.
     let mut newcomer = Vec::new();
     for _ in 0..20 {
-        newcomer.push(request_from(loopback(14), server, &get("/", "")).await.expect("an answer"));
+        newcomer.push(
+            request_from(loopback(14), server, &get("/", ""))
+                .await
+                .expect("an answer"),
+        );
     }
     let ok = newcomer.iter().filter(|r| r.status == 200).count();
     eprintln!("newcomer while the limiter is full: {ok} of 20 answered 200 (before: all 20)");
@@ -377,12 +466,20 @@ async fn rate_limiter_at_capacity_never_lets_new_clients_through_unlimited() {
     let started = Instant::now();
     let mut later = Vec::new();
     for _ in 0..20 {
-        later.push(request_from(loopback(14), server, &get("/", "")).await.expect("an answer").status);
+        later.push(
+            request_from(loopback(14), server, &get("/", ""))
+                .await
+                .expect("an answer")
+                .status,
+        );
     }
     let ok = later.iter().filter(|s| **s == 200).count();
     let refilled = (started.elapsed().as_secs_f64() * 0.2).ceil() as usize;
     eprintln!("newcomer after eviction: {later:?}");
-    assert!(ok >= 1 && ok <= 3 + refilled, "burst 3 (+{refilled}) expected: {later:?}");
+    assert!(
+        ok >= 1 && ok <= 3 + refilled,
+        "burst 3 (+{refilled}) expected: {later:?}"
+    );
     assert!(later.iter().all(|s| *s == 200 || *s == 429), "{later:?}");
 }
 
@@ -391,19 +488,41 @@ async fn x_forwarded_for_is_ignored_from_untrusted_peers_and_honoured_from_a_tru
     let dir = tempfile::tempdir().unwrap();
     let collector = spawn_collector(
         dir.path(),
-        &["--trusted-proxy", "127.0.0.2/31", "--rate-limit-per-second", "0.01", "--rate-limit-burst", "2"],
+        &[
+            "--trusted-proxy",
+            "127.0.0.2/31",
+            "--rate-limit-per-second",
+            "0.01",
+            "--rate-limit-burst",
+            "2",
+        ],
     );
     let server = collector.addr;
     let mut status_of = Vec::new();
     // Untrusted peer 127.0.0.5 naming a new client in every request: still one client.
     for i in 0..6 {
-        let r = request_from(loopback(5), server, &get("/", &format!("X-Forwarded-For: 203.0.113.{i}\r\n"))).await.unwrap();
+        let r = request_from(
+            loopback(5),
+            server,
+            &get("/", &format!("X-Forwarded-For: 203.0.113.{i}\r\n")),
+        )
+        .await
+        .unwrap();
         status_of.push(r.status);
     }
-    assert_eq!(status_of, [200, 200, 429, 429, 429, 429], "X-Forwarded-For from an untrusted peer must be ignored");
+    assert_eq!(
+        status_of,
+        [200, 200, 429, 429, 429, 429],
+        "X-Forwarded-For from an untrusted peer must be ignored"
+    );
 
     // Trusted proxy (127.0.0.3 is inside 127.0.0.2/31): each forwarded client has its own bucket.
-    let distinct: Vec<u16> = futures_statuses(server, loopback(3), (0..6).map(|i| format!("X-Forwarded-For: 198.51.100.{i}\r\n"))).await;
+    let distinct: Vec<u16> = futures_statuses(
+        server,
+        loopback(3),
+        (0..6).map(|i| format!("X-Forwarded-For: 198.51.100.{i}\r\n")),
+    )
+    .await;
     assert!(distinct.iter().all(|s| *s == 200), "{distinct:?}");
     // One forwarded client is limited, whichever trusted proxy it comes through,
     // and entries it wrote itself (left of the proxy's) do not change that.
@@ -415,14 +534,21 @@ async fn x_forwarded_for_is_ignored_from_untrusted_peers_and_honoured_from_a_tru
     .await;
     assert_eq!(one, [200, 200, 429, 429, 429], "{one:?}");
     // An untrusted peer cannot borrow a forwarded client's bucket or escape its own.
-    let r = request_from(loopback(6), server, &get("/", "X-Forwarded-For: 198.51.100.200\r\n")).await.unwrap();
+    let r = request_from(loopback(6), server, &get("/", "X-Forwarded-For: 198.51.100.200\r\n"))
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "127.0.0.6 is its own client");
 }
 
 async fn futures_statuses(server: SocketAddr, from: Ipv4Addr, headers: impl Iterator<Item = String>) -> Vec<u16> {
     let mut out = Vec::new();
     for h in headers {
-        out.push(request_from(from, server, &get("/", &h)).await.expect("an answer").status);
+        out.push(
+            request_from(from, server, &get("/", &h))
+                .await
+                .expect("an answer")
+                .status,
+        );
     }
     out
 }
@@ -432,7 +558,17 @@ async fn real_http2_clients_are_served_across_the_deadlines() {
     let dir = tempfile::tempdir().unwrap();
     // Short deadlines: a live HTTP/2 connection must outlive the head deadline, and
     // only be closed when it has been idle.
-    let collector = spawn_collector(dir.path(), &["--header-timeout-secs", "1", "--idle-timeout-secs", "3", "--http2-max-streams", "4"]);
+    let collector = spawn_collector(
+        dir.path(),
+        &[
+            "--header-timeout-secs",
+            "1",
+            "--idle-timeout-secs",
+            "3",
+            "--http2-max-streams",
+            "4",
+        ],
+    );
     let base = format!("http://{}", collector.addr);
     let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let mut ids = Vec::new();
@@ -483,7 +619,10 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_answers_is_disconnected() {
     let dir = tempfile::tempdir().unwrap();
-    let collector = spawn_collector(dir.path(), &["--idle-timeout-secs", "2", "--rate-limit-per-second", "0"]);
+    let collector = spawn_collector(
+        dir.path(),
+        &["--idle-timeout-secs", "2", "--rate-limit-per-second", "0"],
+    );
     let server = collector.addr;
     // A tiny receive window, then 40 000 pipelined requests whose answers it never
     // reads: the collector's writes block once both socket buffers are full.
@@ -499,7 +638,12 @@ async fn a_client_that_stops_reading_answers_is_disconnected() {
     let mut closed = false;
     while started.elapsed() < Duration::from_secs(40) {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        match tokio::time::timeout(Duration::from_secs(1), s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")).await {
+        match tokio::time::timeout(
+            Duration::from_secs(1),
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        )
+        .await
+        {
             Ok(Err(_)) => {
                 closed = true;
                 break;
@@ -507,8 +651,14 @@ async fn a_client_that_stops_reading_answers_is_disconnected() {
             _ => continue,
         }
     }
-    eprintln!("client not reading: disconnected after {:?} (idle timeout 2 s)", started.elapsed());
-    assert!(closed, "a client that never reads its answers kept its connection for 40 s");
+    eprintln!(
+        "client not reading: disconnected after {:?} (idle timeout 2 s)",
+        started.elapsed()
+    );
+    assert!(
+        closed,
+        "a client that never reads its answers kept its connection for 40 s"
+    );
     // Everyone else is served.
     let (status, rows) = second_client_answer(dir.path(), server, loopback(2), Duration::from_secs(20)).await;
     assert_eq!((status, rows), (Some(201), 1));

@@ -39,7 +39,16 @@ async fn postgres_stores_the_learner_id_of_posts_and_batches() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    assert_eq!(app.post_event(&format!("/{UA}/gateway/beginner/1A/without-learner"), Uuid::new_v4(), None).await.status(), 201);
+    assert_eq!(
+        app.post_event(
+            &format!("/{UA}/gateway/beginner/1A/without-learner"),
+            Uuid::new_v4(),
+            None
+        )
+        .await
+        .status(),
+        201
+    );
     for bad in ["bob", "00000000-0000-0000-0000-000000000000"] {
         let res = app
             .client
@@ -53,7 +62,10 @@ async fn postgres_stores_the_learner_id_of_posts_and_batches() {
         let body: serde_json::Value = res.json().await.unwrap();
         assert_eq!(body["field"], "X-Learner-Id");
     }
-    assert_eq!(app.get(&format!("/{UA}/gateway/beginner/1A/legacy")).await.status(), 200);
+    assert_eq!(
+        app.get(&format!("/{UA}/gateway/beginner/1A/legacy")).await.status(),
+        200
+    );
     let other = Uuid::new_v4();
     let event = |answer: &str, learner: serde_json::Value| {
         json!({"id": Uuid::new_v4(), "user_agent": UA, "lesson": "gateway", "level": "beginner", "question": "2B",
@@ -68,22 +80,48 @@ async fn postgres_stores_the_learner_id_of_posts_and_batches() {
         .json()
         .await
         .unwrap();
-    let statuses: Vec<&str> = reply["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = reply["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["written", "written", "invalid"]);
 
-    assert_eq!(learner_of(&db.admin, "loggingtable", "with-learner").await, Some(learner));
+    assert_eq!(
+        learner_of(&db.admin, "loggingtable", "with-learner").await,
+        Some(learner)
+    );
     assert_eq!(learner_of(&db.admin, "loggingtable", "without-learner").await, None);
     assert_eq!(learner_of(&db.admin, "loggingtable", "legacy").await, None);
-    assert_eq!(learner_of(&db.admin, "loggingtable_test", "batch-learner").await, Some(other));
+    assert_eq!(
+        learner_of(&db.admin, "loggingtable_test", "batch-learner").await,
+        Some(other)
+    );
     assert_eq!(learner_of(&db.admin, "loggingtable_test", "batch-null").await, None);
-    assert_eq!(count(&db.admin, "loggingtable").await, 3, "the refused learner ids wrote nothing");
+    assert_eq!(
+        count(&db.admin, "loggingtable").await,
+        3,
+        "the refused learner ids wrote nothing"
+    );
     assert_eq!(count(&db.admin, "loggingtable_test").await, 2);
 
     // A retry with another (or no) learner id is still a duplicate: the id is not content.
     let id = Uuid::new_v4();
     let path = format!("/{UA}/gateway/beginner/1A/retried");
-    let first = app.client.post(format!("{}{path}", app.url)).header("Idempotency-Key", id.to_string());
-    assert_eq!(first.header("X-Learner-Id", learner.to_string()).send().await.unwrap().status(), 201);
+    let first = app
+        .client
+        .post(format!("{}{path}", app.url))
+        .header("Idempotency-Key", id.to_string());
+    assert_eq!(
+        first
+            .header("X-Learner-Id", learner.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
     assert_eq!(app.post_event(&path, id, None).await.status(), 200);
     assert_eq!(learner_of(&db.admin, "loggingtable", "retried").await, Some(learner));
     app.server.shutdown().await.expect("shutdown");
@@ -94,7 +132,13 @@ async fn upgrade_from_0003_keeps_rows_with_a_null_learner_and_writes_with_v3() {
     let (name, admin_url) = PG.fresh_database("lrn");
     let mut admin_conn = PgConnection::connect(&admin_url).await.unwrap();
     let mut old = sqlx::migrate!("../sql");
-    old.migrations = old.migrations.iter().filter(|m| m.version <= 3).cloned().collect::<Vec<_>>().into();
+    old.migrations = old
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
     assert_eq!(old.migrations.len(), 3);
     old.run(&mut admin_conn).await.expect("0001-0003");
     sqlx::query(
@@ -106,9 +150,13 @@ async fn upgrade_from_0003_keeps_rows_with_a_null_learner_and_writes_with_v3() {
     .unwrap();
     let writer_role = format!("{name}_writer");
     PG.create_login_role(&writer_role, WRITER_PASSWORD);
-    hourofci_collector::migrate::run(&admin_url, &writer_role).await.expect("upgrade");
+    hourofci_collector::migrate::run(&admin_url, &writer_role)
+        .await
+        .expect("upgrade");
     let learner = Uuid::new_v4();
-    let mut writer = PgConnection::connect(&PG.url_for(&writer_role, WRITER_PASSWORD, &name)).await.unwrap();
+    let mut writer = PgConnection::connect(&PG.url_for(&writer_role, WRITER_PASSWORD, &name))
+        .await
+        .unwrap();
     let verdicts: Vec<(i32, String)> = sqlx::query_as(
         "SELECT * FROM public.log_events_v3(ARRAY[false, true], ARRAY[gen_random_uuid(), gen_random_uuid()],
          ARRAY[now(), now()], ARRAY['ua', 'ua'], ARRAY['gateway', 'gateway'], ARRAY['beginner', 'beginner'],
@@ -127,7 +175,11 @@ async fn upgrade_from_0003_keeps_rows_with_a_null_learner_and_writes_with_v3() {
     .execute(&mut writer)
     .await
     .unwrap();
-    let admin = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin_url).await.unwrap();
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url)
+        .await
+        .unwrap();
     assert_eq!(learner_of(&admin, "loggingtable", "before 0004").await, None);
     assert_eq!(learner_of(&admin, "loggingtable", "after 0004").await, Some(learner));
     assert_eq!(learner_of(&admin, "loggingtable_test", "after 0004 test").await, None);
@@ -162,10 +214,18 @@ async fn the_reader_can_select_and_nothing_else_and_the_writer_still_cannot_read
     PG.create_login_role(&owner_member, READER_PASSWORD);
     PG.psql("postgres", &format!("GRANT {}_admin TO {owner_member}", db.name));
     let refused = hourofci_collector::migrate::grant_reader(&db.admin_url, &owner_member, &db.writer_role).await;
-    assert!(refused.unwrap_err().to_string().contains("could write"), "a member of the owner is no reader");
+    assert!(
+        refused.unwrap_err().to_string().contains("could write"),
+        "a member of the owner is no reader"
+    );
     // The role once had more (the original set-up's habits): migrate takes it back.
-    PG.psql(&db.name, &format!("GRANT INSERT, DELETE ON loggingtable TO {reader_role}"));
-    hourofci_collector::migrate::grant_reader(&db.admin_url, &reader_role, &db.writer_role).await.expect("grant reader");
+    PG.psql(
+        &db.name,
+        &format!("GRANT INSERT, DELETE ON loggingtable TO {reader_role}"),
+    );
+    hourofci_collector::migrate::grant_reader(&db.admin_url, &reader_role, &db.writer_role)
+        .await
+        .expect("grant reader");
 
     let mut writer = PgConnection::connect(&db.writer_url).await.unwrap();
     let learner = Uuid::new_v4();
@@ -179,12 +239,15 @@ async fn the_reader_can_select_and_nothing_else_and_the_writer_still_cannot_read
     .await
     .unwrap();
 
-    let mut reader = PgConnection::connect(&PG.url_for(&reader_role, READER_PASSWORD, &db.name)).await.unwrap();
+    let mut reader = PgConnection::connect(&PG.url_for(&reader_role, READER_PASSWORD, &db.name))
+        .await
+        .unwrap();
     for table in ["loggingtable", "loggingtable_test"] {
-        let seen: Vec<(String, Option<Uuid>)> = sqlx::query_as(&format!("SELECT answer, learner_id FROM public.{table}"))
-            .fetch_all(&mut reader)
-            .await
-            .unwrap_or_else(|e| panic!("the reader reads {table}: {e}"));
+        let seen: Vec<(String, Option<Uuid>)> =
+            sqlx::query_as(&format!("SELECT answer, learner_id FROM public.{table}"))
+                .fetch_all(&mut reader)
+                .await
+                .unwrap_or_else(|e| panic!("the reader reads {table}: {e}"));
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].1, Some(learner));
         for write in [
@@ -196,8 +259,15 @@ async fn the_reader_can_select_and_nothing_else_and_the_writer_still_cannot_read
             let err = sqlx::query(&write).execute(&mut reader).await.expect_err(&write);
             assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{write}: {err}");
         }
-        let err = sqlx::query(&format!("SELECT answer FROM public.{table}")).fetch_all(&mut writer).await.unwrap_err();
-        assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "the writer reads {table}: {err}");
+        let err = sqlx::query(&format!("SELECT answer FROM public.{table}"))
+            .fetch_all(&mut writer)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            sqlstate(&err).as_deref(),
+            Some("42501"),
+            "the writer reads {table}: {err}"
+        );
     }
     let err = sqlx::query(
         "SELECT * FROM public.log_events_v3(ARRAY[false], ARRAY[gen_random_uuid()], ARRAY[now()], ARRAY['ua'],
@@ -206,8 +276,15 @@ async fn the_reader_can_select_and_nothing_else_and_the_writer_still_cannot_read
     .execute(&mut reader)
     .await
     .unwrap_err();
-    assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "the reader cannot call the write function: {err}");
-    let err = sqlx::query("CREATE TEMPORARY TABLE t (x int)").execute(&mut reader).await.unwrap_err();
+    assert_eq!(
+        sqlstate(&err).as_deref(),
+        Some("42501"),
+        "the reader cannot call the write function: {err}"
+    );
+    let err = sqlx::query("CREATE TEMPORARY TABLE t (x int)")
+        .execute(&mut reader)
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "nor create objects: {err}");
     assert_eq!(count(&db.admin, "loggingtable").await, 1);
     assert_eq!(count(&db.admin, "loggingtable_test").await, 1);
@@ -219,9 +296,13 @@ async fn sqlite_stores_the_learner_id_and_upgrades_an_old_file() {
     let path = dir.path().join("old.db");
     {
         // A file as the collector made it before learner ids, with one row.
-        let pool = sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true))
-            .await
-            .unwrap();
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
         sqlx::query(
             "CREATE TABLE loggingtable (user_agent TEXT, date_log TEXT, time_log TEXT, lesson TEXT, lesson_level TEXT,
              question TEXT, answer TEXT, id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE, client_time TEXT,
@@ -251,11 +332,26 @@ async fn sqlite_stores_the_learner_id_and_upgrades_an_old_file() {
         "question": "1A", "answer": "batch row", "learner_id": learner}]});
     assert_eq!(app.post_batch("/batch", &batch).await.status(), 200);
     app.server.shutdown().await.expect("shutdown");
-    let pool = sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path).read_only(true)).await.unwrap();
-    let rows: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT answer, learner_id FROM loggingtable ORDER BY id").fetch_all(&pool).await.unwrap();
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true),
+    )
+    .await
+    .unwrap();
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as("SELECT answer, learner_id FROM loggingtable ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     let l = Some(learner.to_string());
-    assert_eq!(rows, [("old row".to_string(), None), ("new row".to_string(), l.clone()), ("batch row".to_string(), l)]);
+    assert_eq!(
+        rows,
+        [
+            ("old row".to_string(), None),
+            ("new row".to_string(), l.clone()),
+            ("batch row".to_string(), l)
+        ]
+    );
 }
 
 /// A browser may send `X-Learner-Id` from an allowed origin: the preflight allows it.
@@ -263,18 +359,33 @@ async fn sqlite_stores_the_learner_id_and_upgrades_an_old_file() {
 async fn the_cors_preflight_allows_the_learner_header() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cors.db");
-    let app = spawn_app(&["--sqlite-path", path.to_str().unwrap(), "--allow-origin", "https://lab.example.org"]).await;
+    let app = spawn_app(&[
+        "--sqlite-path",
+        path.to_str().unwrap(),
+        "--allow-origin",
+        "https://lab.example.org",
+    ])
+    .await;
     let res = app
         .client
-        .request(reqwest::Method::OPTIONS, format!("{}/{UA}/gateway/beginner/1A/x", app.url))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/{UA}/gateway/beginner/1A/x", app.url),
+        )
         .header("Origin", "https://lab.example.org")
         .header("Access-Control-Request-Method", "POST")
-        .header("Access-Control-Request-Headers", "idempotency-key,x-client-time,x-learner-id")
+        .header(
+            "Access-Control-Request-Headers",
+            "idempotency-key,x-client-time,x-learner-id",
+        )
         .send()
         .await
         .unwrap();
     assert!(res.status().is_success(), "{}", res.status());
-    let allowed = res.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    let allowed = res.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
     assert!(allowed.contains("x-learner-id"), "{allowed}");
     app.server.shutdown().await.expect("shutdown");
 }
@@ -290,16 +401,32 @@ async fn migrate_reader_role_flag_grants_select() {
         let admin_url = admin_url.clone();
         let (writer, reader) = (writer.clone(), reader.clone());
         async move {
-            let mut args = vec!["migrate".to_string(), "--database-url".into(), admin_url, "--writer-role".into(), writer];
+            let mut args = vec![
+                "migrate".to_string(),
+                "--database-url".into(),
+                admin_url,
+                "--writer-role".into(),
+                writer,
+            ];
             if !extra.is_empty() {
                 args.extend(["--reader-role".to_string(), reader]);
             }
-            let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_hourofci-collector")).args(&args).env_remove("DATABASE_URL").output();
-            let out = tokio::time::timeout(std::time::Duration::from_secs(120), run).await.expect("migrate within 2 minutes").unwrap();
+            let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_hourofci-collector"))
+                .args(&args)
+                .env_remove("DATABASE_URL")
+                .output();
+            let out = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+                .await
+                .expect("migrate within 2 minutes")
+                .unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }
     };
-    let admin = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin_url).await.unwrap();
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url)
+        .await
+        .unwrap();
     let can_select = || async {
         sqlx::query_scalar::<_, bool>("SELECT has_table_privilege($1, 'public.loggingtable_test', 'SELECT')")
             .bind(&reader)

@@ -26,22 +26,37 @@ async fn migrate_reads_the_url_from_a_file_and_never_prints_the_password() {
     let admin_password = name.as_str(); // testkit: the admin's password is the database name
 
     let out = run_migrate(&url_file, &role);
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{log}");
-    assert!(log.contains(&format!("{name}_admin:***@")), "the URL is logged redacted: {log}");
+    assert!(
+        log.contains(&format!("{name}_admin:***@")),
+        "the URL is logged redacted: {log}"
+    );
     assert!(!log.contains(&format!(":{admin_password}@")), "password leaked: {log}");
     // The writer can now log through the collector's path.
-    let writer = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&PG.url_for(&role, WRITER_PASSWORD, &name)).await.unwrap();
-    let written: bool = sqlx::query_scalar("SELECT log_event(false, gen_random_uuid(), NULL, 'u', 'gateway', 'beginner', '1A', 'a')")
-        .fetch_one(&writer)
+    let writer = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&PG.url_for(&role, WRITER_PASSWORD, &name))
         .await
         .unwrap();
+    let written: bool =
+        sqlx::query_scalar("SELECT log_event(false, gen_random_uuid(), NULL, 'u', 'gateway', 'beginner', '1A', 'a')")
+            .fetch_one(&writer)
+            .await
+            .unwrap();
     assert!(written);
 
     let out = run_migrate(&url_file, "missing_role");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(log.contains("does not exist") && log.contains("CREATE ROLE missing_role"), "{log}");
+    assert!(
+        log.contains("does not exist") && log.contains("CREATE ROLE missing_role"),
+        "{log}"
+    );
     assert!(!log.contains(&format!(":{admin_password}@")), "password leaked: {log}");
 }
 
@@ -49,11 +64,18 @@ async fn migrate_reads_the_url_from_a_file_and_never_prints_the_password() {
 const TRICKY_PASSWORD: &str = "Zq9/Wx7@Vb5:Kp3";
 
 fn leaked(output: &str) -> Vec<&'static str> {
-    ["Zq9", "Wx7", "Vb5", "Kp3", "WrongPw123", "KeyPw456"].into_iter().filter(|p| output.contains(p)).collect()
+    ["Zq9", "Wx7", "Vb5", "Kp3", "WrongPw123", "KeyPw456"]
+        .into_iter()
+        .filter(|p| output.contains(p))
+        .collect()
 }
 
 fn output_text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[tokio::test]
@@ -75,12 +97,17 @@ async fn migrate_never_prints_the_password_whatever_the_url_form() {
     };
 
     // The password as a query parameter (plus a secret parameter sqlx would echo): works, shown as ***.
-    let out = run(&format!("postgres://{admin}@{host}/{name}?password={encoded}&sslpassword=KeyPw456"));
+    let out = run(&format!(
+        "postgres://{admin}@{host}/{name}?password={encoded}&sslpassword=KeyPw456"
+    ));
     let log = output_text(&out);
     assert!(out.status.success(), "{log}");
     assert!(leaked(&log).is_empty(), "leaked {:?}: {log}", leaked(&log));
     assert!(log.contains("password=***"), "{log}");
-    assert!(log.contains(&format!("revoked TEMPORARY on database {name} from PUBLIC")), "{log}");
+    assert!(
+        log.contains(&format!("revoked TEMPORARY on database {name} from PUBLIC")),
+        "{log}"
+    );
 
     // Properly encoded in the user info: works.
     let out = run(&format!("postgres://{admin}:{encoded}@{host}/{name}"));
@@ -93,7 +120,10 @@ async fn migrate_never_prints_the_password_whatever_the_url_form() {
     let log = output_text(&out);
     assert!(!out.status.success());
     assert!(leaked(&log).is_empty(), "leaked {:?}: {log}", leaked(&log));
-    assert!(log.contains("not valid") && log.contains("%2F"), "says what to do: {log}");
+    assert!(
+        log.contains("not valid") && log.contains("%2F"),
+        "says what to do: {log}"
+    );
 
     // A wrong password as a parameter: the authentication error, without it.
     let out = run(&format!("postgres://{admin}@{host}/{name}?password=WrongPw123"));

@@ -12,7 +12,15 @@ use uuid::Uuid;
 async fn database_down_gives_503_and_the_collector_recovers_by_itself() {
     let mut pg = PgCluster::start().expect("PostgreSQL is required for this test");
     let db = fresh_db(&pg).await;
-    let app = spawn_app(&["--database-url", &db.writer_url, "--db-timeout-ms", "2000", "--retry-after-secs", "3"]).await;
+    let app = spawn_app(&[
+        "--database-url",
+        &db.writer_url,
+        "--db-timeout-ms",
+        "2000",
+        "--retry-after-secs",
+        "3",
+    ])
+    .await;
     let path = format!("/{UA}/cyberinfrastructure/gateway/7G/before");
     let before = Uuid::new_v4();
     assert_eq!(app.post_event(&path, before, None).await.status(), 201);
@@ -25,8 +33,16 @@ async fn database_down_gives_503_and_the_collector_recovers_by_itself() {
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "3");
     let body: Value = res.json().await.unwrap();
-    assert!(["unavailable", "timeout"].contains(&body["error"].as_str().unwrap()), "{body}");
-    assert_eq!(app.get(&format!("/{UA}/cyberinfrastructure/gateway/7G/legacy")).await.status(), 503);
+    assert!(
+        ["unavailable", "timeout"].contains(&body["error"].as_str().unwrap()),
+        "{body}"
+    );
+    assert_eq!(
+        app.get(&format!("/{UA}/cyberinfrastructure/gateway/7G/legacy"))
+            .await
+            .status(),
+        503
+    );
     let batch = json!({"events": [{"id": Uuid::new_v4(), "user_agent": UA, "lesson": "gateway", "level": "beginner",
                                    "question": "1A", "answer": "b"}]});
     assert_eq!(app.post_batch("/batch", &batch).await.status(), 503);
@@ -46,11 +62,23 @@ async fn database_down_gives_503_and_the_collector_recovers_by_itself() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(status, 201, "the event refused during the outage is written after it");
-    assert_eq!(app.post_event(&path, before, None).await.status(), 200, "the row from before the outage is still there");
+    assert_eq!(
+        app.post_event(&path, before, None).await.status(),
+        200,
+        "the row from before the outage is still there"
+    );
     assert_eq!(app.get("/healthz").await.status(), 200);
 
-    let admin = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&db.admin_url).await.unwrap();
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.admin_url)
+        .await
+        .unwrap();
     let answers: Vec<String> = rows(&admin, "loggingtable").await.into_iter().map(|r| r.4).collect();
-    assert_eq!(answers, ["before", "during"], "no 2xx without a row, no row without a 2xx");
+    assert_eq!(
+        answers,
+        ["before", "during"],
+        "no 2xx without a row, no row without a 2xx"
+    );
     app.server.shutdown().await.unwrap();
 }

@@ -22,7 +22,10 @@ async fn liveness_health_and_metrics() {
     assert_eq!(res.status(), 200);
     let text = res.text().await.unwrap();
     assert!(text.contains("# TYPE hourofci_events_written_total counter"), "{text}");
-    assert!(text.contains(r#"hourofci_http_requests_total{route="healthz",method="GET",status="200"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"hourofci_http_requests_total{route="healthz",method="GET",status="200"} 1"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -38,7 +41,17 @@ async fn legacy_url_of_an_old_lesson_stores_the_original_seven_values() {
     assert_eq!(res.status(), 200);
     let after = Utc::now().naive_utc();
 
-    type LegacyRow = (String, NaiveDate, NaiveTime, String, String, String, String, Option<Uuid>, bool);
+    type LegacyRow = (
+        String,
+        NaiveDate,
+        NaiveTime,
+        String,
+        String,
+        String,
+        String,
+        Option<Uuid>,
+        bool,
+    );
     let got: Vec<LegacyRow> = sqlx::query_as(
         "SELECT user_agent, date_log, time_log, lesson, lesson_level, question, answer, event_id,
                 (date_log + time_log) = (received_at AT TIME ZONE 'UTC')
@@ -49,11 +62,26 @@ async fn legacy_url_of_an_old_lesson_stores_the_original_seven_values() {
     .unwrap();
     assert_eq!(got.len(), 2);
     let (ua, date, time, lesson, level, question, answer, event_id, same_instant) = &got[0];
-    assert_eq!((ua.as_str(), lesson.as_str(), level.as_str(), question.as_str(), answer.as_str()), (UA, "geospatial-data", "beginner", "2C", "true"));
+    assert_eq!(
+        (
+            ua.as_str(),
+            lesson.as_str(),
+            level.as_str(),
+            question.as_str(),
+            answer.as_str()
+        ),
+        (UA, "geospatial-data", "beginner", "2C", "true")
+    );
     assert_eq!(*event_id, None, "legacy requests carry no event id");
-    assert!(same_instant, "date_log and time_log are the UTC date and time of one instant");
+    assert!(
+        same_instant,
+        "date_log and time_log are the UTC date and time of one instant"
+    );
     let logged = date.and_time(*time);
-    assert!(before <= logged && logged <= after, "{before} <= {logged} <= {after} (UTC)");
+    assert!(
+        before <= logged && logged <= after,
+        "{before} <= {logged} <= {after} (UTC)"
+    );
     assert_eq!(got[1].6, "my answer");
     assert_eq!(count(&db.admin, "loggingtable_test").await, 0);
 }
@@ -98,13 +126,22 @@ async fn post_is_written_once_then_reported_duplicate() {
     let path = format!("/{UA}/big-data/beginner/3B/{}", enc("42"));
     let res = app.post_event(&path, id, Some("2026-11-28T07:31:02.123Z")).await;
     assert_eq!(res.status(), 201);
-    assert_eq!(res.json::<Value>().await.unwrap(), json!({"id": id.to_string(), "status": "written"}));
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"id": id.to_string(), "status": "written"})
+    );
     let res = app.post_event(&path, id, Some("2026-11-28T07:31:02.123Z")).await;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap(), json!({"id": id.to_string(), "status": "duplicate"}));
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"id": id.to_string(), "status": "duplicate"})
+    );
 
     let got: Vec<(Option<Uuid>, Option<chrono::DateTime<Utc>>)> =
-        sqlx::query_as("SELECT event_id, client_time FROM loggingtable").fetch_all(&db.admin).await.unwrap();
+        sqlx::query_as("SELECT event_id, client_time FROM loggingtable")
+            .fetch_all(&db.admin)
+            .await
+            .unwrap();
     assert_eq!(got.len(), 1, "one row for one event id");
     assert_eq!(got[0].0, Some(id));
     assert_eq!(got[0].1.unwrap().to_rfc3339(), "2026-11-28T07:31:02.123+00:00");
@@ -120,27 +157,44 @@ async fn post_errors_have_the_documented_statuses() {
     let res = app.client.post(&url).send().await.unwrap();
     assert_eq!(res.status(), 400, "missing Idempotency-Key");
     assert_eq!(res.json::<Value>().await.unwrap()["field"], "Idempotency-Key");
-    let res = app.client.post(&url).header("Idempotency-Key", "not-a-uuid").send().await.unwrap();
+    let res = app
+        .client
+        .post(&url)
+        .header("Idempotency-Key", "not-a-uuid")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     let res = app.post_event(&ok_path, Uuid::new_v4(), Some("yesterday")).await;
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["field"], "X-Client-Time");
 
-    let res = app.post_event(&format!("/{UA}/cooking/beginner/1A/x"), Uuid::new_v4(), None).await;
+    let res = app
+        .post_event(&format!("/{UA}/cooking/beginner/1A/x"), Uuid::new_v4(), None)
+        .await;
     assert_eq!(res.status(), 422);
-    assert_eq!(res.json::<Value>().await.unwrap(), json!({
-        "error": "invalid", "field": "lesson",
-        "rule": "must be one of: big-data, computational-thinking, cyberinfrastructure, gateway, geospatial-data, interdisciplinary-communication, parallel-computation, spatial-modeling-analytics, spatial-thinking, template"
-    }));
-    let res = app.post_event(&format!("/{UA}/gateway/beginner/1A/%FF%FE"), Uuid::new_v4(), None).await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({
+            "error": "invalid", "field": "lesson",
+            "rule": "must be one of: big-data, computational-thinking, cyberinfrastructure, gateway, geospatial-data, interdisciplinary-communication, parallel-computation, spatial-modeling-analytics, spatial-thinking, template"
+        })
+    );
+    let res = app
+        .post_event(&format!("/{UA}/gateway/beginner/1A/%FF%FE"), Uuid::new_v4(), None)
+        .await;
     assert_eq!(res.status(), 422, "invalid UTF-8 after decoding");
 
     let big = "x".repeat(16 * 1024 + 1);
-    let res = app.post_event(&format!("/{UA}/gateway/beginner/1A/{big}"), Uuid::new_v4(), None).await;
+    let res = app
+        .post_event(&format!("/{UA}/gateway/beginner/1A/{big}"), Uuid::new_v4(), None)
+        .await;
     assert_eq!(res.status(), 413);
     assert_eq!(res.json::<Value>().await.unwrap()["field"], "answer");
     let huge = "%41".repeat(20_000);
-    let res = app.post_event(&format!("/{UA}/gateway/beginner/1A/{huge}"), Uuid::new_v4(), None).await;
+    let res = app
+        .post_event(&format!("/{UA}/gateway/beginner/1A/{huge}"), Uuid::new_v4(), None)
+        .await;
     assert_eq!(res.status(), 414);
 
     let res = app.client.put(&url).send().await.unwrap();
@@ -148,7 +202,11 @@ async fn post_errors_have_the_documented_statuses() {
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "method_not_allowed");
     let res = app.get("/no/such").await;
     assert_eq!(res.status(), 404);
-    assert_eq!(count(&db.admin, "loggingtable").await, 0, "no refused request wrote a row");
+    assert_eq!(
+        count(&db.admin, "loggingtable").await,
+        0,
+        "no refused request wrote a row"
+    );
 }
 
 #[tokio::test]
@@ -167,9 +225,18 @@ async fn what_learners_type_round_trips_byte_for_byte() {
     let mut expected = Vec::new();
     for a in answers {
         let id = Uuid::new_v4();
-        let res = app.post_event(&format!("/{}/gateway/beginner/1A/{}", enc(UA), enc(a)), id, None).await;
+        let res = app
+            .post_event(&format!("/{}/gateway/beginner/1A/{}", enc(UA), enc(a)), id, None)
+            .await;
         assert_eq!(res.status(), 201, "{a:?}");
-        expected.push((UA.to_string(), "gateway".into(), "beginner".into(), "1A".into(), a.to_string(), Some(id)));
+        expected.push((
+            UA.to_string(),
+            "gateway".into(),
+            "beginner".into(),
+            "1A".into(),
+            a.to_string(),
+            Some(id),
+        ));
     }
     assert_eq!(rows(&db.admin, "loggingtable").await, expected);
 }
@@ -180,10 +247,20 @@ async fn what_learners_type_round_trips_byte_for_byte() {
 async fn answers_a_path_cannot_carry_round_trip_through_batch() {
     let (app, db) = spawn_pg_app(&[]).await;
     let answers = ["", ".", "..", "%2e%2e", "a\nb", "😀/../.."];
-    let events: Vec<Value> = answers.iter().map(|a| event(&Uuid::new_v4().to_string(), "gateway", a)).collect();
+    let events: Vec<Value> = answers
+        .iter()
+        .map(|a| event(&Uuid::new_v4().to_string(), "gateway", a))
+        .collect();
     let res = app.post_batch("/batch", &json!({"events": events})).await;
     let body: Value = res.json().await.unwrap();
-    assert!(body["results"].as_array().unwrap().iter().all(|r| r["status"] == "written"), "{body}");
+    assert!(
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "written"),
+        "{body}"
+    );
     let stored: Vec<String> = rows(&db.admin, "loggingtable").await.into_iter().map(|r| r.4).collect();
     assert_eq!(stored, answers);
 }
@@ -193,7 +270,11 @@ fn any_unicode_string_round_trips_through_encode_uri_component() {
     use proptest::prelude::*;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (app, db) = rt.block_on(spawn_pg_app(&["--group-max-wait-ms", "0"]));
-    let config = ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() };
+    let config = ProptestConfig {
+        cases: 96,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
     proptest!(config, |(answer in "\\PC*|[^\\x00]{1,40}".prop_filter("a path segment a browser keeps: not empty, not a dot segment, no NUL", |s| {
         !s.is_empty() && s != "." && s != ".." && !s.contains('\0')
     }))| {
@@ -218,11 +299,19 @@ fn event(id: &str, lesson: &str, answer: &str) -> Value {
 async fn batch_answers_in_order_and_commits_in_one_transaction() {
     let (app, db) = spawn_pg_app(&[]).await;
     let known = Uuid::new_v4();
-    assert_eq!(app.post_event(&format!("/{UA}/gateway/beginner/1A/first"), known, None).await.status(), 201);
+    assert_eq!(
+        app.post_event(&format!("/{UA}/gateway/beginner/1A/first"), known, None)
+            .await
+            .status(),
+        201
+    );
     let commits_before = app.metric("hourofci_group_commits_total").await;
 
     let ids: Vec<String> = (0..50).map(|_| Uuid::new_v4().to_string()).collect();
-    let mut events: Vec<Value> = ids.iter().map(|id| event(id, "spatial-thinking", &format!("a {id}"))).collect();
+    let mut events: Vec<Value> = ids
+        .iter()
+        .map(|id| event(id, "spatial-thinking", &format!("a {id}")))
+        .collect();
     // Stored earlier with other content: a conflict. Repeated identically: a duplicate.
     events.insert(3, event(&known.to_string(), "gateway", "again"));
     events.insert(7, event(&ids[0], "spatial-thinking", &format!("a {}", ids[0])));
@@ -242,17 +331,24 @@ async fn batch_answers_in_order_and_commits_in_one_transaction() {
             _ => "written",
         };
         assert_eq!(r["status"], expected, "result {i}: {r}");
-        assert_eq!(r.get("reason").is_some(), expected == "invalid" || expected == "conflict", "{r}");
+        assert_eq!(
+            r.get("reason").is_some(),
+            expected == "invalid" || expected == "conflict",
+            "{r}"
+        );
     }
-    assert!(results[9]["reason"].as_str().unwrap().starts_with("lesson:"), "{}", results[9]);
+    assert!(
+        results[9]["reason"].as_str().unwrap().starts_with("lesson:"),
+        "{}",
+        results[9]
+    );
 
     assert_eq!(count(&db.admin, "loggingtable").await, 1 + 50);
-    let transactions: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT xmin::text) FROM loggingtable WHERE lesson = 'spatial-thinking'",
-    )
-    .fetch_one(&db.admin)
-    .await
-    .unwrap();
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM loggingtable WHERE lesson = 'spatial-thinking'")
+            .fetch_one(&db.admin)
+            .await
+            .unwrap();
     assert_eq!(transactions, 1, "the whole batch is written by one transaction");
     assert_eq!(app.metric("hourofci_group_commits_total").await - commits_before, 1.0);
     assert_eq!(app.metric("hourofci_client_dropped_events_total").await, 5.0);
@@ -260,7 +356,14 @@ async fn batch_answers_in_order_and_commits_in_one_transaction() {
     // Sending the same batch again: nothing new.
     let res = app.post_batch("/batch", &json!({"events": events})).await;
     let body: Value = res.json().await.unwrap();
-    assert!(body["results"].as_array().unwrap().iter().all(|r| r["status"] != "written"), "{body}");
+    assert!(
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] != "written"),
+        "{body}"
+    );
     assert_eq!(count(&db.admin, "loggingtable").await, 51);
 }
 
@@ -268,15 +371,38 @@ async fn batch_answers_in_order_and_commits_in_one_transaction() {
 async fn batch_refusals() {
     let (app, db) = spawn_pg_app(&[]).await;
     let url = format!("{}/batch", app.url);
-    let res = app.client.post(&url).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let res = app
+        .client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 415);
-    let res = app.client.post(&url).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let res = app
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "bad_json");
-    let res = app.client.post(&url).header("content-type", "application/json").body("[]").send().await.unwrap();
+    let res = app
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
 
-    let too_many: Vec<Value> = (0..501).map(|_| event(&Uuid::new_v4().to_string(), "gateway", "x")).collect();
+    let too_many: Vec<Value> = (0..501)
+        .map(|_| event(&Uuid::new_v4().to_string(), "gateway", "x"))
+        .collect();
     let res = app.post_batch("/batch", &json!({"events": too_many})).await;
     assert_eq!(res.status(), 413);
     assert_eq!(res.json::<Value>().await.unwrap()["field"], "events");
@@ -284,7 +410,9 @@ async fn batch_refusals() {
     let res = app.post_batch("/batch", &fat).await;
     assert_eq!(res.status(), 413);
 
-    let exactly_500: Vec<Value> = (0..500).map(|_| event(&Uuid::new_v4().to_string(), "gateway", "x")).collect();
+    let exactly_500: Vec<Value> = (0..500)
+        .map(|_| event(&Uuid::new_v4().to_string(), "gateway", "x"))
+        .collect();
     let res = app.post_batch("/batch", &json!({"events": exactly_500})).await;
     assert_eq!(res.status(), 200);
     let res = app.post_batch("/batch", &json!({"events": []})).await;
@@ -295,24 +423,53 @@ async fn batch_refusals() {
 #[tokio::test]
 async fn test_traffic_goes_only_to_the_test_table() {
     let (app, db) = spawn_pg_app(&[]).await;
-    assert_eq!(app.get(&format!("/test/{UA}/template/template/1A/t1")).await.status(), 200);
-    assert_eq!(app.post_event(&format!("/test/{UA}/template/template/1A/t2"), Uuid::new_v4(), None).await.status(), 201);
-    let res = app.post_batch("/test/batch", &json!({"events": [event(&Uuid::new_v4().to_string(), "template", "t3")]})).await;
+    assert_eq!(
+        app.get(&format!("/test/{UA}/template/template/1A/t1")).await.status(),
+        200
+    );
+    assert_eq!(
+        app.post_event(&format!("/test/{UA}/template/template/1A/t2"), Uuid::new_v4(), None)
+            .await
+            .status(),
+        201
+    );
+    let res = app
+        .post_batch(
+            "/test/batch",
+            &json!({"events": [event(&Uuid::new_v4().to_string(), "template", "t3")]}),
+        )
+        .await;
     assert_eq!(res.json::<Value>().await.unwrap()["results"][0]["status"], "written");
-    let answers: Vec<String> = rows(&db.admin, "loggingtable_test").await.into_iter().map(|r| r.4).collect();
+    let answers: Vec<String> = rows(&db.admin, "loggingtable_test")
+        .await
+        .into_iter()
+        .map(|r| r.4)
+        .collect();
     assert_eq!(answers, ["t1", "t2", "t3"]);
     assert_eq!(count(&db.admin, "loggingtable").await, 0);
     // An event id belongs to one table: the same event sent to the other is a conflict.
     let id = Uuid::new_v4();
-    assert_eq!(app.post_event(&format!("/test/{UA}/gateway/beginner/1A/x"), id, None).await.status(), 201);
-    assert_eq!(app.post_event(&format!("/{UA}/gateway/beginner/1A/x"), id, None).await.status(), 409);
+    assert_eq!(
+        app.post_event(&format!("/test/{UA}/gateway/beginner/1A/x"), id, None)
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        app.post_event(&format!("/{UA}/gateway/beginner/1A/x"), id, None)
+            .await
+            .status(),
+        409
+    );
     assert_eq!(count(&db.admin, "loggingtable").await, 0);
 }
 
 #[tokio::test]
 async fn encoded_slash_stays_inside_its_segment() {
     let (app, db) = spawn_pg_app(&[]).await;
-    let res = app.post_event(&format!("/{UA}/gateway/beginner/1A/a%2Fb%2F%2Fc"), Uuid::new_v4(), None).await;
+    let res = app
+        .post_event(&format!("/{UA}/gateway/beginner/1A/a%2Fb%2F%2Fc"), Uuid::new_v4(), None)
+        .await;
     assert_eq!(res.status(), 201);
     let res = app.get(&format!("/test/{UA}/gateway/beginner/1A/%2Ftest%2F")).await;
     assert_eq!(res.status(), 200);
@@ -323,7 +480,11 @@ async fn encoded_slash_stays_inside_its_segment() {
 #[tokio::test]
 async fn writer_role_can_only_call_the_functions() {
     let db = fresh_db(&PG).await;
-    let writer = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&db.writer_url).await.unwrap();
+    let writer = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.writer_url)
+        .await
+        .unwrap();
     for table in ["loggingtable", "loggingtable_test"] {
         for sql in [
             format!("SELECT * FROM {table}"),
@@ -340,25 +501,58 @@ async fn writer_role_can_only_call_the_functions() {
     // What it may do: call the four functions.
     let id = Uuid::new_v4();
     let call = "SELECT log_event(false, $1, now(), 'ua', 'gateway', 'beginner', '1A', 'a')";
-    assert!(sqlx::query_scalar::<_, bool>(call).bind(id).fetch_one(&writer).await.unwrap());
-    assert!(!sqlx::query_scalar::<_, bool>(call).bind(id).fetch_one(&writer).await.unwrap(), "second call: already stored");
-    sqlx::query("SELECT logging('ua', current_date, localtime, 'gateway', 'beginner', '1A', 'old')").execute(&writer).await.unwrap();
-    sqlx::query("SELECT logging2('ua', current_date, localtime, 'gateway', 'beginner', '1A', 'old test')").execute(&writer).await.unwrap();
+    assert!(sqlx::query_scalar::<_, bool>(call)
+        .bind(id)
+        .fetch_one(&writer)
+        .await
+        .unwrap());
+    assert!(
+        !sqlx::query_scalar::<_, bool>(call)
+            .bind(id)
+            .fetch_one(&writer)
+            .await
+            .unwrap(),
+        "second call: already stored"
+    );
+    sqlx::query("SELECT logging('ua', current_date, localtime, 'gateway', 'beginner', '1A', 'old')")
+        .execute(&writer)
+        .await
+        .unwrap();
+    sqlx::query("SELECT logging2('ua', current_date, localtime, 'gateway', 'beginner', '1A', 'old test')")
+        .execute(&writer)
+        .await
+        .unwrap();
     assert_eq!(count(&db.admin, "loggingtable").await, 2);
     assert_eq!(count(&db.admin, "loggingtable_test").await, 1);
     // Another login role gets nothing: EXECUTE is not granted to PUBLIC.
     let other = format!("{}_other", db.name);
     PG.create_login_role(&other, "pw");
     PG.psql(&db.name, &format!("GRANT CONNECT ON DATABASE {} TO {other}", db.name));
-    let stranger = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&PG.url_for(&other, "pw", &db.name)).await.unwrap();
-    let err = sqlx::query(call).bind(Uuid::new_v4()).execute(&stranger).await.unwrap_err();
-    assert_eq!(err.as_database_error().and_then(|e| e.code()).as_deref(), Some("42501"), "{err}");
+    let stranger = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&PG.url_for(&other, "pw", &db.name))
+        .await
+        .unwrap();
+    let err = sqlx::query(call)
+        .bind(Uuid::new_v4())
+        .execute(&stranger)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("42501"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn log_events_reports_new_ids_once() {
     let db = fresh_db(&PG).await;
-    let writer = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&db.writer_url).await.unwrap();
+    let writer = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.writer_url)
+        .await
+        .unwrap();
     let a = Uuid::new_v4();
     let b = Uuid::new_v4();
     let ids = vec![Some(a), Some(a), None, Some(b)];
@@ -377,7 +571,11 @@ async fn log_events_reports_new_ids_once() {
     let mut expected = vec![None, Some(a), Some(b)];
     expected.sort();
     assert_eq!(new, expected);
-    assert_eq!(call().fetch_all(&writer).await.unwrap(), vec![None], "only the id-less row is new the second time");
+    assert_eq!(
+        call().fetch_all(&writer).await.unwrap(),
+        vec![None],
+        "only the id-less row is new the second time"
+    );
     assert_eq!(count(&db.admin, "loggingtable_test").await, 4);
     let err = sqlx::query("SELECT * FROM log_events(true, $1, '{}', '{}', '{}', '{}', '{}', '{}')")
         .bind(vec![Some(a)])
@@ -390,10 +588,21 @@ async fn log_events_reports_new_ids_once() {
 #[tokio::test]
 async fn migrate_is_repeatable_and_explains_a_missing_role() {
     let db = fresh_db(&PG).await;
-    hourofci_collector::migrate::run(&db.admin_url, &db.writer_role).await.expect("second migrate is a no-op");
-    let err = hourofci_collector::migrate::run(&db.admin_url, "nobody_here").await.unwrap_err().to_string();
-    assert!(err.contains("does not exist") && err.contains("CREATE ROLE nobody_here"), "{err}");
-    let err = hourofci_collector::migrate::run(&db.admin_url, "bad\"role").await.unwrap_err().to_string();
+    hourofci_collector::migrate::run(&db.admin_url, &db.writer_role)
+        .await
+        .expect("second migrate is a no-op");
+    let err = hourofci_collector::migrate::run(&db.admin_url, "nobody_here")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not exist") && err.contains("CREATE ROLE nobody_here"),
+        "{err}"
+    );
+    let err = hourofci_collector::migrate::run(&db.admin_url, "bad\"role")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("lower-case identifier"), "{err}");
 }
 
@@ -409,14 +618,33 @@ async fn migrate_upgrades_an_original_database_in_place() {
          INSERT INTO loggingtable VALUES ('old-ua', '2023-05-01', '12:00:00', 'gateway', 'beginner', '1A', 'old answer');
          GRANT INSERT ON loggingtable TO {role};"
     ));
-    hourofci_collector::migrate::run(&admin_url, &role).await.expect("migrate an original database");
-    let admin = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin_url).await.unwrap();
-    let old: (String, Option<Uuid>, i64) =
-        sqlx::query_as("SELECT answer, event_id, id FROM loggingtable").fetch_one(&admin).await.unwrap();
+    hourofci_collector::migrate::run(&admin_url, &role)
+        .await
+        .expect("migrate an original database");
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url)
+        .await
+        .unwrap();
+    let old: (String, Option<Uuid>, i64) = sqlx::query_as("SELECT answer, event_id, id FROM loggingtable")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
     assert_eq!((old.0.as_str(), old.1), ("old answer", None));
-    let writer = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&PG.url_for(&role, "pw", &name)).await.unwrap();
-    let err = sqlx::query("INSERT INTO loggingtable (answer) VALUES ('x')").execute(&writer).await.unwrap_err();
-    assert_eq!(err.as_database_error().and_then(|e| e.code()).as_deref(), Some("42501"), "the old INSERT grant is revoked");
+    let writer = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&PG.url_for(&role, "pw", &name))
+        .await
+        .unwrap();
+    let err = sqlx::query("INSERT INTO loggingtable (answer) VALUES ('x')")
+        .execute(&writer)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("42501"),
+        "the old INSERT grant is revoked"
+    );
 }
 
 #[tokio::test]
@@ -424,7 +652,14 @@ async fn concurrent_posts_are_written_exactly_once_and_coalesced() {
     // One client IP sends 400 requests at once (on up to 400 connections): lift the
     // per-client rate limit and connection cap.
     let (app, db) = spawn_pg_app(&[
-        "--group-max-wait-ms", "20", "--writers", "2", "--rate-limit-per-second", "0", "--max-connections-per-client", "0",
+        "--group-max-wait-ms",
+        "20",
+        "--writers",
+        "2",
+        "--rate-limit-per-second",
+        "0",
+        "--max-connections-per-client",
+        "0",
     ])
     .await;
     let ids: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
@@ -432,10 +667,19 @@ async fn concurrent_posts_are_written_exactly_once_and_coalesced() {
     // Every id twice, all at once: one of each pair is written, the other a duplicate.
     for (i, id) in ids.iter().chain(ids.iter()).enumerate() {
         let client = app.client.clone();
-        let url = format!("{}/{UA}/parallel-computation/advanced/5E/{}", app.url, enc(&format!("answer {}", i % 200)));
+        let url = format!(
+            "{}/{UA}/parallel-computation/advanced/5E/{}",
+            app.url,
+            enc(&format!("answer {}", i % 200))
+        );
         let id = *id;
         tasks.spawn(async move {
-            let res = client.post(url).header("Idempotency-Key", id.to_string()).send().await.unwrap();
+            let res = client
+                .post(url)
+                .header("Idempotency-Key", id.to_string())
+                .send()
+                .await
+                .unwrap();
             (id, res.status().as_u16())
         });
     }
@@ -450,11 +694,17 @@ async fn concurrent_posts_are_written_exactly_once_and_coalesced() {
         }
     }
     assert!(written.values().all(|&c| c == (1, 1)), "each id: one 201 and one 200");
-    let stored: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM loggingtable").fetch_all(&db.admin).await.unwrap();
+    let stored: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM loggingtable")
+        .fetch_all(&db.admin)
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 200);
     let unique: std::collections::HashSet<_> = stored.into_iter().collect();
     assert_eq!(unique, ids.into_iter().collect());
     let commits = app.metric("hourofci_group_commits_total").await;
-    assert!(commits < 400.0, "{commits} commits for 400 events: requests were coalesced");
+    assert!(
+        commits < 400.0,
+        "{commits} commits for 400 events: requests were coalesced"
+    );
     assert_eq!(app.metric("hourofci_group_events_total").await, 400.0);
 }

@@ -56,7 +56,10 @@ async fn load(base: String, workers: usize, per_worker: usize, stop: Arc<AtomicB
     for w in 0..workers {
         let (base, stop, seen) = (base.clone(), stop.clone(), seen.clone());
         tasks.spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap();
             for i in 0..per_worker {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -72,8 +75,10 @@ async fn load(base: String, workers: usize, per_worker: usize, stop: Arc<AtomicB
                         let events: Vec<Value> = ids
                             .iter()
                             .enumerate()
-                            .map(|(k, id)| json!({"id": id.to_string(), "user_agent": UA, "lesson": "gateway",
-                                "level": "beginner", "question": "1A", "answer": format!("w{w}-{i}-{k}")}))
+                            .map(|(k, id)| {
+                                json!({"id": id.to_string(), "user_agent": UA, "lesson": "gateway",
+                                "level": "beginner", "question": "1A", "answer": format!("w{w}-{i}-{k}")})
+                            })
                             .collect();
                         client.post(format!("{base}/batch")).json(&json!({ "events": events }))
                     };
@@ -84,10 +89,15 @@ async fn load(base: String, workers: usize, per_worker: usize, stop: Arc<AtomicB
                             let all_stored = ids.len() == 1
                                 || serde_json::from_str::<Value>(&body).ok().and_then(|b| {
                                     b["results"].as_array().map(|r| {
-                                        r.len() == ids.len() && r.iter().all(|x| x["status"] == "written" || x["status"] == "duplicate")
+                                        r.len() == ids.len()
+                                            && r.iter().all(|x| x["status"] == "written" || x["status"] == "duplicate")
                                     })
                                 }) == Some(true);
-                            if all_stored { Ok(()) } else { Err(format!("{status} without every event stored: {body}")) }
+                            if all_stored {
+                                Ok(())
+                            } else {
+                                Err(format!("{status} without every event stored: {body}"))
+                            }
                         }
                         Ok(res) if res.status() == 503 && res.headers().contains_key("retry-after") => {
                             seen.lock().unwrap().answered_503 += 1;
@@ -112,7 +122,8 @@ async fn load(base: String, workers: usize, per_worker: usize, stop: Arc<AtomicB
                                 break;
                             }
                             Err(e) => {
-                                seen.errors.push(format!("[{}] {e}", PHASES[PHASE.load(Ordering::Relaxed)]));
+                                seen.errors
+                                    .push(format!("[{}] {e}", PHASES[PHASE.load(Ordering::Relaxed)]));
                                 Instant::now() > give_up || seen.errors.len() > 50
                             }
                         }
@@ -134,14 +145,20 @@ async fn load(base: String, workers: usize, per_worker: usize, stop: Arc<AtomicB
 
 /// Every acknowledged id is in the table exactly once, and the table holds nothing else.
 async fn assert_exactly_once(db: &TestDb, seen: &Seen) {
-    let ids: Vec<Option<Uuid>> =
-        sqlx::query_scalar("SELECT event_id FROM loggingtable").fetch_all(&db.admin).await.expect("read the table");
+    let ids: Vec<Option<Uuid>> = sqlx::query_scalar("SELECT event_id FROM loggingtable")
+        .fetch_all(&db.admin)
+        .await
+        .expect("read the table");
     let stored: HashSet<Uuid> = ids.iter().map(|id| id.expect("every row has its event id")).collect();
     assert_eq!(stored.len(), ids.len(), "no event id stored twice");
     let acked: HashSet<Uuid> = seen.acked.keys().copied().collect();
     let missing = acked.difference(&stored).count();
     let unacked = stored.difference(&acked).count();
-    assert_eq!((missing, unacked), (0, 0), "acknowledged ids without a row, rows never acknowledged");
+    assert_eq!(
+        (missing, unacked),
+        (0, 0),
+        "acknowledged ids without a row, rows never acknowledged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -149,29 +166,62 @@ async fn transaction_pooling_through_pgbouncer_serves_every_request() {
     tokio::time::timeout(TEST_LIMIT, async {
         let pg = PgCluster::start().expect("PostgreSQL is required");
         let db = fresh_db(&pg).await;
-        let bouncer = PgBouncer::start(&example("pgbouncer.ini"), pg.port(), &userlist_line(&pg, &db.writer_role))
-            .expect("PgBouncer is required (Debian package pgbouncer)");
+        let bouncer = PgBouncer::start(
+            &example("pgbouncer.ini"),
+            pg.port(),
+            &userlist_line(&pg, &db.writer_role),
+        )
+        .expect("PgBouncer is required (Debian package pgbouncer)");
         let url = bouncer.url_for(&db.writer_role, &db.writer_password, &db.name);
         // Two collectors sharing PgBouncer's server connections (default_pool_size 10
         // < 2 x 9 client connections), so statements meet other clients' connections.
-        let args = ["--database-url", &url, "--database-pool-mode", "transaction", "--writers", "8", "--rate-limit-per-second", "0"];
+        let args = [
+            "--database-url",
+            &url,
+            "--database-pool-mode",
+            "transaction",
+            "--writers",
+            "8",
+            "--rate-limit-per-second",
+            "0",
+        ];
         let (a, b) = (spawn_app(&args).await, spawn_app(&args).await);
         let stop = Arc::new(AtomicBool::new(false));
-        let loads = tokio::join!(load(a.url.clone(), 12, 20, stop.clone()), load(b.url.clone(), 12, 20, stop.clone()), async {
-            let mut statuses = Vec::new();
-            for _ in 0..40 {
-                for app in [&a, &b] {
-                    statuses.push(app.get("/healthz").await.status().as_u16());
+        let loads = tokio::join!(
+            load(a.url.clone(), 12, 20, stop.clone()),
+            load(b.url.clone(), 12, 20, stop.clone()),
+            async {
+                let mut statuses = Vec::new();
+                for _ in 0..40 {
+                    for app in [&a, &b] {
+                        statuses.push(app.get("/healthz").await.status().as_u16());
+                    }
                 }
+                statuses
             }
-            statuses
-        });
+        );
         let (seen_a, seen_b, health) = loads;
-        assert!(health.iter().all(|s| *s == 200), "/healthz through PgBouncer: {health:?}");
+        assert!(
+            health.iter().all(|s| *s == 200),
+            "/healthz through PgBouncer: {health:?}"
+        );
         let mut seen = seen_a;
-        assert!(seen.errors.is_empty() && seen_b.errors.is_empty(), "{:?} {:?}", seen.errors, seen_b.errors);
-        assert_eq!((seen.answered_503, seen_b.answered_503), (0, 0), "no 503: the database was up all along");
-        assert_eq!(seen.requests_2xx + seen_b.requests_2xx, 2 * 12 * 20, "every request answered 2xx");
+        assert!(
+            seen.errors.is_empty() && seen_b.errors.is_empty(),
+            "{:?} {:?}",
+            seen.errors,
+            seen_b.errors
+        );
+        assert_eq!(
+            (seen.answered_503, seen_b.answered_503),
+            (0, 0),
+            "no 503: the database was up all along"
+        );
+        assert_eq!(
+            seen.requests_2xx + seen_b.requests_2xx,
+            2 * 12 * 20,
+            "every request answered 2xx"
+        );
         seen.acked.extend(seen_b.acked);
         assert_eq!(seen.acked.len(), 2 * 12 * 10 * 6, "1 + 5 events per two requests");
         assert_exactly_once(&db, &seen).await;
@@ -190,7 +240,11 @@ struct Collector {
 
 impl Collector {
     fn start(port: u16, args: &[&str]) -> Self {
-        let mut c = Collector { port, args: args.iter().map(|s| s.to_string()).collect(), child: None };
+        let mut c = Collector {
+            port,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
         c.start_again();
         c
     }
@@ -358,7 +412,14 @@ async fn sigterm_fails_healthz_first_and_keeps_serving_through_the_drain() {
         let port = testkit::free_port();
         let base = format!("http://127.0.0.1:{port}");
         // A drain far longer than this test needs, so the load below is over before it ends.
-        let args = ["--database-url", &db.writer_url, "--rate-limit-per-second", "0", "--shutdown-drain-ms", "20000"];
+        let args = [
+            "--database-url",
+            &db.writer_url,
+            "--rate-limit-per-second",
+            "0",
+            "--shutdown-drain-ms",
+            "20000",
+        ];
         let mut collector = Collector::start(port, &args);
         let client = reqwest::Client::new();
         assert_eq!(health(&client, &base).await, Some((200, false)));
@@ -376,7 +437,11 @@ async fn sigterm_fails_healthz_first_and_keeps_serving_through_the_drain() {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        assert_eq!(draining, Some((503, true)), "/healthz answers 503 + Retry-After once SIGTERM arrived");
+        assert_eq!(
+            draining,
+            Some((503, true)),
+            "/healthz answers 503 + Retry-After once SIGTERM arrived"
+        );
         // Still serving: new connections and new events are written.
         let fresh = reqwest::Client::new();
         let mut during_drain = Vec::new();
@@ -397,7 +462,9 @@ async fn sigterm_fails_healthz_first_and_keeps_serving_through_the_drain() {
         assert!(seen.errors.is_empty(), "{:?}", seen.errors);
         assert_eq!(seen.answered_503, 0, "only /healthz fails during the drain");
         seen.acked.extend(during_drain.into_iter().map(|id| (id, 1)));
-        let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+        let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
         assert!(exit.success(), "exit status {exit}");
         assert_exactly_once(&db, &seen).await;
     })

@@ -70,10 +70,13 @@ async fn sqlite_columns(pool: &SqlitePool, table: &str) -> Vec<(String, String)>
 }
 
 async fn open_store(path: &Path) -> SqliteStore {
-    tokio::time::timeout(Duration::from_secs(60), SqliteStore::open(path, Duration::from_secs(10)))
-        .await
-        .expect("open within a minute")
-        .expect("open the SQLite store")
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        SqliteStore::open(path, Duration::from_secs(10)),
+    )
+    .await
+    .expect("open within a minute")
+    .expect("open the SQLite store")
 }
 
 #[tokio::test]
@@ -92,8 +95,10 @@ async fn postgres_and_sqlite_tables_and_the_written_columns_agree() {
         .await
         .unwrap();
         assert!(!pg.is_empty(), "{table} exists in PostgreSQL");
-        let pg_as_sqlite: Vec<(String, String)> =
-            pg.iter().map(|(name, pg_type)| (name.clone(), sqlite_type_of(pg_type).to_string())).collect();
+        let pg_as_sqlite: Vec<(String, String)> = pg
+            .iter()
+            .map(|(name, pg_type)| (name.clone(), sqlite_type_of(pg_type).to_string()))
+            .collect();
         assert_eq!(
             sqlite_columns(store.pool(), table).await,
             pg_as_sqlite,
@@ -106,12 +111,19 @@ async fn postgres_and_sqlite_tables_and_the_written_columns_agree() {
         assert_eq!(written.len(), Column::WRITTEN.len(), "no column written twice");
         let table_columns: BTreeSet<&str> = pg.iter().map(|(name, _)| name.as_str()).collect();
         let expected: BTreeSet<&str> = written.iter().copied().chain(filled_by_the_store).collect();
-        assert_eq!(table_columns, expected, "{table}: the written columns (event::Column) cover the table");
+        assert_eq!(
+            table_columns, expected,
+            "{table}: the written columns (event::Column) cover the table"
+        );
         for column in Column::WRITTEN {
             let pg_type = &pg.iter().find(|(name, _)| name == column.name).unwrap().1;
             let bound = pg_argument_type((column.value)(&event));
             let compatible = pg_type == bound || (bound == "text" && pg_type == "character varying");
-            assert!(compatible, "{table}.{}: column type {pg_type}, bound as {bound}", column.name);
+            assert!(
+                compatible,
+                "{table}.{}: column type {pg_type}, bound as {bound}",
+                column.name
+            );
         }
     }
 
@@ -122,7 +134,11 @@ async fn postgres_and_sqlite_tables_and_the_written_columns_agree() {
             .await
             .unwrap();
     let expected: Vec<String> = std::iter::once("p_tests boolean[]".to_string())
-        .chain(Column::WRITTEN.iter().map(|c| format!("{} {}[]", c.pg_argument, pg_argument_type((c.value)(&event)))))
+        .chain(
+            Column::WRITTEN
+                .iter()
+                .map(|c| format!("{} {}[]", c.pg_argument, pg_argument_type((c.value)(&event)))),
+        )
         .collect();
     assert_eq!(arguments, expected.join(", "));
 }
@@ -143,11 +159,22 @@ async fn both_stores_write_every_column_from_the_description() {
     .unwrap();
     let mut event = full_event();
     event.client_time = Some("2026-11-28T07:35:44.123456Z".parse::<DateTime<Utc>>().unwrap());
-    let mut test_event = NewEvent { id: Some(Uuid::new_v4()), table: Table::Test, learner_id: None, ..event.clone() };
+    let mut test_event = NewEvent {
+        id: Some(Uuid::new_v4()),
+        table: Table::Test,
+        learner_id: None,
+        ..event.clone()
+    };
     test_event.answer = "b".into();
     let events = [event, test_event];
-    assert_eq!(pg.write_group(&events).await.unwrap(), [Outcome::Written, Outcome::Written]);
-    assert_eq!(sqlite.write_group(&events).await.unwrap(), [Outcome::Written, Outcome::Written]);
+    assert_eq!(
+        pg.write_group(&events).await.unwrap(),
+        [Outcome::Written, Outcome::Written]
+    );
+    assert_eq!(
+        sqlite.write_group(&events).await.unwrap(),
+        [Outcome::Written, Outcome::Written]
+    );
     for e in &events {
         let table = e.table.sql_name();
         for column in Column::WRITTEN {
@@ -197,36 +224,68 @@ fn the_collector_reads_every_field_the_sdk_sends_and_nothing_is_missing() {
     assert_eq!(batch.events.len(), sent_events.len());
     let mut every_field_filled_once = false;
     for (item, sent) in batch.events.iter().zip(sent_events) {
-        let BatchItem::Event(event) = item else { panic!("the SDK's event was refused: {item:?}") };
+        let BatchItem::Event(event) = item else {
+            panic!("the SDK's event was refused: {item:?}")
+        };
         // Every field of the collector's event, by name: a new one fails to compile here
         // until the fixture (and so the SDK) carries it.
-        let NewEvent { id, table: _, user_agent, lesson, level, question, answer, client_time, learner_id } = event;
-        let text = |key: &str| sent[key].as_str().unwrap_or_else(|| panic!("the SDK sends {key}")).to_string();
+        let NewEvent {
+            id,
+            table: _,
+            user_agent,
+            lesson,
+            level,
+            question,
+            answer,
+            client_time,
+            learner_id,
+        } = event;
+        let text = |key: &str| {
+            sent[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("the SDK sends {key}"))
+                .to_string()
+        };
         assert_eq!(id.map(|id| id.to_string()), Some(text("id")));
         assert_eq!(*user_agent, text("user_agent"));
         assert_eq!(*lesson, text("lesson"));
         assert_eq!(*level, text("level"));
         assert_eq!(*question, text("question"));
         assert_eq!(*answer, text("answer"));
-        assert_eq!(*client_time, Some(text("client_time").parse::<DateTime<Utc>>().unwrap()));
-        assert_eq!(learner_id.map(|l| l.to_string()), sent.get("learner_id").map(|_| text("learner_id")));
+        assert_eq!(
+            *client_time,
+            Some(text("client_time").parse::<DateTime<Utc>>().unwrap())
+        );
+        assert_eq!(
+            learner_id.map(|l| l.to_string()),
+            sent.get("learner_id").map(|_| text("learner_id"))
+        );
         every_field_filled_once |= learner_id.is_some();
     }
-    assert!(every_field_filled_once, "the fixture has an event with every optional field");
+    assert!(
+        every_field_filled_once,
+        "the fixture has an event with every optional field"
+    );
 
     // Nothing the SDK sends is ignored: without any one of its fields, the batch reads differently.
     let reparse = |body: &Value| parse_batch(body.to_string().as_bytes(), 500, Table::Production).unwrap();
     for key in fixture.as_object().unwrap().keys() {
         let mut without = fixture.clone();
         without.as_object_mut().unwrap().remove(key);
-        let changed = parse_batch(without.to_string().as_bytes(), 500, Table::Production).map(|b| b != batch).unwrap_or(true);
+        let changed = parse_batch(without.to_string().as_bytes(), 500, Table::Production)
+            .map(|b| b != batch)
+            .unwrap_or(true);
         assert!(changed, "the collector ignores the batch's {key:?}");
     }
     for (i, sent) in sent_events.iter().enumerate() {
         for key in sent.as_object().unwrap().keys() {
             let mut without = fixture.clone();
             without["events"][i].as_object_mut().unwrap().remove(key);
-            assert_ne!(reparse(&without).events[i], batch.events[i], "the collector ignores event {i}'s {key:?}");
+            assert_ne!(
+                reparse(&without).events[i],
+                batch.events[i],
+                "the collector ignores event {i}'s {key:?}"
+            );
         }
     }
 }
@@ -255,7 +314,10 @@ async fn legacy_file(path: &Path, tables: &[&str], statements: &[&str]) {
     let pool = SqlitePool::connect_with(options).await.unwrap();
     for (n, table) in tables.iter().enumerate() {
         for statement in statements {
-            sqlx::query(&statement.replace("{table}", table)).execute(&pool).await.unwrap();
+            sqlx::query(&statement.replace("{table}", table))
+                .execute(&pool)
+                .await
+                .unwrap();
         }
         sqlx::query(&format!(
             "INSERT INTO {table} (user_agent, date_log, time_log, lesson, lesson_level, question, answer, event_id, client_time)
@@ -304,7 +366,11 @@ async fn sqlite_files_of_every_age_upgrade_in_place_to_one_shape() {
     let want = shape(store.pool()).await;
     let migrations = applied_migrations(store.pool()).await;
     assert!(!migrations.is_empty());
-    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600, "a new file is private");
+    assert_eq!(
+        std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "a new file is private"
+    );
     let expected_columns: Vec<(String, String)> = [
         "user_agent",
         "date_log",
@@ -320,10 +386,19 @@ async fn sqlite_files_of_every_age_upgrade_in_place_to_one_shape() {
         "learner_id",
     ]
     .iter()
-    .map(|name| (name.to_string(), if *name == "id" { "INTEGER" } else { "TEXT" }.to_string()))
+    .map(|name| {
+        (
+            name.to_string(),
+            if *name == "id" { "INTEGER" } else { "TEXT" }.to_string(),
+        )
+    })
     .collect();
     assert_eq!(want.0, [expected_columns.clone(), expected_columns]);
-    assert_eq!(want.1, ["loggingtable_question_idx", "loggingtable_test_question_idx"], "only the question index");
+    assert_eq!(
+        want.1,
+        ["loggingtable_question_idx", "loggingtable_test_question_idx"],
+        "only the question index"
+    );
     drop(store);
 
     let with_learner: Vec<&str> = std::iter::once(OLDEST_TABLE).chain(LEARNER_UPGRADE).collect();
@@ -342,15 +417,25 @@ async fn sqlite_files_of_every_age_upgrade_in_place_to_one_shape() {
         legacy_file(&path, tables, statements).await;
         for reopen in 0..2 {
             let store = open_store(&path).await;
-            assert_eq!(shape(store.pool()).await, want, "{name} (open #{}) has today's shape", reopen + 1);
-            assert_eq!(applied_migrations(store.pool()).await, migrations, "{name}: each migration applied once");
+            assert_eq!(
+                shape(store.pool()).await,
+                want,
+                "{name} (open #{}) has today's shape",
+                reopen + 1
+            );
+            assert_eq!(
+                applied_migrations(store.pool()).await,
+                migrations,
+                "{name}: each migration applied once"
+            );
             for (n, table) in tables.iter().enumerate() {
-                let old: (String, String, Option<String>) =
-                    sqlx::query_as(&format!("SELECT answer, date_log, learner_id FROM {table} WHERE event_id = ?"))
-                        .bind(old_id(n).to_string())
-                        .fetch_one(store.pool())
-                        .await
-                        .unwrap();
+                let old: (String, String, Option<String>) = sqlx::query_as(&format!(
+                    "SELECT answer, date_log, learner_id FROM {table} WHERE event_id = ?"
+                ))
+                .bind(old_id(n).to_string())
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
                 assert_eq!(
                     old,
                     ("old row".to_string(), "2026-01-05".to_string(), None),
@@ -359,9 +444,18 @@ async fn sqlite_files_of_every_age_upgrade_in_place_to_one_shape() {
             }
             // The old row's id is known (duplicate), and new events go in with their learner.
             let mut again = full_event();
-            (again.id, again.answer, again.lesson, again.level, again.question) =
-                (Some(old_id(0)), "old row".into(), "gateway".into(), "beginner".into(), "1A".into());
-            let new = NewEvent { id: Some(Uuid::new_v4()), table: Table::Test, ..full_event() };
+            (again.id, again.answer, again.lesson, again.level, again.question) = (
+                Some(old_id(0)),
+                "old row".into(),
+                "gateway".into(),
+                "beginner".into(),
+                "1A".into(),
+            );
+            let new = NewEvent {
+                id: Some(Uuid::new_v4()),
+                table: Table::Test,
+                ..full_event()
+            };
             let outcomes = store.write_group(&[again, new.clone()]).await.unwrap();
             assert_eq!(outcomes, [Outcome::Duplicate, Outcome::Written], "{name}");
             let learner: Option<String> =

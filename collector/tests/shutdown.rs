@@ -10,7 +10,9 @@ use common::{CollectorProc, UA};
 use uuid::Uuid;
 
 async fn queued(client: &reqwest::Client, base: &str) -> f64 {
-    let Ok(res) = client.get(format!("{base}/metrics")).send().await else { return 0.0 };
+    let Ok(res) = client.get(format!("{base}/metrics")).send().await else {
+        return 0.0;
+    };
     let text = res.text().await.unwrap_or_default();
     hourofci_collector::metrics::sample(&text, "hourofci_queued_events").unwrap_or(0.0)
 }
@@ -21,7 +23,15 @@ async fn sigterm_commits_queued_events_and_exits_zero() {
     let db = dir.path().join("events.db");
     let addr = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
     let base = format!("http://{addr}");
-    let args = ["--sqlite-path", db.to_str().unwrap(), "--group-max-wait-ms", "3000", "--writers", "1"].map(String::from);
+    let args = [
+        "--sqlite-path",
+        db.to_str().unwrap(),
+        "--group-max-wait-ms",
+        "3000",
+        "--writers",
+        "1",
+    ]
+    .map(String::from);
     let mut proc = CollectorProc::spawn(addr, &args, &dir.path().join("collector.log"), dir.path());
     tokio::task::block_in_place(|| proc.wait_serving(Duration::from_secs(60)));
     let client = reqwest::Client::new();
@@ -30,7 +40,14 @@ async fn sigterm_commits_queued_events_and_exits_zero() {
     for i in 0..20 {
         let client = client.clone();
         let url = format!("{base}/{UA}/gateway/beginner/1A/answer-{i}");
-        tasks.spawn(async move { client.post(url).header("Idempotency-Key", Uuid::new_v4().to_string()).send().await.map(|r| r.status().as_u16()) });
+        tasks.spawn(async move {
+            client
+                .post(url)
+                .header("Idempotency-Key", Uuid::new_v4().to_string())
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        });
     }
     let mut waiting = 0.0;
     for _ in 0..200 {
@@ -47,9 +64,19 @@ async fn sigterm_commits_queued_events_and_exits_zero() {
         assert_eq!(status.unwrap().expect("answered, not dropped"), 201);
     }
     let exit = tokio::task::block_in_place(|| proc.wait_exit(Duration::from_secs(60)));
-    assert!(exit.is_some_and(|s| s.success()), "exit status {exit:?}; log:\n{}", proc.log_text());
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "exit status {exit:?}; log:\n{}",
+        proc.log_text()
+    );
 
-    let reader = sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db).read_only(true)).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM loggingtable").fetch_one(&reader).await.unwrap();
+    let reader =
+        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db).read_only(true))
+            .await
+            .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM loggingtable")
+        .fetch_one(&reader)
+        .await
+        .unwrap();
     assert_eq!(n, 20);
 }

@@ -23,8 +23,18 @@ struct Ev {
 }
 
 fn ev() -> impl Strategy<Value = Ev> {
-    (any::<bool>(), proptest::option::weighted(0.85, 0u8..4), 0u8..3, proptest::option::of(0u8..2))
-        .prop_map(|(test, id, content, learner)| Ev { test, id, content, learner })
+    (
+        any::<bool>(),
+        proptest::option::weighted(0.85, 0u8..4),
+        0u8..3,
+        proptest::option::of(0u8..2),
+    )
+        .prop_map(|(test, id, content, learner)| Ev {
+            test,
+            id,
+            content,
+            learner,
+        })
 }
 
 const IDS: [&str; 4] = [
@@ -33,7 +43,10 @@ const IDS: [&str; 4] = [
     "6f1c1c52-1f0e-4d8e-9a53-0c4a3d1b2a03",
     "6f1c1c52-1f0e-4d8e-9a53-0c4a3d1b2a04",
 ];
-const LEARNERS: [&str; 2] = ["0b6f3c1e-8f1d-4b7a-9c2e-5d4f3a2b1c0d", "0b6f3c1e-8f1d-4b7a-9c2e-5d4f3a2b1c0e"];
+const LEARNERS: [&str; 2] = [
+    "0b6f3c1e-8f1d-4b7a-9c2e-5d4f3a2b1c0d",
+    "0b6f3c1e-8f1d-4b7a-9c2e-5d4f3a2b1c0e",
+];
 
 /// Call `function` with `events`; the verdicts as (1-based index, status).
 async fn call(conn: &mut PgConnection, function: &str, events: &[Ev]) -> Vec<(i32, String)> {
@@ -48,14 +61,29 @@ async fn call(conn: &mut PgConnection, function: &str, events: &[Ev]) -> Vec<(i3
     let sql = format!("SELECT event_index, status FROM public.{function}($1, $2, $3, $4, $5, $6, $7, $8, $9)");
     sqlx::query_as(&sql)
         .bind(events.iter().map(|e| e.test).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.id.map(|i| Uuid::parse_str(IDS[i as usize]).unwrap())).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.id.map(|i| Uuid::parse_str(IDS[i as usize]).unwrap()))
+                .collect::<Vec<_>>(),
+        )
         .bind(events.iter().map(|_| chrono_now()).collect::<Vec<_>>())
         .bind(events.iter().map(|_| UA.to_string()).collect::<Vec<_>>())
         .bind(events.iter().map(|_| "gateway".to_string()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| if e.content == 1 { "advanced" } else { "beginner" }.to_string()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| if e.content == 1 { "advanced" } else { "beginner" }.to_string())
+                .collect::<Vec<_>>(),
+        )
         .bind(events.iter().map(|_| "1A".to_string()).collect::<Vec<_>>())
         .bind(answers)
-        .bind(events.iter().map(|e| e.learner.map(|l| Uuid::parse_str(LEARNERS[l as usize]).unwrap())).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.learner.map(|l| Uuid::parse_str(LEARNERS[l as usize]).unwrap()))
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(conn)
         .await
         .unwrap_or_else(|e| panic!("{function}({events:?}): {e}"))
@@ -65,7 +93,14 @@ fn chrono_now() -> sqlx::types::chrono::DateTime<sqlx::types::chrono::Utc> {
     sqlx::types::chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap()
 }
 
-type Stored = (String, Option<Uuid>, Option<String>, Option<String>, Option<String>, Option<Uuid>);
+type Stored = (
+    String,
+    Option<Uuid>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Uuid>,
+);
 
 /// Every row of both tables in id order, without the id (sequences are not rolled back).
 async fn stored(conn: &mut PgConnection) -> Vec<Stored> {
@@ -83,7 +118,12 @@ async fn stored(conn: &mut PgConnection) -> Vec<Stored> {
 
 /// Store `before` with v3, then call `function` with `events`, in a transaction that is
 /// rolled back: the verdicts and the rows it left.
-async fn outcome(conn: &mut PgConnection, function: &str, before: &[Ev], events: &[Ev]) -> (Vec<(i32, String)>, Vec<Stored>) {
+async fn outcome(
+    conn: &mut PgConnection,
+    function: &str,
+    before: &[Ev],
+    events: &[Ev],
+) -> (Vec<(i32, String)>, Vec<Stored>) {
     let mut tx = conn.begin().await.unwrap();
     call(&mut tx, "log_events_v3", before).await;
     let verdicts = call(&mut tx, function, events).await;
@@ -97,8 +137,15 @@ fn v4_judges_and_stores_every_call_as_v3_does() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(fresh_db(&PG));
     let conn = std::cell::RefCell::new(rt.block_on(PgConnection::connect(&db.admin_url)).unwrap());
-    let mut runner = TestRunner::new(Config { cases: 300, failure_persistence: None, ..Config::default() });
-    let strategy = (proptest::collection::vec(ev(), 0..4), proptest::collection::vec(ev(), 0..9));
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (
+        proptest::collection::vec(ev(), 0..4),
+        proptest::collection::vec(ev(), 0..9),
+    );
     let single_table_calls = std::cell::Cell::new(0);
     let slow_paths = std::cell::Cell::new(0);
     runner
@@ -119,7 +166,10 @@ fn v4_judges_and_stores_every_call_as_v3_does() {
         .unwrap();
     // The generator reached both insert paths and the verdict query.
     let (single_table_calls, slow_paths) = (single_table_calls.get(), slow_paths.get());
-    assert!(single_table_calls > 50 && slow_paths > 50, "{single_table_calls} single-table calls, {slow_paths} with a verdict");
+    assert!(
+        single_table_calls > 50 && slow_paths > 50,
+        "{single_table_calls} single-table calls, {slow_paths} with a verdict"
+    );
     let mut conn = conn.into_inner();
     // Unequal arrays and a call without a table are refused, never half-written.
     let refused = rt.block_on(
@@ -153,21 +203,46 @@ async fn upgrade_from_0004_keeps_rows_drops_the_maintenance_indexes_and_writes_w
     let (name, admin_url) = PG.fresh_database("v4up");
     let mut admin = PgConnection::connect(&admin_url).await.unwrap();
     let mut old = sqlx::migrate!("../sql");
-    old.migrations = old.migrations.iter().filter(|m| m.version <= 4).cloned().collect::<Vec<_>>().into();
+    old.migrations = old
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 4)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
     assert_eq!(old.migrations.len(), 4);
     old.run(&mut admin).await.expect("0001-0004");
     let stored_before = [
-        Ev { test: false, id: Some(0), content: 0, learner: Some(0) },
-        Ev { test: true, id: Some(1), content: 1, learner: None },
-        Ev { test: false, id: None, content: 2, learner: None },
+        Ev {
+            test: false,
+            id: Some(0),
+            content: 0,
+            learner: Some(0),
+        },
+        Ev {
+            test: true,
+            id: Some(1),
+            content: 1,
+            learner: None,
+        },
+        Ev {
+            test: false,
+            id: None,
+            content: 2,
+            learner: None,
+        },
     ];
     call(&mut admin, "log_events_v3", &stored_before).await;
     let rows_before = stored(&mut admin).await;
-    assert!(indexes(&mut admin).await.contains(&"loggingtable_received_idx".to_string()));
+    assert!(indexes(&mut admin)
+        .await
+        .contains(&"loggingtable_received_idx".to_string()));
 
     let writer_role = format!("{name}_writer");
     PG.create_login_role(&writer_role, WRITER_PASSWORD);
-    hourofci_collector::migrate::run(&admin_url, &writer_role).await.expect("the upgrade");
+    hourofci_collector::migrate::run(&admin_url, &writer_role)
+        .await
+        .expect("the upgrade");
     assert_eq!(stored(&mut admin).await, rows_before, "the upgrade keeps every row");
     assert_eq!(
         indexes(&mut admin).await,
@@ -184,17 +259,49 @@ async fn upgrade_from_0004_keeps_rows_drops_the_maintenance_indexes_and_writes_w
 
     // As the writer: v4 judges the old release's rows, and v3 still works for a
     // collector of the previous release during a rolling upgrade.
-    let mut writer = PgConnection::connect(&PG.url_for(&writer_role, WRITER_PASSWORD, &name)).await.unwrap();
+    let mut writer = PgConnection::connect(&PG.url_for(&writer_role, WRITER_PASSWORD, &name))
+        .await
+        .unwrap();
     let again = [
-        Ev { test: false, id: Some(0), content: 0, learner: None },
-        Ev { test: false, id: Some(1), content: 1, learner: None },
-        Ev { test: true, id: Some(0), content: 0, learner: None },
-        Ev { test: false, id: Some(2), content: 0, learner: Some(1) },
+        Ev {
+            test: false,
+            id: Some(0),
+            content: 0,
+            learner: None,
+        },
+        Ev {
+            test: false,
+            id: Some(1),
+            content: 1,
+            learner: None,
+        },
+        Ev {
+            test: true,
+            id: Some(0),
+            content: 0,
+            learner: None,
+        },
+        Ev {
+            test: false,
+            id: Some(2),
+            content: 0,
+            learner: Some(1),
+        },
     ];
     let verdicts = call(&mut writer, "log_events_v4", &again).await;
     let words: Vec<&str> = verdicts.iter().map(|(_, s)| s.as_str()).collect();
     assert_eq!(words, ["duplicate", "conflict", "conflict", "written"]);
-    let verdicts = call(&mut writer, "log_events_v3", &[Ev { test: true, id: Some(3), content: 0, learner: None }]).await;
+    let verdicts = call(
+        &mut writer,
+        "log_events_v3",
+        &[Ev {
+            test: true,
+            id: Some(3),
+            content: 0,
+            learner: None,
+        }],
+    )
+    .await;
     assert_eq!(verdicts, [(1, "written".to_string())]);
     let public_may_execute: bool = sqlx::query_scalar(
         "SELECT has_function_privilege('public', 'public.log_events_v4(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[])', 'EXECUTE')",

@@ -85,7 +85,10 @@ async fn call_every_function(writer: &mut PgConnection, tag: &str) {
         ),
     ];
     for call in calls {
-        sqlx::query(&call).execute(&mut *writer).await.unwrap_or_else(|e| panic!("{call}: {e}"));
+        sqlx::query(&call)
+            .execute(&mut *writer)
+            .await
+            .unwrap_or_else(|e| panic!("{call}: {e}"));
     }
 }
 
@@ -109,14 +112,27 @@ async fn writer_table_rights(db: &TestDb) -> Vec<(String, bool)> {
 
 /// The writer gained nothing: no privilege held, reading and deleting refused, rows intact.
 async fn assert_writer_gained_nothing(db: &TestDb, writer: &mut PgConnection, rows_before: &[Row]) {
-    let held: Vec<String> = writer_table_rights(db).await.into_iter().filter(|(_, h)| *h).map(|(p, _)| p).collect();
+    let held: Vec<String> = writer_table_rights(db)
+        .await
+        .into_iter()
+        .filter(|(_, h)| *h)
+        .map(|(p, _)| p)
+        .collect();
     assert!(held.is_empty(), "the writer holds {held:?}");
-    for sql in ["SELECT answer FROM public.loggingtable", "DELETE FROM public.loggingtable", "SELECT answer FROM public.loggingtable_test"] {
+    for sql in [
+        "SELECT answer FROM public.loggingtable",
+        "DELETE FROM public.loggingtable",
+        "SELECT answer FROM public.loggingtable_test",
+    ] {
         let err = sqlx::query(sql).execute(&mut *writer).await.expect_err(sql);
         assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{sql}: {err}");
     }
     let now = rows(&db.admin, "loggingtable").await;
-    assert_eq!(&now[..rows_before.len()], rows_before, "the rows stored before the attack are intact");
+    assert_eq!(
+        &now[..rows_before.len()],
+        rows_before,
+        "the rows stored before the attack are intact"
+    );
 }
 
 /// A learner's answer nobody but the admin may read.
@@ -129,7 +145,9 @@ async fn store_a_secret(db: &TestDb) -> Vec<Row> {
 }
 
 async fn writer_connection(db: &TestDb) -> PgConnection {
-    PgConnection::connect(&db.writer_url).await.expect("connect as the writer")
+    PgConnection::connect(&db.writer_url)
+        .await
+        .expect("connect as the writer")
 }
 
 #[tokio::test]
@@ -146,23 +164,41 @@ async fn temp_schema_shadowing_gains_the_writer_nothing() {
 
     // Wall 2, the functions themselves: give the writer TEMPORARY behind migrate's back
     // and run the whole attack.
-    PG.psql(&db.name, &format!("GRANT TEMPORARY ON DATABASE {} TO {}", db.name, db.writer_role));
+    PG.psql(
+        &db.name,
+        &format!("GRANT TEMPORARY ON DATABASE {} TO {}", db.name, db.writer_role),
+    );
     let mut writer = writer_connection(&db).await;
-    sqlx::query(&payload("pg_temp")).execute(&mut writer).await.expect("with TEMPORARY the writer creates pg_temp.steal()");
+    sqlx::query(&payload("pg_temp"))
+        .execute(&mut writer)
+        .await
+        .expect("with TEMPORARY the writer creates pg_temp.steal()");
     for shadow in TEMP_SHADOWS {
-        sqlx::query(shadow).execute(&mut writer).await.unwrap_or_else(|e| panic!("{shadow}: {e}"));
+        sqlx::query(shadow)
+            .execute(&mut writer)
+            .await
+            .unwrap_or_else(|e| panic!("{shadow}: {e}"));
     }
     call_every_function(&mut writer, "attack-a").await;
     assert_writer_gained_nothing(&db, &mut writer, &before).await;
-    assert_eq!(count(&db.admin, "loggingtable").await, before.len() as i64 + 6, "the functions still write");
+    assert_eq!(
+        count(&db.admin, "loggingtable").await,
+        before.len() as i64 + 6,
+        "the functions still write"
+    );
     assert_eq!(count(&db.admin, "loggingtable_test").await, 1);
 
     // migrate takes a direct grant back (once the writer's temporary objects are gone:
     // while they exist it owns objects, and migrate refuses).
-    let err = hourofci_collector::migrate::run(&db.admin_url, &db.writer_role).await.unwrap_err().to_string();
+    let err = hourofci_collector::migrate::run(&db.admin_url, &db.writer_role)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("refusing to finish") && err.contains("owns"), "{err}");
     sqlx::query("DISCARD TEMP").execute(&mut writer).await.unwrap();
-    hourofci_collector::migrate::run(&db.admin_url, &db.writer_role).await.expect("migrate revokes the writer's TEMPORARY");
+    hourofci_collector::migrate::run(&db.admin_url, &db.writer_role)
+        .await
+        .expect("migrate revokes the writer's TEMPORARY");
     let temporary: bool = sqlx::query_scalar("SELECT has_database_privilege($1, current_database(), 'TEMPORARY')")
         .bind(&db.writer_role)
         .fetch_one(&db.admin)
@@ -173,8 +209,17 @@ async fn temp_schema_shadowing_gains_the_writer_nothing() {
     // TEMPORARY through a role the writer belongs to: migrate cannot take it, so it refuses.
     let group = format!("{}_temps", db.name);
     PG.psql("postgres", &format!("CREATE ROLE {group} NOLOGIN"));
-    PG.psql(&db.name, &format!("GRANT TEMPORARY ON DATABASE {} TO {group}; GRANT {group} TO {}", db.name, db.writer_role));
-    let err = hourofci_collector::migrate::run(&db.admin_url, &db.writer_role).await.unwrap_err().to_string();
+    PG.psql(
+        &db.name,
+        &format!(
+            "GRANT TEMPORARY ON DATABASE {} TO {group}; GRANT {group} TO {}",
+            db.name, db.writer_role
+        ),
+    );
+    let err = hourofci_collector::migrate::run(&db.admin_url, &db.writer_role)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("refusing to finish") && err.contains("TEMPORARY"), "{err}");
 }
 
@@ -185,16 +230,29 @@ async fn public_schema_shadowing_gains_the_writer_nothing() {
     // As in a database created by PostgreSQL 14 or older: PUBLIC may CREATE in public.
     PG.psql(&db.name, "GRANT CREATE ON SCHEMA public TO PUBLIC");
     let mut writer = writer_connection(&db).await;
-    sqlx::query(&payload("public")).execute(&mut writer).await.expect("PUBLIC may create in public");
+    sqlx::query(&payload("public"))
+        .execute(&mut writer)
+        .await
+        .expect("PUBLIC may create in public");
     for shadow in PUBLIC_SHADOWS {
-        sqlx::query(shadow).execute(&mut writer).await.unwrap_or_else(|e| panic!("{shadow}: {e}"));
+        sqlx::query(shadow)
+            .execute(&mut writer)
+            .await
+            .unwrap_or_else(|e| panic!("{shadow}: {e}"));
     }
     call_every_function(&mut writer, "attack-b").await;
     assert_writer_gained_nothing(&db, &mut writer, &before).await;
-    assert_eq!(count(&db.admin, "loggingtable").await, before.len() as i64 + 6, "the functions still write");
+    assert_eq!(
+        count(&db.admin, "loggingtable").await,
+        before.len() as i64 + 6,
+        "the functions still write"
+    );
 
     // migrate revokes PUBLIC's CREATE, but the writer now owns objects: it refuses.
-    let err = hourofci_collector::migrate::run(&db.admin_url, &db.writer_role).await.unwrap_err().to_string();
+    let err = hourofci_collector::migrate::run(&db.admin_url, &db.writer_role)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("refusing to finish") && err.contains("owns"), "{err}");
     let public_may_create: bool = sqlx::query_scalar("SELECT has_schema_privilege('public', 'public', 'CREATE')")
         .fetch_one(&db.admin)
@@ -208,7 +266,9 @@ async fn public_schema_shadowing_gains_the_writer_nothing() {
     assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{err}");
     // Once the DBA removes the writer's objects, migrate finishes.
     PG.psql(&db.name, &format!("DROP OWNED BY {}", db.writer_role));
-    hourofci_collector::migrate::run(&db.admin_url, &db.writer_role).await.expect("migrate after the clean-up");
+    hourofci_collector::migrate::run(&db.admin_url, &db.writer_role)
+        .await
+        .expect("migrate after the clean-up");
 }
 
 #[tokio::test]
@@ -216,13 +276,24 @@ async fn migrate_refuses_when_it_cannot_take_create_on_public() {
     let db = fresh_db(&PG).await;
     // Upgraded from PostgreSQL 14: `public` owned by the bootstrap superuser, CREATE for
     // PUBLIC. The admin (database owner) cannot revoke that.
-    PG.psql(&db.name, "ALTER SCHEMA public OWNER TO postgres; GRANT CREATE ON SCHEMA public TO PUBLIC");
-    let err = hourofci_collector::migrate::run(&db.admin_url, &db.writer_role).await.unwrap_err().to_string();
-    assert!(err.contains("refusing to finish") && err.contains("CREATE in schema public"), "{err}");
+    PG.psql(
+        &db.name,
+        "ALTER SCHEMA public OWNER TO postgres; GRANT CREATE ON SCHEMA public TO PUBLIC",
+    );
+    let err = hourofci_collector::migrate::run(&db.admin_url, &db.writer_role)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refusing to finish") && err.contains("CREATE in schema public"),
+        "{err}"
+    );
     // The fix it names: give the schema to the database owner (as PostgreSQL 15 does);
     // then migrate revokes PUBLIC's CREATE itself.
     PG.psql(&db.name, "ALTER SCHEMA public OWNER TO pg_database_owner");
-    hourofci_collector::migrate::run(&db.admin_url, &db.writer_role).await.expect("migrate once the admin may revoke");
+    hourofci_collector::migrate::run(&db.admin_url, &db.writer_role)
+        .await
+        .expect("migrate once the admin may revoke");
     let public_may_create: bool = sqlx::query_scalar("SELECT has_schema_privilege('public', 'public', 'CREATE')")
         .fetch_one(&db.admin)
         .await
@@ -239,28 +310,50 @@ async fn upgrade_from_the_old_migrations_closes_both_holes_and_keeps_the_rows() 
     PG.create_login_role(&writer_role, WRITER_PASSWORD);
     let mut admin_conn = PgConnection::connect(&admin_url).await.unwrap();
     let mut old = sqlx::migrate!("../sql");
-    old.migrations = old.migrations.iter().filter(|m| m.version <= 2).cloned().collect::<Vec<_>>().into();
+    old.migrations = old
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 2)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
     assert_eq!(old.migrations.len(), 2);
     old.run(&mut admin_conn).await.expect("the old migrations");
     // The old release's grants; and PUBLIC's defaults of a database from PostgreSQL 14.
-    PG.psql(&name, &format!(
-        "GRANT CONNECT ON DATABASE {name} TO {writer_role};
+    PG.psql(
+        &name,
+        &format!(
+            "GRANT CONNECT ON DATABASE {name} TO {writer_role};
          GRANT EXECUTE ON FUNCTION logging(text, date, time, varchar, varchar, varchar, text),
              logging2(text, date, time, varchar, varchar, varchar, text),
              log_event(boolean, uuid, timestamptz, text, text, text, text, text),
              log_events(boolean, uuid[], timestamptz[], text[], text[], text[], text[], text[]) TO {writer_role};
          GRANT TEMPORARY ON DATABASE {name} TO PUBLIC;
          GRANT CREATE ON SCHEMA public TO PUBLIC;"
-    ));
-    let admin = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&admin_url).await.unwrap();
-    let writer_url = PG.url_for(&writer_role, WRITER_PASSWORD, &name);
-    let db = TestDb { name: name.clone(), admin_url: admin_url.clone(), writer_role: writer_role.clone(), writer_password: WRITER_PASSWORD.into(), writer_url, admin };
-    let old_id = Uuid::new_v4();
-    sqlx::query("SELECT log_event(false, $1, now(), 'old-ua', 'gateway', 'beginner', '1A', 'stored by the old release')")
-        .bind(old_id)
-        .execute(&db.admin)
+        ),
+    );
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&admin_url)
         .await
         .unwrap();
+    let writer_url = PG.url_for(&writer_role, WRITER_PASSWORD, &name);
+    let db = TestDb {
+        name: name.clone(),
+        admin_url: admin_url.clone(),
+        writer_role: writer_role.clone(),
+        writer_password: WRITER_PASSWORD.into(),
+        writer_url,
+        admin,
+    };
+    let old_id = Uuid::new_v4();
+    sqlx::query(
+        "SELECT log_event(false, $1, now(), 'old-ua', 'gateway', 'beginner', '1A', 'stored by the old release')",
+    )
+    .bind(old_id)
+    .execute(&db.admin)
+    .await
+    .unwrap();
     let before = store_a_secret(&db).await;
 
     // Before the upgrade, attack (a) works: the writer grants itself SELECT and DELETE.
@@ -271,11 +364,22 @@ async fn upgrade_from_the_old_migrations_closes_both_holes_and_keeps_the_rows() 
         .execute(&mut writer)
         .await
         .unwrap();
-    let stolen: Vec<String> = writer_table_rights(&db).await.into_iter().filter(|(_, h)| *h).map(|(p, _)| p).collect();
-    assert!(stolen.contains(&"SELECT on public.loggingtable".to_string()), "the old functions can be hijacked: {stolen:?}");
+    let stolen: Vec<String> = writer_table_rights(&db)
+        .await
+        .into_iter()
+        .filter(|(_, h)| *h)
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        stolen.contains(&"SELECT on public.loggingtable".to_string()),
+        "the old functions can be hijacked: {stolen:?}"
+    );
     drop(writer);
     // Attack (b) works too.
-    PG.psql(&name, &format!("REVOKE ALL ON loggingtable, loggingtable_test FROM {writer_role}"));
+    PG.psql(
+        &name,
+        &format!("REVOKE ALL ON loggingtable, loggingtable_test FROM {writer_role}"),
+    );
     let mut writer = writer_connection(&db).await;
     sqlx::query(&payload("public")).execute(&mut writer).await.unwrap();
     sqlx::query(PUBLIC_SHADOWS[0]).execute(&mut writer).await.unwrap();
@@ -283,16 +387,33 @@ async fn upgrade_from_the_old_migrations_closes_both_holes_and_keeps_the_rows() 
         .execute(&mut writer)
         .await
         .unwrap();
-    let stolen: Vec<String> = writer_table_rights(&db).await.into_iter().filter(|(_, h)| *h).map(|(p, _)| p).collect();
-    assert!(stolen.contains(&"DELETE on public.loggingtable".to_string()), "the old functions can be hijacked: {stolen:?}");
+    let stolen: Vec<String> = writer_table_rights(&db)
+        .await
+        .into_iter()
+        .filter(|(_, h)| *h)
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        stolen.contains(&"DELETE on public.loggingtable".to_string()),
+        "the old functions can be hijacked: {stolen:?}"
+    );
     drop(writer);
     // The DBA cleans up what the writer did, then upgrades.
-    PG.psql(&name, &format!("REVOKE ALL ON loggingtable, loggingtable_test FROM {writer_role}; DROP OWNED BY {writer_role}"));
+    PG.psql(
+        &name,
+        &format!("REVOKE ALL ON loggingtable, loggingtable_test FROM {writer_role}; DROP OWNED BY {writer_role}"),
+    );
     let rows_before_upgrade = rows(&db.admin, "loggingtable").await;
     assert!(rows_before_upgrade.starts_with(&before));
 
-    hourofci_collector::migrate::run(&admin_url, &writer_role).await.expect("the upgrade");
-    assert_eq!(rows(&db.admin, "loggingtable").await, rows_before_upgrade, "the upgrade keeps every row");
+    hourofci_collector::migrate::run(&admin_url, &writer_role)
+        .await
+        .expect("the upgrade");
+    assert_eq!(
+        rows(&db.admin, "loggingtable").await,
+        rows_before_upgrade,
+        "the upgrade keeps every row"
+    );
     let (temp, create): (bool, bool) = sqlx::query_as(
         "SELECT has_database_privilege('public', current_database(), 'TEMPORARY'), has_schema_privilege('public', 'public', 'CREATE')",
     )
@@ -314,12 +435,18 @@ async fn upgrade_from_the_old_migrations_closes_both_holes_and_keeps_the_rows() 
 
     // Both attacks again, with the writer's own grants of TEMPORARY and CREATE (behind
     // migrate's back): nothing gained, and the functions write.
-    PG.psql(&name, &format!("GRANT TEMPORARY ON DATABASE {name} TO {writer_role}; GRANT CREATE ON SCHEMA public TO {writer_role}"));
+    PG.psql(
+        &name,
+        &format!("GRANT TEMPORARY ON DATABASE {name} TO {writer_role}; GRANT CREATE ON SCHEMA public TO {writer_role}"),
+    );
     let mut writer = writer_connection(&db).await;
     sqlx::query(&payload("pg_temp")).execute(&mut writer).await.unwrap();
     sqlx::query(&payload("public")).execute(&mut writer).await.unwrap();
     for shadow in TEMP_SHADOWS.iter().chain(PUBLIC_SHADOWS) {
-        sqlx::query(shadow).execute(&mut writer).await.unwrap_or_else(|e| panic!("{shadow}: {e}"));
+        sqlx::query(shadow)
+            .execute(&mut writer)
+            .await
+            .unwrap_or_else(|e| panic!("{shadow}: {e}"));
     }
     call_every_function(&mut writer, "after-upgrade").await;
     assert_writer_gained_nothing(&db, &mut writer, &rows_before_upgrade).await;

@@ -27,7 +27,13 @@ unsafe impl Sync for SizeClassAlloc {}
 
 impl SizeClassAlloc {
     pub const fn new() -> Self {
-        SizeClassAlloc { state: UnsafeCell::new(State { free: [0; CLASSES], next: 0, end: 0 }) }
+        SizeClassAlloc {
+            state: UnsafeCell::new(State {
+                free: [0; CLASSES],
+                next: 0,
+                end: 0,
+            }),
+        }
     }
 }
 
@@ -38,7 +44,9 @@ fn class_of(layout: Layout) -> Option<usize> {
 
 unsafe impl GlobalAlloc for SizeClassAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some(class) = class_of(layout) else { return core::ptr::null_mut() };
+        let Some(class) = class_of(layout) else {
+            return core::ptr::null_mut();
+        };
         let s = &mut *self.state.get();
         let head = s.free[class];
         if head != 0 {

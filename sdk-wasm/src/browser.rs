@@ -64,7 +64,9 @@ pub fn normalize_endpoint(endpoint: &str) -> Option<String> {
 }
 
 pub fn user_agent() -> String {
-    window().and_then(|w| w.navigator().user_agent().ok()).unwrap_or_default()
+    window()
+        .and_then(|w| w.navigator().user_agent().ok())
+        .unwrap_or_default()
 }
 
 /// A promise and the function that resolves it.
@@ -77,7 +79,9 @@ pub fn deferred() -> (Promise, Function) {
 /// Runs `callback` after `ms`; returns the timer id for [`cancel_timer`].
 pub fn set_timer(ms: u32, callback: impl FnOnce() + 'static) -> Option<i32> {
     let cb = Closure::once_into_js(callback);
-    window()?.set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), ms.min(i32::MAX as u32) as i32).ok()
+    window()?
+        .set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), ms.min(i32::MAX as u32) as i32)
+        .ok()
 }
 
 pub fn cancel_timer(id: i32) {

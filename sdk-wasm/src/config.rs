@@ -113,7 +113,9 @@ impl Config {
     /// Checks `raw`; `default_user_agent` is used when `userAgent` is absent.
     /// The error names the option and what it must be.
     pub fn from_raw(raw: RawOptions, default_user_agent: impl FnOnce() -> String) -> Result<Config, String> {
-        let endpoint = raw.endpoint.ok_or("option `endpoint` is required, e.g. \"https://check.hourofci.org:4000\"")?;
+        let endpoint = raw
+            .endpoint
+            .ok_or("option `endpoint` is required, e.g. \"https://check.hourofci.org:4000\"")?;
         // Without surrounding spaces and trailing slashes (a byte loop: `trim` and
         // `trim_end_matches` are a few hundred bytes of wasm).
         let b = endpoint.as_bytes();
@@ -127,7 +129,9 @@ impl Config {
             return Err("option `endpoint` must be an http(s) URL, e.g. \"https://check.hourofci.org:4000\"".into());
         }
         let user_agent = match raw.user_agent {
-            Some(ua) if ua.is_empty() || ua.len() > 256 => return Err("option `userAgent` must be 1 to 256 bytes long".into()),
+            Some(ua) if ua.is_empty() || ua.len() > 256 => {
+                return Err("option `userAgent` must be 1 to 256 bytes long".into())
+            }
             Some(ua) => ua,
             None => default_user_agent(),
         };
@@ -163,7 +167,10 @@ mod tests {
     use super::*;
 
     fn raw(endpoint: &str) -> RawOptions {
-        RawOptions { endpoint: Some(endpoint.into()), ..Default::default() }
+        RawOptions {
+            endpoint: Some(endpoint.into()),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -190,11 +197,42 @@ mod tests {
             (RawOptions::default(), "`endpoint`"),
             (raw("check.hourofci.org"), "`endpoint`"),
             (raw("ftp://check.hourofci.org"), "`endpoint`"),
-            (RawOptions { user_agent: Some(String::new()), ..raw("http://h") }, "`userAgent`"),
-            (RawOptions { max_queue: Some(0), ..raw("http://h") }, "`maxQueue`"),
-            (RawOptions { batch_size: Some(501), ..raw("http://h") }, "`batchSize`"),
-            (RawOptions { retry_base_ms: Some(0), ..raw("http://h") }, "`retryBaseMs`"),
-            (RawOptions { retry_base_ms: Some(5000), retry_cap_ms: Some(10), ..raw("http://h") }, "`retryCapMs`"),
+            (
+                RawOptions {
+                    user_agent: Some(String::new()),
+                    ..raw("http://h")
+                },
+                "`userAgent`",
+            ),
+            (
+                RawOptions {
+                    max_queue: Some(0),
+                    ..raw("http://h")
+                },
+                "`maxQueue`",
+            ),
+            (
+                RawOptions {
+                    batch_size: Some(501),
+                    ..raw("http://h")
+                },
+                "`batchSize`",
+            ),
+            (
+                RawOptions {
+                    retry_base_ms: Some(0),
+                    ..raw("http://h")
+                },
+                "`retryBaseMs`",
+            ),
+            (
+                RawOptions {
+                    retry_base_ms: Some(5000),
+                    retry_cap_ms: Some(10),
+                    ..raw("http://h")
+                },
+                "`retryCapMs`",
+            ),
         ];
         for (r, name) in cases {
             let err = Config::from_raw(r, || "x".into()).unwrap_err();
@@ -205,17 +243,34 @@ mod tests {
     #[test]
     fn a_given_learner_id_is_kept_as_given() {
         let id = "0B7E6F4C-3A8D-4F2E-9C1B-5D6A7E8F9A0B";
-        let c = Config::from_raw(RawOptions { learner_id: Some(id.into()), ..raw("http://h") }, || "x".into()).unwrap();
+        let c = Config::from_raw(
+            RawOptions {
+                learner_id: Some(id.into()),
+                ..raw("http://h")
+            },
+            || "x".into(),
+        )
+        .unwrap();
         assert_eq!(c.learner_id, id);
         let mut r = raw("http://h");
         r.set("learnerId", Value::Str(id.into())).unwrap();
         assert_eq!(r.learner_id.as_deref(), Some(id));
-        assert!(r.set("learnerId", Value::Number(7.0)).unwrap_err().contains("`learnerId`"));
+        assert!(r
+            .set("learnerId", Value::Number(7.0))
+            .unwrap_err()
+            .contains("`learnerId`"));
     }
 
     #[test]
     fn a_large_base_raises_the_default_cap() {
-        let c = Config::from_raw(RawOptions { retry_base_ms: Some(90_000), ..raw("http://h") }, || "x".into()).unwrap();
+        let c = Config::from_raw(
+            RawOptions {
+                retry_base_ms: Some(90_000),
+                ..raw("http://h")
+            },
+            || "x".into(),
+        )
+        .unwrap();
         assert_eq!(c.retry_cap_ms, 90_000);
     }
 
@@ -224,13 +279,18 @@ mod tests {
         assert_eq!(whole_number("maxQueue", 10.0), Ok(10));
         assert_eq!(whole_number("maxQueue", 0.0), Ok(0));
         for bad in [2.5, -1.0, f64::NAN, f64::INFINITY, 5e9] {
-            assert!(whole_number("maxQueue", bad).unwrap_err().contains("`maxQueue`"), "{bad}");
+            assert!(
+                whole_number("maxQueue", bad).unwrap_err().contains("`maxQueue`"),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn typos_are_found() {
-        let err = RawOptions::default().set("endPoint", Value::Str("http://h".into())).unwrap_err();
+        let err = RawOptions::default()
+            .set("endPoint", Value::Str("http://h".into()))
+            .unwrap_err();
         assert!(err.contains("unknown option `endPoint`"), "{err}");
     }
 
@@ -241,7 +301,10 @@ mod tests {
         r.set("test", Value::Bool(true)).unwrap();
         r.set("maxQueue", Value::Number(10.0)).unwrap();
         r.set("userAgent", Value::Absent).unwrap();
-        assert_eq!((r.endpoint.as_deref(), r.test, r.max_queue, r.user_agent.as_deref()), (Some("http://h"), Some(true), Some(10), None));
+        assert_eq!(
+            (r.endpoint.as_deref(), r.test, r.max_queue, r.user_agent.as_deref()),
+            (Some("http://h"), Some(true), Some(10), None)
+        );
         for (key, value) in [
             ("maxQueue", Value::Number(2.5)),
             ("maxQueue", Value::Str("ten".into())),

@@ -139,10 +139,22 @@ async fn step(keepalive: bool, settled: &mut Settled) -> Option<Next> {
     let reply = match &send.body {
         None => {
             let e = &send.events[0];
-            let headers = [("Idempotency-Key", e.id.as_str()), ("X-Client-Time", e.client_time.as_str()), ("X-Learner-Id", e.learner_id.as_str())];
+            let headers = [
+                ("Idempotency-Key", e.id.as_str()),
+                ("X-Client-Time", e.client_time.as_str()),
+                ("X-Learner-Id", e.learner_id.as_str()),
+            ];
             net::post(&send.url, &headers, None, keepalive).await
         }
-        Some(body) => net::post(&send.url, &[("Content-Type", "application/json")], Some(body), keepalive).await,
+        Some(body) => {
+            net::post(
+                &send.url,
+                &[("Content-Type", "application/json")],
+                Some(body),
+                keepalive,
+            )
+            .await
+        }
     };
     let verdict = with(|s| Some(s.engine.as_mut()?.reply(&send, &reply, now_ms(), random_u32())))?;
     if !verdict.delivered.is_empty() || !verdict.rejected.is_empty() {
@@ -154,12 +166,28 @@ async fn step(keepalive: bool, settled: &mut Settled) -> Option<Next> {
         }
         match verdict.delivered.as_slice() {
             [] => {}
-            [one] if send.body.is_none() => emit(Status { kind: "sent", id: Some(one), pending, ..Default::default() }),
-            many => emit(Status { kind: "sent", count: Some(many.len() as u32), pending, ..Default::default() }),
+            [one] if send.body.is_none() => emit(Status {
+                kind: "sent",
+                id: Some(one),
+                pending,
+                ..Default::default()
+            }),
+            many => emit(Status {
+                kind: "sent",
+                count: Some(many.len() as u32),
+                pending,
+                ..Default::default()
+            }),
         }
         for (id, reason) in &verdict.rejected {
             record(settled, id, Outcome::Rejected);
-            emit(Status { kind: "rejected", id: Some(id), reason: Some(reason), pending, ..Default::default() });
+            emit(Status {
+                kind: "rejected",
+                id: Some(id),
+                reason: Some(reason),
+                pending,
+                ..Default::default()
+            });
         }
     }
     Some(verdict.next)
@@ -168,7 +196,13 @@ async fn step(keepalive: bool, settled: &mut Settled) -> Option<Next> {
 /// Sends until nothing of this page's is left or a request must be retried later,
 /// holding the flush lock.
 pub async fn flush_pass(settled: &mut Settled) {
-    let storage = with(|s| if s.store.shared() { s.store.local().cloned() } else { None });
+    let storage = with(|s| {
+        if s.store.shared() {
+            s.store.local().cloned()
+        } else {
+            None
+        }
+    });
     let outcome = lock::exclusive(storage, async {
         loop {
             match step(false, settled).await {
@@ -226,13 +260,22 @@ pub fn enqueue(event: Event, max_queue: u32) -> js_sys::Promise {
     let (dropped, pending, stored) = with(|s| s.store.add(event, max_queue as usize));
     let queued = if stored { "queued" } else { "queued-memory" };
     if dropped > 0 {
-        emit(Status { kind: "dropped", count: Some(dropped as u32), pending, ..Default::default() });
+        emit(Status {
+            kind: "dropped",
+            count: Some(dropped as u32),
+            pending,
+            ..Default::default()
+        });
     }
     promise(Box::pin(async move {
         let mut settled = Vec::new();
         // Offline, a send can only fail: the event is stored, so answer "queued" at
         // once; the `online` listener sends it.
-        let tried = with(|s| s.engine.as_ref().is_some_and(|e| e.may_send_now(browser::online(), now_ms())));
+        let tried = with(|s| {
+            s.engine
+                .as_ref()
+                .is_some_and(|e| e.may_send_now(browser::online(), now_ms()))
+        });
         if tried {
             flush_pass(&mut settled).await;
         }
@@ -246,7 +289,12 @@ pub fn enqueue(event: Event, max_queue: u32) -> js_sys::Promise {
             None => {
                 // Not tried: the count `add` just took is still right.
                 let pending = if tried { pending_len() } else { pending };
-                emit(Status { kind: queued, id: Some(&id), pending, ..Default::default() });
+                emit(Status {
+                    kind: queued,
+                    id: Some(&id),
+                    pending,
+                    ..Default::default()
+                });
                 queued
             }
         };

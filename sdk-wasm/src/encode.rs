@@ -30,7 +30,10 @@ mod tests {
     fn matches_known_encode_uri_component_outputs() {
         // Outputs copied from Chromium's encodeURIComponent.
         assert_eq!(encode_uri_component("q/7?"), "q%2F7%3F");
-        assert_eq!(encode_uri_component("naïve & \"quoted\" 😀"), "na%C3%AFve%20%26%20%22quoted%22%20%F0%9F%98%80");
+        assert_eq!(
+            encode_uri_component("naïve & \"quoted\" 😀"),
+            "na%C3%AFve%20%26%20%22quoted%22%20%F0%9F%98%80"
+        );
         assert_eq!(encode_uri_component("A-Z_a.z!~*'()"), "A-Z_a.z!~*'()");
         assert_eq!(encode_uri_component("%#\n);"), "%25%23%0A)%3B");
         assert_eq!(encode_uri_component(""), "");

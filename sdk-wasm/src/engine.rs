@@ -87,7 +87,16 @@ pub struct Engine {
 impl Engine {
     /// "init with endpoint E" (already normalized by the glue).
     pub fn new(endpoint: String, owns_legacy: bool, retry_base_ms: u32, retry_cap_ms: u32, batch_size: u32) -> Engine {
-        Engine { endpoint, owns_legacy, retry_base_ms, retry_cap_ms, batch_size, attempt: 0, not_before: 0.0, batch_limit: usize::MAX }
+        Engine {
+            endpoint,
+            owns_legacy,
+            retry_base_ms,
+            retry_cap_ms,
+            batch_size,
+            attempt: 0,
+            not_before: 0.0,
+            batch_limit: usize::MAX,
+        }
     }
 
     /// Is `e` this page's to send?
@@ -121,23 +130,42 @@ impl Engine {
     /// events only; one event alone goes in the path form when every value survives
     /// it, anything else through `/batch`.
     pub fn next(&self, queue: &Queue) -> Option<Send> {
-        let mine = Queue { events: queue.events.iter().filter(|e| self.owns(e)).cloned().collect(), dropped: queue.dropped };
+        let mine = Queue {
+            events: queue.events.iter().filter(|e| self.owns(e)).cloned().collect(),
+            dropped: queue.dropped,
+        };
         let first = mine.events.first()?;
         let mut url = self.endpoint.clone();
         if first.test {
             url.push_str("/test");
         }
-        let values = [&first.user_agent, &first.lesson, &first.level, &first.question, &first.answer];
+        let values = [
+            &first.user_agent,
+            &first.lesson,
+            &first.level,
+            &first.question,
+            &first.answer,
+        ];
         if mine.events.len() == 1 && mine.dropped == 0 && values.iter().all(|v| path_safe(v)) {
             for v in values {
                 url.push('/');
                 url.push_str(&crate::encode::encode_uri_component(v));
             }
-            return Some(Send { url, body: None, events: mine.events, dropped: 0 });
+            return Some(Send {
+                url,
+                body: None,
+                events: mine.events,
+                dropped: 0,
+            });
         }
         let chunk = mine.next_chunk((self.batch_size as usize).min(self.batch_limit), MAX_BATCH_BYTES);
         url.push_str("/batch");
-        Some(Send { url, body: Some(batch_body(&chunk, mine.dropped)), events: chunk, dropped: mine.dropped })
+        Some(Send {
+            url,
+            body: Some(batch_body(&chunk, mine.dropped)),
+            events: chunk,
+            dropped: mine.dropped,
+        })
     }
 
     /// "reply arrived": which events of `send` leave the queue (rule: only a 2xx
@@ -158,24 +186,34 @@ impl Engine {
             let error = text(parsed.as_ref(), "error");
             if ok && answered_id && matches!(status.as_deref(), Some("written" | "duplicate")) {
                 delivered.push(id.clone());
-            } else if let (Some(400..=499), Some(code), Some(rule), Some(_)) =
-                (reply.status, error.as_deref(), text(parsed.as_ref(), "rule"), parsed.as_ref().and_then(|v| v.get("field")))
-            {
+            } else if let (Some(400..=499), Some(code), Some(rule), Some(_)) = (
+                reply.status,
+                error.as_deref(),
+                text(parsed.as_ref(), "rule"),
+                parsed.as_ref().and_then(|v| v.get("field")),
+            ) {
                 // The collector's own form, `{"error":..,"field":..,"rule":..}`, all three keys.
                 if VERDICT_CODES.contains(&code) {
                     rejected.push((id.clone(), rule));
                 }
             }
         } else if ok {
-            let results = parsed.as_ref().and_then(|v| v.get("results")).and_then(Json::as_array).unwrap_or(&[]);
+            let results = parsed
+                .as_ref()
+                .and_then(|v| v.get("results"))
+                .and_then(Json::as_array)
+                .unwrap_or(&[]);
             for r in results {
                 let Some(id) = text(Some(r), "id") else { continue };
-                let Some(e) = send.events.iter().find(|e| same(&e.id, &id)) else { continue };
+                let Some(e) = send.events.iter().find(|e| same(&e.id, &id)) else {
+                    continue;
+                };
                 match text(Some(r), "status").as_deref() {
                     Some("written" | "duplicate") => delivered.push(e.id.clone()),
-                    Some(code @ ("invalid" | "conflict")) => {
-                        rejected.push((e.id.clone(), text(Some(r), "reason").unwrap_or_else(|| code.to_string())))
-                    }
+                    Some(code @ ("invalid" | "conflict")) => rejected.push((
+                        e.id.clone(),
+                        text(Some(r), "reason").unwrap_or_else(|| code.to_string()),
+                    )),
                     _ => continue,
                 }
                 dropped_reported = send.dropped;
@@ -184,10 +222,21 @@ impl Engine {
             // A body limit somewhere (a proxy's, or the collector's own for the whole
             // batch): never a verdict on the events, so send fewer at a time.
             self.batch_limit = send.events.len() / 2;
-            return Verdict { delivered, rejected, dropped_reported, next: Next::Continue };
+            return Verdict {
+                delivered,
+                rejected,
+                dropped_reported,
+                next: Next::Continue,
+            };
         }
         let next = if delivered.is_empty() && rejected.is_empty() {
-            let delay = backoff_ms(self.attempt, self.retry_base_ms, self.retry_cap_ms, random, reply.retry_after_ms);
+            let delay = backoff_ms(
+                self.attempt,
+                self.retry_base_ms,
+                self.retry_cap_ms,
+                random,
+                reply.retry_after_ms,
+            );
             self.attempt = self.attempt.saturating_add(1);
             self.not_before = now_ms + delay as f64;
             Next::Retry(delay)
@@ -195,7 +244,12 @@ impl Engine {
             self.idle();
             Next::Continue
         };
-        Verdict { delivered, rejected, dropped_reported, next }
+        Verdict {
+            delivered,
+            rejected,
+            dropped_reported,
+            next,
+        }
     }
 }
 
@@ -217,7 +271,11 @@ mod tests {
             answer: answer.into(),
             client_time: "2026-11-28T07:35:44.123Z".into(),
             // Every third event comes from an SDK before learner ids.
-            learner_id: if n % 3 == 2 { String::new() } else { crate::uuid::uuid_v4([n as u8; 16]) },
+            learner_id: if n % 3 == 2 {
+                String::new()
+            } else {
+                crate::uuid::uuid_v4([n as u8; 16])
+            },
         }
     }
 
@@ -230,7 +288,11 @@ mod tests {
     }
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply { status: Some(status), retry_after_ms: None, body: body.into() }
+        Reply {
+            status: Some(status),
+            retry_after_ms: None,
+            body: body.into(),
+        }
     }
 
     #[test]
@@ -251,8 +313,14 @@ mod tests {
         let batch = engine().next(&queue(vec![ev(1, MINE, "a"), ev(2, MINE, "b")])).unwrap();
         let body = json::parse(batch.body.as_deref().unwrap()).unwrap();
         let items = body.get("events").and_then(Json::as_array).unwrap();
-        assert_eq!(items[0].get("learner_id").and_then(Json::as_str), Some(ev(1, MINE, "a").learner_id.as_str()));
-        assert!(items[1].get("learner_id").is_none(), "an older SDK's event goes without one");
+        assert_eq!(
+            items[0].get("learner_id").and_then(Json::as_str),
+            Some(ev(1, MINE, "a").learner_id.as_str())
+        );
+        assert!(
+            items[1].get("learner_id").is_none(),
+            "an older SDK's event goes without one"
+        );
     }
 
     #[test]
@@ -273,7 +341,10 @@ mod tests {
         let other = format!("{{\"id\":\"{}\",\"status\":\"written\"}}", ev(2, MINE, "").id);
         for (status, body) in [
             (404, "<html>Not Found</html>"),
-            (404, "{\"error\":\"not_found\",\"field\":null,\"rule\":\"no such route\"}"),
+            (
+                404,
+                "{\"error\":\"not_found\",\"field\":null,\"rule\":\"no such route\"}",
+            ),
             (401, ""),
             (403, "{\"error\":\"forbidden\"}"),
             (405, ""),
@@ -289,7 +360,10 @@ mod tests {
             assert!(matches!(v.next, Next::Retry(_)), "{status} {body}");
         }
         let v = en.reply(&send, &Reply::default(), 0.0, 0);
-        assert!(v.delivered.is_empty() && matches!(v.next, Next::Retry(_)), "no response");
+        assert!(
+            v.delivered.is_empty() && matches!(v.next, Next::Retry(_)),
+            "no response"
+        );
     }
 
     #[test]
@@ -298,11 +372,21 @@ mod tests {
         let mut en = engine();
         let send = en.next(&queue(events.clone())).unwrap();
         assert_eq!(send.events.len(), 8);
-        for (status, body) in [(400, "{\"error\":\"bad_json\",\"field\":null,\"rule\":\"x\"}"), (404, ""), (200, "<html/>")] {
+        for (status, body) in [
+            (400, "{\"error\":\"bad_json\",\"field\":null,\"rule\":\"x\"}"),
+            (404, ""),
+            (200, "<html/>"),
+        ] {
             let v = en.reply(&send, &reply(status, body), 0.0, 0);
-            assert!(v.delivered.is_empty() && v.rejected.is_empty() && matches!(v.next, Next::Retry(_)), "{status}");
+            assert!(
+                v.delivered.is_empty() && v.rejected.is_empty() && matches!(v.next, Next::Retry(_)),
+                "{status}"
+            );
         }
-        assert_eq!(en.reply(&send, &reply(413, "<html>limit</html>"), 0.0, 0).next, Next::Continue);
+        assert_eq!(
+            en.reply(&send, &reply(413, "<html>limit</html>"), 0.0, 0).next,
+            Next::Continue
+        );
         let send = en.next(&queue(events.clone())).unwrap();
         assert_eq!(send.events.len(), 4);
         assert_eq!(send.events[0], events[0], "oldest first");
@@ -312,18 +396,29 @@ mod tests {
             events[0].id, events[1].id, events[2].id, events[7].id
         );
         let v = en.reply(&send, &reply(200, &body), 0.0, 0);
-        assert_eq!(v.delivered, vec![events[0].id.clone()], "an id not in the request is ignored");
+        assert_eq!(
+            v.delivered,
+            vec![events[0].id.clone()],
+            "an id not in the request is ignored"
+        );
         assert_eq!(v.rejected, vec![(events[1].id.clone(), "id: reused".to_string())]);
     }
 
     #[test]
     fn a_page_sends_only_its_own_endpoints_events() {
-        let q = queue(vec![ev(1, "https://other.example", "a"), ev(2, "", "b"), ev(3, MINE, "c")]);
+        let q = queue(vec![
+            ev(1, "https://other.example", "a"),
+            ev(2, "", "b"),
+            ev(3, MINE, "c"),
+        ]);
         let send = engine().next(&q).unwrap();
         assert_eq!(send.events, vec![ev(3, MINE, "c")]);
         assert!(send.url.starts_with("https://collector.example/ua/"), "{}", send.url);
         let legacy_owner = Engine::new(MINE.into(), true, 1000, 60_000, 100);
-        assert_eq!(legacy_owner.next(&q).unwrap().events, vec![ev(2, "", "b"), ev(3, MINE, "c")]);
+        assert_eq!(
+            legacy_owner.next(&q).unwrap().events,
+            vec![ev(2, "", "b"), ev(3, MINE, "c")]
+        );
         assert_eq!(engine().next(&queue(vec![ev(1, "https://other.example", "a")])), None);
     }
 
@@ -332,7 +427,11 @@ mod tests {
         let mut en = engine();
         assert!(en.may_send_now(true, 0.0) && !en.may_send_now(false, 0.0));
         let send = en.next(&queue(vec![ev(1, MINE, "a")])).unwrap();
-        let retry = Reply { status: Some(503), retry_after_ms: Some(5000), body: String::new() };
+        let retry = Reply {
+            status: Some(503),
+            retry_after_ms: Some(5000),
+            body: String::new(),
+        };
         assert_eq!(en.reply(&send, &retry, 1000.0, 0).next, Next::Retry(5000));
         assert!(!en.may_send_now(true, 5999.0) && en.may_send_now(true, 6000.0));
         en.online();
@@ -376,26 +475,47 @@ mod tests {
                     let segments: Vec<&str> = path.split('/').skip(1).collect();
                     // The URL parser removes dot segments; the route needs 5 non-empty ones.
                     if segments.len() != 5 || segments.iter().any(|s| matches!(*s, "" | "." | "..")) {
-                        return (reply(404, "{\"error\":\"not_found\",\"field\":null,\"rule\":\"no such route\"}"), judged);
+                        return (
+                            reply(
+                                404,
+                                "{\"error\":\"not_found\",\"field\":null,\"rule\":\"no such route\"}",
+                            ),
+                            judged,
+                        );
                     }
                     let e = &send.events[0];
                     let outcome = store(e, &mut judged);
                     let r = match outcome {
                         "written" => reply(201, &format!("{{\"id\":\"{}\",\"status\":\"written\"}}", e.id)),
                         "duplicate" => reply(200, &format!("{{\"id\":\"{}\",\"status\":\"duplicate\"}}", e.id)),
-                        code => reply(if code == "conflict" { 409 } else { 422 }, &format!("{{\"error\":\"{code}\",\"field\":\"answer\",\"rule\":\"no\"}}")),
+                        code => reply(
+                            if code == "conflict" { 409 } else { 422 },
+                            &format!("{{\"error\":\"{code}\",\"field\":\"answer\",\"rule\":\"no\"}}"),
+                        ),
                     };
                     (r, judged)
                 }
                 Some(body) => {
-                    assert!(send.url == format!("{MINE}/batch") || send.url == format!("{MINE}/test/batch"), "{}", send.url);
+                    assert!(
+                        send.url == format!("{MINE}/batch") || send.url == format!("{MINE}/test/batch"),
+                        "{}",
+                        send.url
+                    );
                     let parsed = json::parse(body).expect("batch body is JSON");
                     let mut results = Vec::new();
                     for item in parsed.get("events").and_then(Json::as_array).unwrap() {
                         let id = item.get("id").and_then(Json::as_str).unwrap();
                         let e = send.events.iter().find(|e| e.id == id).unwrap();
-                        assert_eq!(item.get("answer").and_then(Json::as_str), Some(e.answer.as_str()), "byte for byte");
-                        assert_eq!(item.get("learner_id").and_then(Json::as_str).unwrap_or_default(), e.learner_id, "learner_id, or none");
+                        assert_eq!(
+                            item.get("answer").and_then(Json::as_str),
+                            Some(e.answer.as_str()),
+                            "byte for byte"
+                        );
+                        assert_eq!(
+                            item.get("learner_id").and_then(Json::as_str).unwrap_or_default(),
+                            e.learner_id,
+                            "learner_id, or none"
+                        );
                         let status = store(e, &mut judged);
                         results.push(format!("{{\"id\":\"{id}\",\"status\":\"{status}\"}}"));
                     }
@@ -416,11 +536,18 @@ mod tests {
                 6 => (Some(200), "{\"results\":[]}"),
                 7 => (None, ""),
                 8 => (Some(502), "Bad Gateway"),
-                9 => (Some(404), "{\"error\":\"not_found\",\"field\":null,\"rule\":\"no such route\"}"),
+                9 => (
+                    Some(404),
+                    "{\"error\":\"not_found\",\"field\":null,\"rule\":\"no such route\"}",
+                ),
                 10 => (Some(422), "{\"error\":\"invalid\"}"), // not the collector's form (no field, no rule)
                 _ => (Some(201), "{\"id\":\"someone-else\",\"status\":\"written\"}"),
             };
-            Reply { status, retry_after_ms: (pick % 5 == 0).then_some(pick as u32 * 100), body: body.into() }
+            Reply {
+                status,
+                retry_after_ms: (pick % 5 == 0).then_some(pick as u32 * 100),
+                body: body.into(),
+            }
         }
 
         fn arb_event() -> impl Strategy<Value = (u8, u8, bool)> {

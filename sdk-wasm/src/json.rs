@@ -116,7 +116,12 @@ fn from_js(v: &wasm_bindgen::JsValue, depth: u32) -> Option<Json> {
 /// Parses a whole JSON document; `None` for anything malformed (never panics).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn parse(text: &str) -> Option<Json> {
-    let mut p = Parser { t: text, s: text.as_bytes(), i: 0, depth: 0 };
+    let mut p = Parser {
+        t: text,
+        s: text.as_bytes(),
+        i: 0,
+        depth: 0,
+    };
     let v = p.value()?;
     p.ws();
     (p.i == p.s.len()).then_some(v)
@@ -344,13 +349,26 @@ mod tests {
         let v = parse(r#"{"results":[{"id":"a","status":"written"},{"id":"b","status":"invalid","reason":"lesson: not \"known\""}]}"#).unwrap();
         let r = v.get("results").unwrap().as_array().unwrap();
         assert_eq!(r[1].get("reason").unwrap().as_str(), Some("lesson: not \"known\""));
-        assert_eq!(parse(" [1, 20, -3.5e2] ").unwrap().as_array().unwrap()[1].as_u64(), Some(20));
+        assert_eq!(
+            parse(" [1, 20, -3.5e2] ").unwrap().as_array().unwrap()[1].as_u64(),
+            Some(20)
+        );
         assert_eq!(parse(r#""\ud83d\ude00 \u00e9""#), Some(Json::String("😀 é".into())));
     }
 
     #[test]
     fn refuses_malformed_documents() {
-        for bad in ["", "[", "[1,]", "{\"a\"}", "{\"a\":1,}", "\"\u{1}\"", "nul", "[1] x", "\"\\q\""] {
+        for bad in [
+            "",
+            "[",
+            "[1,]",
+            "{\"a\"}",
+            "{\"a\":1,}",
+            "\"\u{1}\"",
+            "nul",
+            "[1] x",
+            "\"\\q\"",
+        ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
         assert_eq!(parse(&"[".repeat(10_000)), None);

@@ -62,7 +62,9 @@ pub async fn init(options: JsValue) -> Result<(), JsError> {
 
 fn init_now(options: JsValue) -> Result<(), JsError> {
     if !options.is_object() {
-        return Err(err("init(options): options must be an object such as {endpoint: \"https://check.hourofci.org:4000\"}"));
+        return Err(err(
+            "init(options): options must be an object such as {endpoint: \"https://check.hourofci.org:4000\"}",
+        ));
     }
     let mut raw = config::RawOptions::default();
     for entry in Object::entries(options.unchecked_ref::<Object>()).iter() {
@@ -79,7 +81,13 @@ fn init_now(options: JsValue) -> Result<(), JsError> {
     let cfg = config::Config::from_raw(raw, browser::user_agent).map_err(|m| err(&m))?;
     deliver::with(|s| {
         let owns_legacy = s.store.owns_legacy(&cfg.endpoint);
-        s.engine = Some(engine::Engine::new(cfg.endpoint.clone(), owns_legacy, cfg.retry_base_ms, cfg.retry_cap_ms, cfg.batch_size));
+        s.engine = Some(engine::Engine::new(
+            cfg.endpoint.clone(),
+            owns_legacy,
+            cfg.retry_base_ms,
+            cfg.retry_cap_ms,
+            cfg.batch_size,
+        ));
         s.config = Some(cfg);
     });
     deliver::install_hooks();
@@ -105,7 +113,9 @@ fn option_value(v: JsValue) -> config::Value {
 }
 
 fn string_arg(function: &str, name: &str, value: JsValue) -> Result<String, JsError> {
-    value.as_string().ok_or_else(|| err(&cat(&[function, ": ", name, " must be a string"])))
+    value
+        .as_string()
+        .ok_or_else(|| err(&cat(&[function, ": ", name, " must be a string"])))
 }
 
 /// JSON text of any serializable value (`JSON.stringify`).
@@ -113,7 +123,14 @@ fn json_arg(function: &str, name: &str, value: &JsValue) -> Result<String, JsErr
     js_sys::JSON::stringify(value)
         .ok()
         .and_then(|s| s.as_string())
-        .ok_or_else(|| err(&cat(&[function, ": ", name, " must be a string or a JSON-serializable value"])))
+        .ok_or_else(|| {
+            err(&cat(&[
+                function,
+                ": ",
+                name,
+                " must be a string or a JSON-serializable value",
+            ]))
+        })
 }
 
 fn log(function: &str, lesson: JsValue, level: JsValue, question: JsValue, answer: String) -> Result<Promise, JsError> {
@@ -148,11 +165,15 @@ pub fn log_answer(lesson: JsValue, level: JsValue, question: JsValue, answer: Js
 
 /// `logInteraction(lesson, level, question, detail)`: `detail` stored as its JSON text.
 #[wasm_bindgen(js_name = logInteraction)]
-pub fn log_interaction(lesson: JsValue, level: JsValue, question: JsValue, detail: JsValue) -> Result<Promise, JsError> {
+pub fn log_interaction(
+    lesson: JsValue,
+    level: JsValue,
+    question: JsValue,
+    detail: JsValue,
+) -> Result<Promise, JsError> {
     let text = json_arg("logInteraction", "detail", &detail)?;
     log("logInteraction", lesson, level, question, text)
 }
-
 
 /// `flush()` for JS (through the shared [`deliver::promise`]).
 #[wasm_bindgen(js_name = flush)]
@@ -166,7 +187,10 @@ pub async fn flush() -> Result<JsValue, JsError> {
         return Err(not_initialized());
     }
     let (sent, pending) = deliver::flush_now().await;
-    Ok(deliver::object(&[("sent", Some(sent.into())), ("pending", Some(pending.into()))]))
+    Ok(deliver::object(&[
+        ("sent", Some(sent.into())),
+        ("pending", Some(pending.into())),
+    ]))
 }
 
 /// `pending()`: how many events wait in the queue (all tabs of this origin).
@@ -181,7 +205,9 @@ pub fn pending() -> Result<u32, JsError> {
 /// `onStatus(callback)`: reports sent / queued / queued-memory / dropped / rejected; returns the unsubscribe function.
 #[wasm_bindgen(js_name = onStatus)]
 pub fn on_status(callback: JsValue) -> Result<Function, JsError> {
-    let callback: Function = callback.dyn_into().map_err(|_| err("onStatus: callback must be a function"))?;
+    let callback: Function = callback
+        .dyn_into()
+        .map_err(|_| err("onStatus: callback must be a function"))?;
     let id = deliver::subscribe(callback);
     Ok(Closure::once_into_js(move || deliver::unsubscribe(id)).unchecked_into())
 }

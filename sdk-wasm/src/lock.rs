@@ -51,15 +51,21 @@ async fn cross_tab<T>(ls: &Storage, work: impl Future<Output = T>) -> T {
         });
         // `request` rejects instead of granting in some contexts (opaque origins):
         // then `granted` ends false and the lease below is used instead.
-        let granted = request.call2(&locks, &JsValue::from_str(LOCK_NAME), &callback).ok().and_then(|done| {
-            let refused = Closure::once_into_js(|_error: JsValue| JsValue::FALSE);
-            let catch = Reflect::get(&done, &JsValue::from_str("catch")).ok()?.dyn_into::<Function>().ok()?;
-            let refused = catch.call1(&done, &refused).ok()?;
-            let either = js_sys::Array::new();
-            either.push(&acquired);
-            either.push(&refused);
-            Some(Promise::race(&either))
-        });
+        let granted = request
+            .call2(&locks, &JsValue::from_str(LOCK_NAME), &callback)
+            .ok()
+            .and_then(|done| {
+                let refused = Closure::once_into_js(|_error: JsValue| JsValue::FALSE);
+                let catch = Reflect::get(&done, &JsValue::from_str("catch"))
+                    .ok()?
+                    .dyn_into::<Function>()
+                    .ok()?;
+                let refused = catch.call1(&done, &refused).ok()?;
+                let either = js_sys::Array::new();
+                either.push(&acquired);
+                either.push(&refused);
+                Some(Promise::race(&either))
+            });
         if let Some(granted) = granted {
             if JsFuture::from(granted).await.ok().and_then(|v| v.as_bool()) != Some(true) {
                 return lease(ls, work).await;
@@ -100,8 +106,13 @@ async fn lease<T>(ls: &Storage, work: impl Future<Output = T>) -> T {
 /// `navigator.locks` and its `request` method, when the browser has them (secure contexts).
 fn web_locks() -> Option<(JsValue, Function)> {
     let nav = crate::browser::window()?.navigator();
-    let locks = Reflect::get(&nav, &JsValue::from_str("locks")).ok().filter(|l| l.is_object())?;
-    let request = Reflect::get(&locks, &JsValue::from_str("request")).ok()?.dyn_into::<Function>().ok()?;
+    let locks = Reflect::get(&nav, &JsValue::from_str("locks"))
+        .ok()
+        .filter(|l| l.is_object())?;
+    let request = Reflect::get(&locks, &JsValue::from_str("request"))
+        .ok()?
+        .dyn_into::<Function>()
+        .ok()?;
     Some((locks, request))
 }
 

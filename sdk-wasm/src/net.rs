@@ -16,7 +16,11 @@ const REQUEST_TIMEOUT_MS: u32 = 20_000;
 /// `POST url` with `headers` (those with a value) and an optional body. `keepalive` lets the request
 /// outlive the page (pagehide).
 pub async fn post(url: &str, headers: &[(&str, &str)], body: Option<&str>, keepalive: bool) -> Reply {
-    let failed = Reply { status: None, retry_after_ms: None, body: String::new() };
+    let failed = Reply {
+        status: None,
+        retry_after_ms: None,
+        body: String::new(),
+    };
     let mut builder = RequestBuilder::new(url).method(Method::POST);
     for (k, v) in headers {
         if !v.is_empty() {
@@ -39,11 +43,15 @@ pub async fn post(url: &str, headers: &[(&str, &str)], body: Option<&str>, keepa
         if let Some(b) = body {
             init.set_body(&JsValue::from_str(b));
         }
-        let Ok(copy) = web_sys::Request::new_with_request_and_init(&request, &init) else { return failed };
+        let Ok(copy) = web_sys::Request::new_with_request_and_init(&request, &init) else {
+            return failed;
+        };
         request = copy;
     }
     let Some(window) = web_sys::window() else { return failed };
-    let Ok(response) = JsFuture::from(window.fetch_with_request(&request)).await else { return failed };
+    let Ok(response) = JsFuture::from(window.fetch_with_request(&request)).await else {
+        return failed;
+    };
     let response: web_sys::Response = response.unchecked_into();
     let retry_after_ms = response.headers().get("retry-after").ok().flatten().and_then(|v| {
         retry_after_seconds_ms(&v).or_else(|| {
@@ -53,8 +61,16 @@ pub async fn post(url: &str, headers: &[(&str, &str)], body: Option<&str>, keepa
         })
     });
     let body = match response.text() {
-        Ok(p) => JsFuture::from(p).await.ok().and_then(|t| t.as_string()).unwrap_or_default(),
+        Ok(p) => JsFuture::from(p)
+            .await
+            .ok()
+            .and_then(|t| t.as_string())
+            .unwrap_or_default(),
         Err(_) => String::new(),
     };
-    Reply { status: Some(response.status()), retry_after_ms, body }
+    Reply {
+        status: Some(response.status()),
+        retry_after_ms,
+        body,
+    }
 }

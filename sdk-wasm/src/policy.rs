@@ -34,7 +34,9 @@ pub const MAX_WAIT_MS: u32 = 3_600_000;
 /// `[0, min(cap, base * 2^attempt)]` ("full jitter") using `random` (a uniform u32),
 /// but never sooner than the server's `Retry-After`.
 pub fn backoff_ms(attempt: u32, base_ms: u32, cap_ms: u32, random: u32, retry_after_ms: Option<u32>) -> u32 {
-    let ceiling = (base_ms as u64).saturating_mul(1u64 << attempt.min(32)).min(cap_ms as u64);
+    let ceiling = (base_ms as u64)
+        .saturating_mul(1u64 << attempt.min(32))
+        .min(cap_ms as u64);
     let jittered = ((random as u64 * (ceiling + 1)) >> 32) as u32;
     jittered.max(retry_after_ms.unwrap_or(0)).min(MAX_WAIT_MS)
 }
@@ -57,7 +59,10 @@ mod tests {
     fn ceiling_doubles_from_base_up_to_cap() {
         // random = u32::MAX picks the top of the range.
         let top = |attempt| backoff_ms(attempt, 1000, 60_000, u32::MAX, None);
-        assert_eq!([top(0), top(1), top(2), top(5), top(6), top(40)], [1000, 2000, 4000, 32_000, 60_000, 60_000]);
+        assert_eq!(
+            [top(0), top(1), top(2), top(5), top(6), top(40)],
+            [1000, 2000, 4000, 32_000, 60_000, 60_000]
+        );
         assert_eq!(backoff_ms(3, 1000, 60_000, 0, None), 0);
     }
 

@@ -44,7 +44,9 @@ impl Queue {
     /// with the same `test` flag (one table per request), at most `max_count` and
     /// at most `max_bytes` of batch body (always at least one event).
     pub fn next_chunk(&self, max_count: usize, max_bytes: usize) -> Vec<Event> {
-        let Some(first) = self.events.first() else { return Vec::new() };
+        let Some(first) = self.events.first() else {
+            return Vec::new();
+        };
         let mut chunk = Vec::new();
         let mut bytes = 32;
         for e in self.events.iter().filter(|e| e.test == first.test) {
@@ -102,7 +104,10 @@ pub fn event_key(order: u64, id: &str) -> String {
 pub fn key_id(key: &str) -> Option<&str> {
     let rest = key.strip_prefix(EVENT_PREFIX)?;
     // The order field is fixed-width: no search (and no `memchr` in the wasm).
-    (rest.as_bytes().get(ORDER_DIGITS) == Some(&b':')).then(|| rest.get(ORDER_DIGITS + 1..)).flatten().filter(|id| !id.is_empty())
+    (rest.as_bytes().get(ORDER_DIGITS) == Some(&b':'))
+        .then(|| rest.get(ORDER_DIGITS + 1..))
+        .flatten()
+        .filter(|id| !id.is_empty())
 }
 
 /// How many of the oldest of `len` pending events go when at most `max` may stay.
@@ -164,7 +169,15 @@ pub fn decode_event(text: &str) -> Option<Event> {
 /// unreadable, so one bad write loses at most itself.
 pub fn event_from_json(v: &Json) -> Option<Event> {
     // Every field checked first, then taken: no partly built event to drop (smaller wasm).
-    let fields = ["id", "user_agent", "lesson", "level", "question", "answer", "client_time"];
+    let fields = [
+        "id",
+        "user_agent",
+        "lesson",
+        "level",
+        "question",
+        "answer",
+        "client_time",
+    ];
     if fields.iter().any(|k| string_field(v, k).is_none()) || string_field(v, "id") == Some("") {
         return None;
     }
@@ -241,7 +254,17 @@ mod tests {
         assert!(event_key(5, "z") < event_key(1_000, "a"));
         // An id with a colon (migrated from an old queue) survives.
         assert_eq!(key_id(&event_key(1, "a:b")), Some("a:b"));
-        for other in ["hourofci-log:queue:v1", "hourofci-log:dropped:v1", "hourofci-log:lease:v1", "hourofci-log:ev:", "hourofci-log:ev:12:", "hourofci-log:ev::id", "hourofci-log:ev:1x:id", "filler-3", "hourofci-log:ev:12"] {
+        for other in [
+            "hourofci-log:queue:v1",
+            "hourofci-log:dropped:v1",
+            "hourofci-log:lease:v1",
+            "hourofci-log:ev:",
+            "hourofci-log:ev:12:",
+            "hourofci-log:ev::id",
+            "hourofci-log:ev:1x:id",
+            "filler-3",
+            "hourofci-log:ev:12",
+        ] {
             assert_eq!(key_id(other), None, "{other}");
         }
     }
@@ -250,7 +273,10 @@ mod tests {
     fn one_tab_keeps_its_order_within_a_millisecond_and_when_the_clock_steps_back() {
         let mut order = 0;
         let mut keys = Vec::new();
-        for (i, now) in [1_000.0, 1_000.0, 1_000.0, 999.0, 1_001.0, 5_000.0, -3.0].iter().enumerate() {
+        for (i, now) in [1_000.0, 1_000.0, 1_000.0, 999.0, 1_001.0, 5_000.0, -3.0]
+            .iter()
+            .enumerate()
+        {
             order = next_order(order, *now);
             keys.push(event_key(order, &format!("e{i}")));
         }
@@ -259,7 +285,11 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, keys, "logged order is key order");
         assert_eq!(next_order(0, 1_764_316_484_123.0), 1_764_316_484_123_000);
-        assert_eq!(key_id(&event_key(next_order(0, 1e300), "future")), Some("future"), "a wild clock still gives a readable key");
+        assert_eq!(
+            key_id(&event_key(next_order(0, 1e300), "future")),
+            Some("future"),
+            "a wild clock still gives a readable key"
+        );
         // Migrated events (order = index) sort before anything logged since.
         assert!(event_key(999, "old") < event_key(next_order(0, 1.0), "new"));
     }
@@ -303,18 +333,40 @@ mod tests {
         // Stored by an SDK before endpoints were recorded: no endpoint (the first one's, see `store`).
         let older = encode_event(&ev(1, true)).replace(",\"endpoint\":\"http://127.0.0.1:4000\"", "");
         assert!(!older.contains("endpoint"), "{older}");
-        assert_eq!(decode_event(&older), Some(Event { endpoint: String::new(), ..ev(1, true) }));
+        assert_eq!(
+            decode_event(&older),
+            Some(Event {
+                endpoint: String::new(),
+                ..ev(1, true)
+            })
+        );
         assert_eq!(decode_event("{\"id\":5}"), None);
         // Stored by an SDK before learner ids: none, and sent without one.
         let no_learner = encode_event(&ev(1, true)).replace(&format!(",\"learner_id\":\"{LEARNER}\""), "");
         assert!(!no_learner.contains("learner_id"), "{no_learner}");
         let read = decode_event(&no_learner).unwrap();
-        assert_eq!(read, Event { learner_id: String::new(), ..ev(1, true) });
-        assert_eq!(encode_event(&read), no_learner, "an event without a learner id is stored without one");
+        assert_eq!(
+            read,
+            Event {
+                learner_id: String::new(),
+                ..ev(1, true)
+            }
+        );
+        assert_eq!(
+            encode_event(&read),
+            no_learner,
+            "an event without a learner id is stored without one"
+        );
         assert_eq!(decode_event("{\"a\":1}"), None);
         // The old single-array queue, for the migration: its items are read one by one.
-        let old = format!("[{{\"id\":5}},{},null,{}]", encode_event(&ev(1, true)), encode_event(&ev(2, false)));
-        let Some(Json::Array(items)) = json::parse(&old) else { panic!("{old}") };
+        let old = format!(
+            "[{{\"id\":5}},{},null,{}]",
+            encode_event(&ev(1, true)),
+            encode_event(&ev(2, false))
+        );
+        let Some(Json::Array(items)) = json::parse(&old) else {
+            panic!("{old}")
+        };
         let read: Vec<Event> = items.iter().filter_map(event_from_json).collect();
         assert_eq!(read, vec![ev(1, true), ev(2, false)]);
     }
@@ -325,14 +377,34 @@ mod tests {
         let v = json::parse(&body).unwrap();
         assert_eq!(v.get("dropped").and_then(Json::as_u64), Some(4));
         let e = &v.get("events").unwrap().as_array().unwrap()[0];
-        for k in ["id", "user_agent", "lesson", "level", "question", "answer", "client_time"] {
+        for k in [
+            "id",
+            "user_agent",
+            "lesson",
+            "level",
+            "question",
+            "answer",
+            "client_time",
+        ] {
             assert!(e.get(k).and_then(Json::as_str).is_some(), "{k}");
         }
         assert_eq!(e.get("answer").unwrap().as_str(), Some("answer 1 \"/?#%\n"));
         assert_eq!(e.get("learner_id").and_then(Json::as_str), Some(LEARNER));
-        assert!(e.get("test").is_none() && e.get("endpoint").is_none(), "only the collector's fields");
+        assert!(
+            e.get("test").is_none() && e.get("endpoint").is_none(),
+            "only the collector's fields"
+        );
         // An event from an older SDK goes without `learner_id` (the collector stores NULL).
-        let old = batch_body(&[Event { learner_id: String::new(), ..ev(2, false) }, ev(3, false)], 0);
+        let old = batch_body(
+            &[
+                Event {
+                    learner_id: String::new(),
+                    ..ev(2, false)
+                },
+                ev(3, false),
+            ],
+            0,
+        );
         let v = json::parse(&old).unwrap();
         let items = v.get("events").unwrap().as_array().unwrap();
         assert!(items[0].get("learner_id").is_none(), "{old}");
@@ -380,18 +452,25 @@ mod tests {
 
         fn arb_event() -> impl Strategy<Value = Event> {
             let learner = prop_oneof![Just(String::new()), any::<[u8; 16]>().prop_map(crate::uuid::uuid_v4)];
-            (any::<bool>(), any::<String>(), any::<String>(), "[a-f0-9-]{1,36}", learner).prop_map(|(test, answer, lesson, id, learner_id)| Event {
-                id,
-                test,
-                endpoint: "https://x".into(),
-                user_agent: "ua".into(),
-                lesson,
-                level: "gateway".into(),
-                question: "1A".into(),
-                answer,
-                client_time: "2026-11-28T07:35:44.123Z".into(),
-                learner_id,
-            })
+            (
+                any::<bool>(),
+                any::<String>(),
+                any::<String>(),
+                "[a-f0-9-]{1,36}",
+                learner,
+            )
+                .prop_map(|(test, answer, lesson, id, learner_id)| Event {
+                    id,
+                    test,
+                    endpoint: "https://x".into(),
+                    user_agent: "ua".into(),
+                    lesson,
+                    level: "gateway".into(),
+                    question: "1A".into(),
+                    answer,
+                    client_time: "2026-11-28T07:35:44.123Z".into(),
+                    learner_id,
+                })
         }
 
         proptest! {

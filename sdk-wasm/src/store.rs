@@ -39,7 +39,14 @@ impl Store {
     pub fn open() -> Store {
         // `window.localStorage` throws when storage is disabled; treat that as missing.
         let local = web_sys::window().and_then(|w| w.local_storage().ok().flatten());
-        Store { local, memory_keys: Vec::new(), memory_values: Vec::new(), last_order: 0, migrated_to_memory: Vec::new(), dropped: 0 }
+        Store {
+            local,
+            memory_keys: Vec::new(),
+            memory_values: Vec::new(),
+            last_order: 0,
+            migrated_to_memory: Vec::new(),
+            dropped: 0,
+        }
     }
 
     /// Writes a new entry: to localStorage, else (refused) to memory. Returns
@@ -117,7 +124,10 @@ impl Store {
                 events.push(e);
             }
         }
-        Queue { events, dropped: self.dropped }
+        Queue {
+            events,
+            dropped: self.dropped,
+        }
     }
 
     /// How many events are pending (all tabs).
@@ -172,7 +182,13 @@ impl Store {
     /// when every event in it is stored under its own key: one that localStorage
     /// refused lives in this page's memory, and the old key keeps it for the next.
     fn migrate(&mut self) {
-        let Some(old) = self.local.as_ref().and_then(|ls| ls.get_item(LEGACY_QUEUE_KEY).ok().flatten()) else { return };
+        let Some(old) = self
+            .local
+            .as_ref()
+            .and_then(|ls| ls.get_item(LEGACY_QUEUE_KEY).ok().flatten())
+        else {
+            return;
+        };
         let mut all_stored = true;
         if let Some(Json::Array(items)) = crate::json::parse(&old) {
             let mut order = 0;

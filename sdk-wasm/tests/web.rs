@@ -29,14 +29,23 @@ fn storage() -> web_sys::Storage {
 /// The stored event entries, oldest first: (key, value).
 fn stored_events() -> Vec<(String, String)> {
     let ls = storage();
-    let mut keys: Vec<String> = (0..ls.length().unwrap()).filter_map(|i| ls.key(i).unwrap()).filter(|k| k.starts_with(EVENT_PREFIX)).collect();
+    let mut keys: Vec<String> = (0..ls.length().unwrap())
+        .filter_map(|i| ls.key(i).unwrap())
+        .filter(|k| k.starts_with(EVENT_PREFIX))
+        .collect();
     keys.sort();
-    keys.into_iter().map(|k| (k.clone(), ls.get_item(&k).unwrap().unwrap())).collect()
+    keys.into_iter()
+        .map(|k| (k.clone(), ls.get_item(&k).unwrap().unwrap()))
+        .collect()
 }
 
 /// All stored event values, oldest first, in one string.
 fn stored_text() -> String {
-    stored_events().into_iter().map(|(_, v)| v).collect::<Vec<_>>().join("\n")
+    stored_events()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 async fn init_dead_endpoint() {
@@ -78,9 +87,18 @@ async fn event_is_in_local_storage_before_the_send_starts() {
     init_dead_endpoint().await;
     // Events an earlier test left in memory (storage was full) stay pending in this page.
     let before = hourofci_sdk::pending().map_err(JsValue::from).unwrap();
-    let promise = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "1A".into(), "persist me / ?".into()).unwrap();
+    let promise = hourofci_sdk::log_answer(
+        "gateway".into(),
+        "beginner".into(),
+        "1A".into(),
+        "persist me / ?".into(),
+    )
+    .unwrap();
     // Nothing has been awaited yet: the request cannot have been made.
-    let stored: Vec<_> = stored_events().into_iter().filter(|(_, v)| v.contains("persist me")).collect();
+    let stored: Vec<_> = stored_events()
+        .into_iter()
+        .filter(|(_, v)| v.contains("persist me"))
+        .collect();
     assert_eq!(stored.len(), 1, "written before sending, under its own key: {stored:?}");
     assert!(stored[0].1.contains("persist me / ?"), "{stored:?}");
     let id = stored[0].0.rsplit(':').next().unwrap().to_string();
@@ -101,16 +119,34 @@ async fn full_local_storage_falls_back_to_memory() {
     let answers = ["first while full", "second while full"];
     for a in answers {
         let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "2B".into(), a.into()).unwrap();
-        assert_eq!(delivery(p).await, "queued-memory", "kept only while this page stays open, and says so");
+        assert_eq!(
+            delivery(p).await,
+            "queued-memory",
+            "kept only while this page stays open, and says so"
+        );
     }
-    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 2, "kept in memory");
+    assert_eq!(
+        hourofci_sdk::pending().map_err(JsValue::from).unwrap(),
+        before + 2,
+        "kept in memory"
+    );
     assert!(!stored_text().contains("while full"));
     // Space comes back: new answers are stored again, the ones in memory still wait.
     ls.clear().unwrap();
-    let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "2B".into(), "after space freed".into()).unwrap();
+    let p = hourofci_sdk::log_answer(
+        "gateway".into(),
+        "beginner".into(),
+        "2B".into(),
+        "after space freed".into(),
+    )
+    .unwrap();
     assert_eq!(delivery(p).await, "queued");
     assert!(stored_text().contains("after space freed"));
-    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 3, "memory and storage together");
+    assert_eq!(
+        hourofci_sdk::pending().map_err(JsValue::from).unwrap(),
+        before + 3,
+        "memory and storage together"
+    );
     ls.clear().unwrap();
 }
 
@@ -138,20 +174,38 @@ async fn an_old_queue_stays_until_every_event_is_stored_under_its_own_key() {
     let old = r#"[{"id":"00000000-0000-4000-8000-000000000071","user_agent":"ua","lesson":"gateway","level":"beginner","question":"1A","answer":"old while full","client_time":"2026-11-28T07:35:44.123Z","test":false}]"#;
     ls.set_item(LEGACY_QUEUE_KEY, old).unwrap();
     fill_local_storage();
-    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 1, "taken into memory");
-    assert_eq!(ls.get_item(LEGACY_QUEUE_KEY).unwrap().as_deref(), Some(old), "the old key keeps it for the next page");
-    assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 1, "taken once, not again on every look");
+    assert_eq!(
+        hourofci_sdk::pending().map_err(JsValue::from).unwrap(),
+        before + 1,
+        "taken into memory"
+    );
+    assert_eq!(
+        ls.get_item(LEGACY_QUEUE_KEY).unwrap().as_deref(),
+        Some(old),
+        "the old key keeps it for the next page"
+    );
+    assert_eq!(
+        hourofci_sdk::pending().map_err(JsValue::from).unwrap(),
+        before + 1,
+        "taken once, not again on every look"
+    );
     ls.clear().unwrap();
 }
 
 /// Which values the path form carries unchanged, asked of the browser's own URL parser.
 #[wasm_bindgen_test]
 fn path_form_is_used_only_for_values_the_url_parser_keeps() {
-    let mut values: Vec<String> = ["", ".", "..", "...", " ", "./a", "a/..", "%2e", "%2E", ".%2e", "%2e%2e", "\\", "\u{0}", "?", "#", ";", "\t.", "．", "。"]
-        .iter()
-        .map(|s| s.to_string())
+    let mut values: Vec<String> = [
+        "", ".", "..", "...", " ", "./a", "a/..", "%2e", "%2E", ".%2e", "%2e%2e", "\\", "\u{0}", "?", "#", ";", "\t.",
+        "．", "。",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let alphabet: Vec<char> = (0u8..128)
+        .map(|b| b as char)
+        .chain(['é', '．', '\u{3002}', '\u{FEFF}'])
         .collect();
-    let alphabet: Vec<char> = (0u8..128).map(|b| b as char).chain(['é', '．', '\u{3002}', '\u{FEFF}']).collect();
     for a in &alphabet {
         values.push(a.to_string());
         for b in ['.', '%', '/', 'a'] {
@@ -163,21 +217,32 @@ fn path_form_is_used_only_for_values_the_url_parser_keeps() {
         let path = format!("/ua/{}/b", encode_uri_component(&v));
         let url = web_sys::Url::new(&format!("http://h{path}")).unwrap();
         let kept = url.pathname() == path;
-        assert_eq!(kept && !v.is_empty(), hourofci_sdk::engine::path_safe(&v), "{v:?} -> {}", url.pathname());
+        assert_eq!(
+            kept && !v.is_empty(),
+            hourofci_sdk::engine::path_safe(&v),
+            "{v:?} -> {}",
+            url.pathname()
+        );
     }
 }
 
 #[wasm_bindgen_test]
 async fn events_record_their_endpoint_as_the_url_parser_spells_it() {
     storage().clear().unwrap();
-    for (given, normalized) in [("HTTPS://127.0.0.1:443/", "https://127.0.0.1"), ("http://127.0.0.1:9//x/ ", "http://127.0.0.1:9//x")] {
+    for (given, normalized) in [
+        ("HTTPS://127.0.0.1:443/", "https://127.0.0.1"),
+        ("http://127.0.0.1:9//x/ ", "http://127.0.0.1:9//x"),
+    ] {
         let options = Object::new();
         Reflect::set(&options, &"endpoint".into(), &given.into()).unwrap();
         Reflect::set(&options, &"retryBaseMs".into(), &JsValue::from(60_000)).unwrap();
         hourofci_sdk::init(options.into()).await.map_err(JsValue::from).unwrap();
         let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "1A".into(), given.into()).unwrap();
         let text = stored_text();
-        assert!(text.contains(&format!("\"endpoint\":\"{normalized}\"")), "{given}: {text}");
+        assert!(
+            text.contains(&format!("\"endpoint\":\"{normalized}\"")),
+            "{given}: {text}"
+        );
         delivery(p).await;
         storage().clear().unwrap();
     }
@@ -264,8 +329,16 @@ async fn an_old_single_key_queue_is_migrated_in_order() {
     storage().set_item(LEGACY_QUEUE_KEY, old).unwrap();
     let p = hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "1A".into(), "new one".into()).unwrap();
     assert_eq!(delivery(p).await, "queued");
-    assert_eq!(storage().get_item(LEGACY_QUEUE_KEY).unwrap(), None, "the old key is gone");
-    let answers: Vec<String> = stored_events().into_iter().map(|(_, v)| v).filter(|v| v.contains("old ") || v.contains("new one")).collect();
+    assert_eq!(
+        storage().get_item(LEGACY_QUEUE_KEY).unwrap(),
+        None,
+        "the old key is gone"
+    );
+    let answers: Vec<String> = stored_events()
+        .into_iter()
+        .map(|(_, v)| v)
+        .filter(|v| v.contains("old ") || v.contains("new one"))
+        .collect();
     assert_eq!(answers.len(), 3, "{answers:?}");
     for (text, answer) in answers.iter().zip(["old first", "old second", "new one"]) {
         assert!(text.contains(answer), "oldest first: {answers:?}");
@@ -285,14 +358,24 @@ async fn another_tabs_writes_are_never_erased() {
     let other = |n: u32| {
         let id = format!("00000000-0000-4000-8000-{n:012}");
         let key = format!("{EVENT_PREFIX}{:016}:{id}", 1_000 + n);
-        let value = format!(r#"{{"id":"{id}","user_agent":"ua","lesson":"gateway","level":"beginner","question":"1A","answer":"other tab {n}","client_time":"2026-11-28T07:35:44.123Z","test":false}}"#);
+        let value = format!(
+            r#"{{"id":"{id}","user_agent":"ua","lesson":"gateway","level":"beginner","question":"1A","answer":"other tab {n}","client_time":"2026-11-28T07:35:44.123Z","test":false}}"#
+        );
         storage().set_item(&key, &value).unwrap();
         key
     };
     let mut pending = Vec::new();
     for n in 0..5 {
         other(n);
-        pending.push(hourofci_sdk::log_answer("gateway".into(), "beginner".into(), "1A".into(), format!("this tab {n}").into()).unwrap());
+        pending.push(
+            hourofci_sdk::log_answer(
+                "gateway".into(),
+                "beginner".into(),
+                "1A".into(),
+                format!("this tab {n}").into(),
+            )
+            .unwrap(),
+        );
     }
     let settled_elsewhere = other(99);
     storage().remove_item(&settled_elsewhere).unwrap();
@@ -301,7 +384,10 @@ async fn another_tabs_writes_are_never_erased() {
     }
     let text = stored_text();
     for n in 0..5 {
-        assert!(text.contains(&format!("other tab {n}")) && text.contains(&format!("this tab {n}")), "{n} lost: {text}");
+        assert!(
+            text.contains(&format!("other tab {n}")) && text.contains(&format!("this tab {n}")),
+            "{n} lost: {text}"
+        );
     }
     assert!(!text.contains("other tab 99"), "a removal by another tab stays removed");
     assert_eq!(hourofci_sdk::pending().map_err(JsValue::from).unwrap(), before + 10);
@@ -314,8 +400,14 @@ fn json_parse_in_the_browser_reads_what_the_engine_needs() {
     use hourofci_sdk::json::{parse, Json};
     let error = parse(r#"{"error":"invalid","field":null,"rule":"answer: at most 4096 bytes"}"#).unwrap();
     assert_eq!(error.get("field"), Some(&Json::Null));
-    assert_eq!(error.get("rule").and_then(Json::as_str), Some("answer: at most 4096 bytes"));
-    let batch = parse(r#" {"results":[{"id":"a","status":"written"},{"id":"b","status":"invalid","reason":"x"}],"n":12,"t":true} "#).unwrap();
+    assert_eq!(
+        error.get("rule").and_then(Json::as_str),
+        Some("answer: at most 4096 bytes")
+    );
+    let batch = parse(
+        r#" {"results":[{"id":"a","status":"written"},{"id":"b","status":"invalid","reason":"x"}],"n":12,"t":true} "#,
+    )
+    .unwrap();
     let results = batch.get("results").and_then(Json::as_array).unwrap();
     assert_eq!(results.len(), 2);
     assert_eq!(results[1].get("status").and_then(Json::as_str), Some("invalid"));

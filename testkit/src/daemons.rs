@@ -37,10 +37,17 @@ impl Daemon {
         if !program.exists() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("{} not found: install the Debian package {package} (`cargo xtask test` installs it)", program.display()),
+                format!(
+                    "{} not found: install the Debian package {package} (`cargo xtask test` installs it)",
+                    program.display()
+                ),
             ));
         }
-        let dir = std::env::temp_dir().join(format!("hourofci-{name}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "hourofci-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
         let run_as = crate::unprivileged_ids()?;
@@ -48,7 +55,16 @@ impl Daemon {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
         }
         let watchdog = Watchdog::start(libc::SIGKILL, Some(&dir))?;
-        Ok(Daemon { name, dir, program, args: Vec::new(), port, run_as, child: None, watchdog })
+        Ok(Daemon {
+            name,
+            dir,
+            program,
+            args: Vec::new(),
+            port,
+            run_as,
+            child: None,
+            watchdog,
+        })
     }
 
     /// Write a file the daemon reads (owned by its user, mode 0600).
@@ -67,9 +83,16 @@ impl Daemon {
         if self.child.is_some() {
             return Ok(());
         }
-        let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("stderr.log"))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("stderr.log"))?;
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args).current_dir(&self.dir).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.args(&self.args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         let child = crate::as_user(&mut cmd, self.run_as).spawn()?;
         self.watchdog.watch(Some(child.id()));
         self.child = Some(child);
@@ -78,13 +101,23 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().transpose()) {
                 self.child = None;
                 self.watchdog.watch(None);
-                return Err(io::Error::other(format!("{} exited with {:?}; log:\n{}", self.name, status, self.log_tail())));
+                return Err(io::Error::other(format!(
+                    "{} exited with {:?}; log:\n{}",
+                    self.name,
+                    status,
+                    self.log_tail()
+                )));
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(io::Error::other(format!("{} did not listen on {} in 30 s; log:\n{}", self.name, self.port, self.log_tail())));
+                return Err(io::Error::other(format!(
+                    "{} did not listen on {} in 30 s; log:\n{}",
+                    self.name,
+                    self.port,
+                    self.log_tail()
+                )));
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -174,7 +207,12 @@ impl PgBouncer {
         let port = crate::free_port();
         let mut daemon = Daemon::new("pgbouncer", "/usr/sbin/pgbouncer", "pgbouncer", port)?;
         let auth_file = daemon.write("userlist.txt", userlist)?;
-        let ini = set_ini(template, "databases", &[("*", format!("host=127.0.0.1 port={upstream_port}"))], true);
+        let ini = set_ini(
+            template,
+            "databases",
+            &[("*", format!("host=127.0.0.1 port={upstream_port}"))],
+            true,
+        );
         let ini = set_ini(
             &ini,
             "pgbouncer",
@@ -243,7 +281,11 @@ impl HaProxy {
     pub fn start(config: &str, port: u16) -> io::Result<Self> {
         let mut daemon = Daemon::new("haproxy", "/usr/sbin/haproxy", "haproxy", port)?;
         let path = daemon.write("haproxy.cfg", config)?;
-        let check = crate::as_user(Command::new(&daemon.program).args(["-c", "-q", "-f"]).arg(&path), daemon.run_as).output()?;
+        let check = crate::as_user(
+            Command::new(&daemon.program).args(["-c", "-q", "-f"]).arg(&path),
+            daemon.run_as,
+        )
+        .output()?;
         if !check.status.success() {
             return Err(io::Error::other(format!(
                 "haproxy refused its config: {}{}",
@@ -273,7 +315,13 @@ impl HaProxy {
 /// The SCRAM secret of `role` as PgBouncer's auth_file wants it: one line
 /// `"role" "SCRAM-SHA-256$..."`, read from pg_authid (no password written down).
 pub fn userlist_line(pg: &crate::PgCluster, role: &str) -> String {
-    let secret = pg.psql("postgres", &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{}'", role.replace('\'', "''")));
+    let secret = pg.psql(
+        "postgres",
+        &format!(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = '{}'",
+            role.replace('\'', "''")
+        ),
+    );
     assert!(secret.starts_with("SCRAM-SHA-256$"), "role {role} has no SCRAM secret");
     format!("\"{role}\" \"{secret}\"\n")
 }
@@ -286,10 +334,18 @@ mod tests {
     fn ini_values_are_replaced_or_added_per_section() {
         let ini = "[databases]\nhourofci = host=x port=5432\n\n[pgbouncer]\n;; comment\nlisten_port = 6432\npool_mode = transaction\n";
         let out = set_ini(ini, "databases", &[("*", "host=127.0.0.1 port=9".into())], true);
-        let out = set_ini(&out, "pgbouncer", &[("listen_port", "7".into()), ("logfile", "/l".into())], false);
+        let out = set_ini(
+            &out,
+            "pgbouncer",
+            &[("listen_port", "7".into()), ("logfile", "/l".into())],
+            false,
+        );
         assert!(!out.contains("hourofci = "), "{out}");
         assert!(out.contains("* = host=127.0.0.1 port=9\n"), "{out}");
         assert!(out.contains("listen_port = 7\n") && !out.contains("6432"), "{out}");
-        assert!(out.contains("pool_mode = transaction\n") && out.contains("logfile = /l\n"), "{out}");
+        assert!(
+            out.contains("pool_mode = transaction\n") && out.contains("logfile = /l\n"),
+            "{out}"
+        );
     }
 }

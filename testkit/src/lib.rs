@@ -77,7 +77,11 @@ pub struct PgOptions {
 
 impl Default for PgOptions {
     fn default() -> Self {
-        PgOptions { durable: false, port: None, max_connections: 200 }
+        PgOptions {
+            durable: false,
+            port: None,
+            max_connections: 200,
+        }
     }
 }
 
@@ -147,7 +151,15 @@ impl PgCluster {
             )));
         }
         let port = opts.port.unwrap_or_else(free_port);
-        let mut cluster = PgCluster { root, bin, port, run_as, opts, child: None, watchdog };
+        let mut cluster = PgCluster {
+            root,
+            bin,
+            port,
+            run_as,
+            opts,
+            child: None,
+            watchdog,
+        };
         cluster.start_server()?;
         Ok(cluster)
     }
@@ -174,7 +186,14 @@ impl PgCluster {
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", &format!("max_connections={}", self.opts.max_connections)]);
         if !self.opts.durable {
-            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+            cmd.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
         }
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         let child = as_user(&mut cmd, self.run_as).spawn()?;
@@ -196,9 +215,7 @@ impl PgCluster {
                     )));
                 }
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && self.try_psql("postgres", "select 1").is_ok()
-            {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.try_psql("postgres", "select 1").is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -252,7 +269,8 @@ impl PgCluster {
 
     /// Run SQL through psql as the superuser over the Unix socket; stdout on success.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        self.try_psql(db, sql).unwrap_or_else(|e| panic!("psql {sql:?} failed: {e}"))
+        self.try_psql(db, sql)
+            .unwrap_or_else(|e| panic!("psql {sql:?} failed: {e}"))
     }
 
     pub fn try_psql(&self, db: &str, sql: &str) -> io::Result<String> {
@@ -261,7 +279,20 @@ impl PgCluster {
             .arg(self.root.join("sock"))
             .arg("-p")
             .arg(self.port.to_string())
-            .args(["-U", "postgres", "-d", db, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
             .env_remove("PGPASSWORD")
             .output()?;
         if out.status.success() {
@@ -275,7 +306,10 @@ impl PgCluster {
     /// as the production set-up has it: the admin owns the objects and runs migrations.
     /// Returns the admin's URL.
     pub fn create_database(&self, name: &str) -> String {
-        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad name {name}");
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad name {name}"
+        );
         self.psql("postgres", &format!("CREATE ROLE {name}_admin LOGIN PASSWORD '{name}'"));
         self.psql("postgres", &format!("CREATE DATABASE {name} OWNER {name}_admin"));
         // A database's PUBLIC may connect by default; the real set-up revokes that.
@@ -292,8 +326,14 @@ impl PgCluster {
 
     /// Create a login role with a password (e.g. the writer role).
     pub fn create_login_role(&self, role: &str, password: &str) {
-        assert!(role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad role {role}");
-        self.psql("postgres", &format!("CREATE ROLE {role} LOGIN PASSWORD '{}'", password.replace('\'', "''")));
+        assert!(
+            role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad role {role}"
+        );
+        self.psql(
+            "postgres",
+            &format!("CREATE ROLE {role} LOGIN PASSWORD '{}'", password.replace('\'', "''")),
+        );
     }
 
     /// URL for `role` with `password` on database `db`.
@@ -344,7 +384,9 @@ pub(crate) fn unprivileged_ids() -> io::Result<Option<(u32, u32)>> {
             }
         }
     }
-    Err(io::Error::other("running as root and neither user `postgres` nor `nobody` exists to run PostgreSQL"))
+    Err(io::Error::other(
+        "running as root and neither user `postgres` nor `nobody` exists to run PostgreSQL",
+    ))
 }
 
 #[cfg(test)]

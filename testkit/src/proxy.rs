@@ -88,7 +88,11 @@ impl Proxy {
         let acceptor = thread::Builder::new()
             .name("testkit-proxy-accept".into())
             .spawn(move || accept_loop(listener, upstream, s))?;
-        Ok(Proxy { shared, addr, acceptor: Some(acceptor) })
+        Ok(Proxy {
+            shared,
+            addr,
+            acceptor: Some(acceptor),
+        })
     }
 
     /// The port clients should connect to.
@@ -176,7 +180,9 @@ fn connect_and_pump(id: u64, client: TcpStream, upstream: SocketAddr, shared: &A
         return;
     };
     let s = shared.clone();
-    let up = thread::Builder::new().name("testkit-proxy-up".into()).spawn(move || pump(client2, server2, s));
+    let up = thread::Builder::new()
+        .name("testkit-proxy-up".into())
+        .spawn(move || pump(client2, server2, s));
     pump(server, client, shared.clone());
     if let Ok(t) = up {
         let _ = t.join();
@@ -265,7 +271,10 @@ mod tests {
         c.write_all(b"held").unwrap();
         let mut buf = [0u8; 4];
         let err = c.read_exact(&mut buf).unwrap_err();
-        assert!(matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut), "{err:?}");
+        assert!(
+            matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+            "{err:?}"
+        );
 
         // Held bytes arrive once the hole closes.
         proxy.set_mode(Mode::Pass);

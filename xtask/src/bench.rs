@@ -122,7 +122,11 @@ pub fn run(args: Args) -> Result<()> {
         // `cargo xtask` is a debug build; a debug load generator would take CPU from
         // the collector on a 2-core machine. Run the same command from a release build.
         eprintln!("bench: re-running from a release build of xtask");
-        return util::run(util::cargo().args(["run", "--release", "--quiet", "-p", "xtask", "--", "bench"]).args(&args));
+        return util::run(
+            util::cargo()
+                .args(["run", "--release", "--quiet", "-p", "xtask", "--", "bench"])
+                .args(&args),
+        );
     }
     let root = util::root();
     let work_dir = root.join("target/bench");
@@ -150,23 +154,34 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let mut results = Results {
-        command: std::iter::once("cargo xtask bench".to_string()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" "),
+        command: std::iter::once("cargo xtask bench".to_string())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" "),
         seconds_per_step: opts.seconds,
         collector_flags: opts.collector_args.clone(),
         ..Default::default()
     };
     results.machine = machine_now();
 
-    let pg = PgCluster::start_with(PgOptions { durable: true, max_connections: 400, ..Default::default() })
-        .context("starting a durable PostgreSQL cluster")?;
+    let pg = PgCluster::start_with(PgOptions {
+        durable: true,
+        max_connections: 400,
+        ..Default::default()
+    })
+    .context("starting a durable PostgreSQL cluster")?;
     results.machine.postgres_version = util::output(Command::new(pg.bin_dir().join("postgres")).arg("--version"))?;
     let admin_url = pg.create_database(DATABASE);
     pg.create_login_role(WRITER_ROLE, WRITER_PASSWORD);
     let writer_url = pg.url_for(WRITER_ROLE, WRITER_PASSWORD, DATABASE);
     if collector_bin.exists() {
-        util::run(
-            Command::new(&collector_bin).args(["migrate", "--database-url", &admin_url, "--writer-role", WRITER_ROLE]),
-        )?;
+        util::run(Command::new(&collector_bin).args([
+            "migrate",
+            "--database-url",
+            &admin_url,
+            "--writer-role",
+            WRITER_ROLE,
+        ]))?;
     } else {
         // Only `--only pgbench` gets here (the other parts build the collector first).
         apply_sql_dir(&pg, DATABASE, &root.join("sql"), None, ALL_WRITE_FUNCTIONS)?;
@@ -228,7 +243,10 @@ pub fn run(args: Args) -> Result<()> {
         .map(|c| format!("{}: expected {} rows, found {}", c.phase, c.expected, c.found))
         .collect();
     if !mismatches.is_empty() {
-        bail!("ROWS IN THE DATABASE DO NOT MATCH THE 2xx ANSWERS:\n  {}", mismatches.join("\n  "));
+        bail!(
+            "ROWS IN THE DATABASE DO NOT MATCH THE 2xx ANSWERS:\n  {}",
+            mismatches.join("\n  ")
+        );
     }
     if let Some(e) = sdk_error {
         return Err(e.context("the SDK part failed (the other figures above were recorded)"));
@@ -262,11 +280,15 @@ fn measure_pgbench(pg: &PgCluster, work_dir: &Path, step: Duration, results: &mu
     )?;
     let anchor_script = work_dir.join("pgbench-log_events_v2.sql");
     std::fs::write(&anchor_script, pgbench::anchor_batch_script(BATCH_SIZE))?;
-    let anchor = pgbench::Target { database: ANCHOR_DATABASE, ..target };
+    let anchor = pgbench::Target {
+        database: ANCHOR_DATABASE,
+        ..target
+    };
 
-    let runs = PG_SINGLE_CLIENTS.iter().map(|&c| (c, &single_script, 1u64)).chain(
-        PG_BATCH_CLIENTS.iter().map(|&c| (c, &batch_script, BATCH_SIZE as u64)),
-    );
+    let runs = PG_SINGLE_CLIENTS
+        .iter()
+        .map(|&c| (c, &single_script, 1u64))
+        .chain(PG_BATCH_CLIENTS.iter().map(|&c| (c, &batch_script, BATCH_SIZE as u64)));
     for (clients, script, rows) in runs {
         settle(pg)?;
         let before = count_rows(pg, "loggingtable")?;
@@ -274,7 +296,10 @@ fn measure_pgbench(pg: &PgCluster, work_dir: &Path, step: Duration, results: &mu
         let found = count_rows(pg, "loggingtable")? - before;
         eprintln!(
             "pgbench {} rows/tx, {clients:>2} clients: {:>8.0} tx/s {:>9.0} rows/s (avg {:.2} ms)",
-            rows, run.tps, run.rows_per_sec(), run.latency_avg_ms
+            rows,
+            run.tps,
+            run.rows_per_sec(),
+            run.latency_avg_ms
         );
         results.row_checks.push(RowCheck {
             phase: format!("pgbench {rows} rows/tx, {clients} clients"),
@@ -289,7 +314,10 @@ fn measure_pgbench(pg: &PgCluster, work_dir: &Path, step: Duration, results: &mu
         if clients > 1 {
             settle(pg)?;
             let run = pgbench::run(&anchor, &anchor_script, BATCH_SIZE as u64, clients, step)?;
-            eprintln!("pgbench anchor log_events_v2, {clients:>2} clients: {:>9.0} rows/s", run.rows_per_sec());
+            eprintln!(
+                "pgbench anchor log_events_v2, {clients:>2} clients: {:>9.0} rows/s",
+                run.rows_per_sec()
+            );
             results.pg_batch_anchor.push(run);
         }
     }
@@ -306,15 +334,31 @@ fn measure_collector(
 ) -> Result<()> {
     let addr = collector.addr;
     let ids = std::sync::Arc::new(load::IdSource::new());
-    let mut http = |label: String, kind: Kind, connections: usize, duration: Duration, pace: Pace| -> Result<HttpFigures> {
+    let mut http = |label: String,
+                    kind: Kind,
+                    connections: usize,
+                    duration: Duration,
+                    pace: Pace|
+     -> Result<HttpFigures> {
         settle(pg)?;
         let before = count_rows(pg, "loggingtable")?;
         let postmaster = pg.pid().unwrap_or(0);
         let cpu_before = CpuTimes::now(collector.pid(), postmaster);
-        let outcome = load::run(&Plan { addr, kind, connections, duration, pace, ids: ids.clone() })?;
+        let outcome = load::run(&Plan {
+            addr,
+            kind,
+            connections,
+            duration,
+            pace,
+            ids: ids.clone(),
+        })?;
         let cpu = CpuTimes::now(collector.pid(), postmaster).since(&cpu_before);
         let found = count_rows(pg, "loggingtable")? - before;
-        results.row_checks.push(RowCheck { phase: label.clone(), expected: outcome.events_written, found });
+        results.row_checks.push(RowCheck {
+            phase: label.clone(),
+            expected: outcome.events_written,
+            found,
+        });
         let figures = HttpFigures {
             label,
             connections,
@@ -345,7 +389,13 @@ fn measure_collector(
         Ok(figures)
     };
 
-    http("warm-up (not reported)".into(), Kind::Single, 16, Duration::from_millis(500), Pace::ClosedLoop)?;
+    http(
+        "warm-up (not reported)".into(),
+        Kind::Single,
+        16,
+        Duration::from_millis(500),
+        Pace::ClosedLoop,
+    )?;
     let mut single = Vec::new();
     for connections in HTTP_SINGLE_CONNECTIONS {
         let label = format!("collector single-event POST, {connections} connections");
@@ -354,15 +404,31 @@ fn measure_collector(
     let best = single.iter().map(|f| f.events_per_sec).fold(0.0, f64::max);
     let paced = if best > 0.0 {
         let rate = (best / 2.0).max(1.0);
-        let label = format!("collector single-event POST at {rate:.0}/s (half of max), {PACED_CONNECTIONS} connections");
-        Some((rate, http(label, Kind::Single, PACED_CONNECTIONS, step.max(Duration::from_secs(3)), Pace::Rate(rate))?))
+        let label =
+            format!("collector single-event POST at {rate:.0}/s (half of max), {PACED_CONNECTIONS} connections");
+        Some((
+            rate,
+            http(
+                label,
+                Kind::Single,
+                PACED_CONNECTIONS,
+                step.max(Duration::from_secs(3)),
+                Pace::Rate(rate),
+            )?,
+        ))
     } else {
         None
     };
     let mut batch = Vec::new();
     for connections in HTTP_BATCH_CONNECTIONS {
         let label = format!("collector /batch of {BATCH_SIZE}, {connections} connections");
-        batch.push(http(label, Kind::Batch { size: BATCH_SIZE }, connections, step, Pace::ClosedLoop)?);
+        batch.push(http(
+            label,
+            Kind::Batch { size: BATCH_SIZE },
+            connections,
+            step,
+            Pace::ClosedLoop,
+        )?);
     }
     if profile {
         profile_run(&mut http, collector, step, work_dir)?;
@@ -392,20 +458,41 @@ fn profile_run(
         .stderr(Stdio::null())
         .spawn()
         .context("starting perf")?;
-    http("profiled run, 64 connections (not reported)".into(), Kind::Single, 64, step, Pace::ClosedLoop)?;
+    http(
+        "profiled run, 64 connections (not reported)".into(),
+        Kind::Single,
+        64,
+        step,
+        Pace::ClosedLoop,
+    )?;
     perf.wait()?;
     let reports: [(&str, Vec<String>); 2] = [
         ("perf-by-process.txt", vec!["--sort".into(), "comm,dso".into()]),
-        ("perf-collector-symbols.txt", vec!["--pid".into(), collector.pid().to_string(), "--sort".into(), "symbol".into()]),
+        (
+            "perf-collector-symbols.txt",
+            vec![
+                "--pid".into(),
+                collector.pid().to_string(),
+                "--sort".into(),
+                "symbol".into(),
+            ],
+        ),
     ];
     for (name, extra) in reports {
         let text = util::output(
-            Command::new("perf").args(["report", "--stdio", "--no-children", "--percent-limit", "0.5", "-i"]).arg(&data).args(&extra),
+            Command::new("perf")
+                .args(["report", "--stdio", "--no-children", "--percent-limit", "0.5", "-i"])
+                .arg(&data)
+                .args(&extra),
         )?;
         let path = work_dir.join(name);
         std::fs::write(&path, &text)?;
         eprintln!("--- {} (top) ---", path.display());
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty() && l.contains('%')).take(25) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && l.contains('%'))
+            .take(25)
+        {
             eprintln!("{}", line.trim_end().trim_end_matches(['-', ' ']));
         }
     }
@@ -426,7 +513,9 @@ fn build_sdk_copy(dest: &Path) -> Result<()> {
         let _ = std::fs::remove_dir_all(dest);
         std::fs::create_dir_all(dest)?;
         let copied = FILES.iter().all(|f| {
-            std::fs::copy(dist.join(f), dest.join(f)).map(|n| n > 0).unwrap_or(false)
+            std::fs::copy(dist.join(f), dest.join(f))
+                .map(|n| n > 0)
+                .unwrap_or(false)
         });
         if copied {
             return Ok(());
@@ -447,7 +536,10 @@ fn measure_sdk(pg: &PgCluster, collector: &Collector, dist: &Path, checks: &mut 
     }
     gzip_files.sort();
     if !gzip_files.iter().any(|(n, _)| n == "hourofci-log.js") {
-        bail!("{} has no hourofci-log.js: did `cargo xtask build-sdk` run?", dist.display());
+        bail!(
+            "{} has no hourofci-log.js: did `cargo xtask build-sdk` run?",
+            dist.display()
+        );
     }
     let script = util::root().join("xtask/bench/sdk.mjs");
     let before = count_rows(pg, "loggingtable_test")?;
@@ -459,13 +551,17 @@ fn measure_sdk(pg: &PgCluster, collector: &Collector, dist: &Path, checks: &mut 
             .current_dir(util::root()),
     )?;
     let found = count_rows(pg, "loggingtable_test")? - before;
-    let v: serde_json::Value =
-        serde_json::from_str(out.lines().last().unwrap_or_default()).with_context(|| format!("sdk.mjs printed {out:?}"))?;
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .with_context(|| format!("sdk.mjs printed {out:?}"))?;
     let num = |k: &str| v[k].as_f64().with_context(|| format!("sdk.mjs: no {k} in {v}"));
     if num("pending_after")? != 0.0 || num("dropped")? != 0.0 || num("rejected")? != 0.0 {
         bail!("the SDK did not deliver its whole backlog: {v}");
     }
-    checks.push(RowCheck { phase: format!("SDK backlog of {SDK_CALLS}"), expected: SDK_CALLS, found });
+    checks.push(RowCheck {
+        phase: format!("SDK backlog of {SDK_CALLS}"),
+        expected: SDK_CALLS,
+        found,
+    });
     let figures = SdkFigures {
         gzip_bytes: gzip_files.iter().map(|(_, b)| b).sum(),
         gzip_files,
@@ -488,17 +584,25 @@ fn settle(pg: &PgCluster) -> Result<()> {
 
 fn count_rows(pg: &PgCluster, table: &str) -> Result<u64> {
     let text = pg.try_psql(DATABASE, &format!("SELECT count(*) FROM {table}"))?;
-    text.trim().parse().with_context(|| format!("count(*) from {table} gave {text:?}"))
+    text.trim()
+        .parse()
+        .with_context(|| format!("count(*) from {table} gave {text:?}"))
 }
 
 /// The migrations of `dir` up to `up_to` (all when `None`) applied to `database` as
 /// its admin role, and the writer's grants, through psql: for the write ceiling's
 /// anchor, and as the fallback when the collector is not built (`--only pgbench`).
 fn apply_sql_dir(pg: &PgCluster, database: &str, dir: &Path, up_to: Option<u32>, functions: &str) -> Result<()> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
     files.retain(|p| p.extension().is_some_and(|e| e == "sql"));
     files.retain(|p| {
-        let version = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('_').next()).and_then(|v| v.parse::<u32>().ok());
+        let version = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('_').next())
+            .and_then(|v| v.parse::<u32>().ok());
         up_to.is_none_or(|max| version.is_some_and(|v| v <= max))
     });
     files.sort();
@@ -528,7 +632,13 @@ struct Collector {
 }
 
 impl Collector {
-    fn start(bin: &Path, database_url: &str, sdk_dir: Option<&Path>, extra: &[String], log_path: &Path) -> Result<Self> {
+    fn start(
+        bin: &Path,
+        database_url: &str,
+        sdk_dir: Option<&Path>,
+        extra: &[String],
+        log_path: &Path,
+    ) -> Result<Self> {
         let addr: SocketAddr = ([127, 0, 0, 1], testkit::free_port()).into();
         let log = std::fs::File::create(log_path)?;
         let mut cmd = Command::new(bin);
@@ -540,7 +650,10 @@ impl Collector {
         if let Some(dir) = sdk_dir {
             cmd.arg("--sdk-dir").arg(dir);
         }
-        cmd.args(extra).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         eprintln!("+ {cmd:?}");
         let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
         let mut collector = Collector { child, addr };
@@ -554,7 +667,10 @@ impl Collector {
             }
             if Instant::now() > deadline {
                 collector.stop()?;
-                bail!("the collector did not answer /healthz within 30 s; see {}", log_path.display());
+                bail!(
+                    "the collector did not answer /healthz within 30 s; see {}",
+                    log_path.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -567,7 +683,14 @@ impl Collector {
     /// VmHWM: the most resident memory the process has had so far.
     fn peak_rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// SIGTERM (it drains its queue), then wait.
@@ -628,7 +751,12 @@ fn load_average() -> String {
 fn machine_now() -> Machine {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     Machine {
         date_utc: util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default(),

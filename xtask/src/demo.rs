@@ -38,10 +38,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let Args { port, page_port, no_build } = args;
+    let Args {
+        port,
+        page_port,
+        no_build,
+    } = args;
     let root = root();
     if !no_build {
-        util::run(Command::new(std::env::current_exe()?).args(["build-sdk", "--out", "examples/animation/sdk"]).current_dir(&root))?;
+        util::run(
+            Command::new(std::env::current_exe()?)
+                .args(["build-sdk", "--out", "examples/animation/sdk"])
+                .current_dir(&root),
+        )?;
         util::run(cargo().args(["build", "--release", "-p", "hourofci-collector"]))?;
     }
     if !root.join("examples/animation/sdk/hourofci-log.js").exists() {
@@ -71,7 +79,8 @@ pub fn run(args: Args) -> Result<()> {
         .spawn()
         .with_context(|| format!("starting {}", collector.display()))?;
 
-    let allowed = std::fs::read_to_string(root.join("examples/animation/index.html"))?.contains(&format!(" {endpoint}\""));
+    let allowed =
+        std::fs::read_to_string(root.join("examples/animation/index.html"))?.contains(&format!(" {endpoint}\""));
     if !allowed {
         eprintln!(
             "note: the animation only sends to the collectors in its hourofci-endpoints; add {endpoint} there \
@@ -101,7 +110,10 @@ pub fn run(args: Args) -> Result<()> {
 fn pages(dir: PathBuf) -> axum::Router {
     axum::Router::new()
         .fallback_service(ServeDir::new(dir))
-        .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        ))
 }
 
 /// Serves [`pages`] on `listener` until the process ends.
@@ -127,12 +139,17 @@ mod tests {
             stream.read_to_end(&mut answer).await.unwrap();
             String::from_utf8_lossy(&answer).into_owned()
         };
-        tokio::time::timeout(std::time::Duration::from_secs(60), exchange).await.expect("the page server answered")
+        tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
+            .await
+            .expect("the page server answered")
     }
 
     fn has_header(answer: &str, name: &str, value: &str) -> bool {
         let head = answer.split("\r\n\r\n").next().unwrap_or_default();
-        head.lines().any(|l| l.split_once(':').is_some_and(|(n, v)| n.eq_ignore_ascii_case(name) && v.trim() == value))
+        head.lines().any(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, v)| n.eq_ignore_ascii_case(name) && v.trim() == value)
+        })
     }
 
     #[tokio::test]
@@ -154,16 +171,27 @@ mod tests {
         assert!(has_header(&js, "content-type", "text/javascript"), "{js}");
         assert!(has_header(&js, "cache-control", "no-cache"), "{js}");
         let wasm = request(addr, "GET", "/animation/sdk/hourofci_sdk_bg.wasm?v=2").await;
-        assert!(wasm.starts_with("HTTP/1.1 200") && has_header(&wasm, "content-type", "application/wasm"), "{wasm}");
+        assert!(
+            wasm.starts_with("HTTP/1.1 200") && has_header(&wasm, "content-type", "application/wasm"),
+            "{wasm}"
+        );
         let page = request(addr, "GET", "/animation/").await;
         assert!(page.starts_with("HTTP/1.1 200") && page.ends_with("page"), "{page}");
         assert!(has_header(&page, "content-type", "text/html"), "{page}");
         let head = request(addr, "HEAD", "/animation/index.html").await;
         assert!(head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"), "{head}");
 
-        for path in ["/nope.txt", "/../secret.txt", "/animation/../../secret.txt", "/%2e%2e/secret.txt"] {
+        for path in [
+            "/nope.txt",
+            "/../secret.txt",
+            "/animation/../../secret.txt",
+            "/%2e%2e/secret.txt",
+        ] {
             let answer = request(addr, "GET", path).await;
-            assert!(!answer.starts_with("HTTP/1.1 2") && !answer.contains("outside"), "{path}: {answer}");
+            assert!(
+                !answer.starts_with("HTTP/1.1 2") && !answer.contains("outside"),
+                "{path}: {answer}"
+            );
         }
         let post = request(addr, "POST", "/animation/index.html").await;
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");

@@ -77,7 +77,10 @@ fn run_one(fuzz_dir: &Path, target: &str, seconds: u64) -> Result<()> {
 /// `cargo +nightly` without the stable toolchain pinned by `cargo xtask`'s own environment.
 fn nightly_cargo() -> Command {
     let mut c = Command::new("cargo");
-    c.arg("+nightly").env_remove("RUSTUP_TOOLCHAIN").env_remove("CARGO").env_remove("RUSTC");
+    c.arg("+nightly")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC");
     c
 }
 

@@ -24,13 +24,15 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
 
 /// rustfmt and clippy, and the wasm target the SDK is linted for (`rustup`, when missing).
 pub fn lint_tools() -> Result<()> {
-    let installed = crate::util::output(Command::new("rustup").args(["component", "list", "--installed"])).unwrap_or_default();
+    let installed =
+        crate::util::output(Command::new("rustup").args(["component", "list", "--installed"])).unwrap_or_default();
     for component in ["rustfmt", "clippy"] {
         if !installed.lines().any(|l| l.starts_with(component)) {
             run(Command::new("rustup").args(["component", "add", component]))?;
         }
     }
-    let targets = crate::util::output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    let targets =
+        crate::util::output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
     if !targets.lines().any(|t| t.trim() == "wasm32-unknown-unknown") {
         run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
     }
@@ -51,10 +53,15 @@ pub fn system_packages() -> Result<()> {
         return Ok(());
     }
     if unsafe { libc::geteuid() } != 0 {
-        bail!("missing system packages {missing:?}: run `sudo apt-get install -y {}`", missing.join(" "));
+        bail!(
+            "missing system packages {missing:?}: run `sudo apt-get install -y {}`",
+            missing.join(" ")
+        );
     }
     eprintln!("installing system packages: {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["update", "-q"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
@@ -77,7 +84,9 @@ pub fn npm_packages() -> Result<()> {
     };
     if !fresh {
         let verb = if lock.exists() { "ci" } else { "install" };
-        run(Command::new("npm").args([verb, "--no-audit", "--no-fund"]).current_dir(&root))?;
+        run(Command::new("npm")
+            .args([verb, "--no-audit", "--no-fund"])
+            .current_dir(&root))?;
     }
     Ok(())
 }
@@ -100,10 +109,14 @@ pub fn jupyter_venv(wheel: &Path) -> Result<std::path::PathBuf> {
             run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
                 .context("creating the Jupyter virtual environment (Debian: apt-get install python3-venv)")?;
         }
-        run(Command::new(venv.join("bin/pip")).args(["install", "-q", "-r"]).arg(&reqs))?;
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "-r"])
+            .arg(&reqs))?;
         std::fs::write(&stamp, current)?;
     }
-    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--force-reinstall", "--no-deps"]).arg(wheel))?;
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--force-reinstall", "--no-deps"])
+        .arg(wheel))?;
     Ok(jupyter)
 }
 

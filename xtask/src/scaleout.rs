@@ -52,7 +52,13 @@ impl Drop for Collector {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let Args { port, collectors, debug, no_build, smoke } = args;
+    let Args {
+        port,
+        collectors,
+        debug,
+        no_build,
+        smoke,
+    } = args;
     let build = !no_build;
     prereqs::system_packages()?;
     let profile = if debug { "debug" } else { "release" };
@@ -77,9 +83,17 @@ pub fn run(args: Args) -> Result<()> {
     let admin_url = pg.create_database("hourofci");
     let writer_password = uuid::Uuid::new_v4().simple().to_string();
     pg.create_login_role("hourofciuser", &writer_password);
-    util::run(Command::new(&bin).args(["migrate", "--writer-role", "hourofciuser"]).env("DATABASE_URL", &admin_url))?;
-    let bouncer = PgBouncer::start(&example("pgbouncer.ini")?, pg.port(), &testkit::daemons::userlist_line(&pg, "hourofciuser"))
-        .context("starting PgBouncer")?;
+    util::run(
+        Command::new(&bin)
+            .args(["migrate", "--writer-role", "hourofciuser"])
+            .env("DATABASE_URL", &admin_url),
+    )?;
+    let bouncer = PgBouncer::start(
+        &example("pgbouncer.ini")?,
+        pg.port(),
+        &testkit::daemons::userlist_line(&pg, "hourofciuser"),
+    )
+    .context("starting PgBouncer")?;
     let writer_url = bouncer.url_for("hourofciuser", &writer_password, "hourofci");
 
     let mut ports = Vec::new();
@@ -88,7 +102,14 @@ pub fn run(args: Args) -> Result<()> {
         let p = testkit::free_port();
         let child = Command::new(&bin)
             .args(["serve", "--bind", &format!("127.0.0.1:{p}")])
-            .args(["--database-pool-mode", "transaction", "--shutdown-drain-ms", "3000", "--trusted-proxy", "127.0.0.1"])
+            .args([
+                "--database-pool-mode",
+                "transaction",
+                "--shutdown-drain-ms",
+                "3000",
+                "--trusted-proxy",
+                "127.0.0.1",
+            ])
             .args(["--allow-origin", "*"])
             .env("DATABASE_URL", &writer_url)
             .env("RUST_LOG", "warn")
@@ -103,7 +124,11 @@ pub fn run(args: Args) -> Result<()> {
     // The example names two collectors; one `server` line per collector here.
     let mut config = example("haproxy.cfg")?.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
     config = config.replace("    server collector2 127.0.0.1:4002\n", "");
-    let servers: String = ports.iter().enumerate().map(|(i, p)| format!("    server collector{} 127.0.0.1:{p}\n", i + 1)).collect();
+    let servers: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("    server collector{} 127.0.0.1:{p}\n", i + 1))
+        .collect();
     config = config.replace("    server collector1 127.0.0.1:4001\n", &servers);
     let haproxy = HaProxy::start(&config, port).context("starting HAProxy")?;
     let front = SocketAddr::from(([127, 0, 0, 1], haproxy.port()));
@@ -131,11 +156,16 @@ pub fn run(args: Args) -> Result<()> {
                 bail!("POST {path} through HAProxy answered {status}, not 201");
             }
         }
-        let stored = pg.psql("hourofci", "SELECT count(DISTINCT event_id) || '/' || count(*) FROM loggingtable");
+        let stored = pg.psql(
+            "hourofci",
+            "SELECT count(DISTINCT event_id) || '/' || count(*) FROM loggingtable",
+        );
         if stored != "20/20" {
             bail!("expected 20 distinct rows, found {stored} (distinct/all)");
         }
-        println!("smoke: 20 events through HAProxy -> {collectors} collectors -> PgBouncer -> PostgreSQL, each stored once");
+        println!(
+            "smoke: 20 events through HAProxy -> {collectors} collectors -> PgBouncer -> PostgreSQL, each stored once"
+        );
         return Ok(());
     }
     wait_for_ctrl_c_or_sigterm()?;

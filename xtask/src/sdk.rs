@@ -49,7 +49,12 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// The files of a built SDK, as a page or package needs them.
-pub const SDK_FILES: &[&str] = &["hourofci-log.js", "hourofci_sdk.js", "hourofci_sdk_bg.wasm", "index.d.ts"];
+pub const SDK_FILES: &[&str] = &[
+    "hourofci-log.js",
+    "hourofci_sdk.js",
+    "hourofci_sdk_bg.wasm",
+    "index.d.ts",
+];
 
 /// Copies the built SDK (`dist`) into `out`, creating it.
 pub fn copy_sdk(dist: &Path, out: &Path) -> Result<()> {
@@ -62,10 +67,17 @@ pub fn copy_sdk(dist: &Path, out: &Path) -> Result<()> {
 
 /// The wasm-bindgen version Cargo.lock resolved (the CLI must be the same).
 fn locked_wasm_bindgen_version() -> Result<String> {
-    let lock: toml_edit::DocumentMut =
-        std::fs::read_to_string(root().join("Cargo.lock")).context("reading Cargo.lock")?.parse().context("parsing Cargo.lock")?;
-    let packages = lock.get("package").and_then(|p| p.as_array_of_tables()).context("Cargo.lock has no [[package]]")?;
-    let wasm_bindgen = packages.iter().find(|p| p.get("name").and_then(|n| n.as_str()) == Some("wasm-bindgen"));
+    let lock: toml_edit::DocumentMut = std::fs::read_to_string(root().join("Cargo.lock"))
+        .context("reading Cargo.lock")?
+        .parse()
+        .context("parsing Cargo.lock")?;
+    let packages = lock
+        .get("package")
+        .and_then(|p| p.as_array_of_tables())
+        .context("Cargo.lock has no [[package]]")?;
+    let wasm_bindgen = packages
+        .iter()
+        .find(|p| p.get("name").and_then(|n| n.as_str()) == Some("wasm-bindgen"));
     let version = wasm_bindgen.and_then(|p| p.get("version")?.as_str().map(str::to_string));
     version.context("wasm-bindgen not found in Cargo.lock (is sdk-wasm a workspace member?)")
 }
@@ -101,7 +113,11 @@ fn ensure_toolchain() -> Result<()> {
     }
 
     if !wasm_opt_path().exists() || !terser_path().exists() {
-        util::run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(root()))?;
+        util::run(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(root()),
+        )?;
     }
     let version = output(Command::new(wasm_opt_path()).arg("--version"))?;
     // "wasm-opt version 132 (version_132)"
@@ -121,15 +137,37 @@ fn ensure_toolchain() -> Result<()> {
 pub fn build(release: bool) -> Result<PathBuf> {
     ensure_toolchain()?;
     let root = root();
-    let (profile, profile_dir) = if release { ("wasm-release", "wasm-release") } else { ("dev", "debug") };
-    util::run(cargo().args(["build", "-p", "hourofci-sdk", "--target", "wasm32-unknown-unknown", "--profile", profile]))?;
-    let raw = root.join("target/wasm32-unknown-unknown").join(profile_dir).join("hourofci_sdk.wasm");
+    let (profile, profile_dir) = if release {
+        ("wasm-release", "wasm-release")
+    } else {
+        ("dev", "debug")
+    };
+    util::run(cargo().args([
+        "build",
+        "-p",
+        "hourofci-sdk",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--profile",
+        profile,
+    ]))?;
+    let raw = root
+        .join("target/wasm32-unknown-unknown")
+        .join(profile_dir)
+        .join("hourofci_sdk.wasm");
 
     let bindgen_dir = root.join("target/hourofci-sdk-bindgen");
     let _ = std::fs::remove_dir_all(&bindgen_dir);
     util::run(
         Command::new("wasm-bindgen")
-            .args(["--target", "web", "--no-typescript", "--out-name", "hourofci_sdk", "--out-dir"])
+            .args([
+                "--target",
+                "web",
+                "--no-typescript",
+                "--out-name",
+                "hourofci_sdk",
+                "--out-dir",
+            ])
             .arg(&bindgen_dir)
             .arg(&raw),
     )?;
@@ -144,7 +182,13 @@ pub fn build(release: bool) -> Result<PathBuf> {
     if release {
         util::run(
             Command::new(wasm_opt_path())
-                .args(["-Oz", "--converge", "--low-memory-unused", "--strip-debug", "--strip-producers"])
+                .args([
+                    "-Oz",
+                    "--converge",
+                    "--low-memory-unused",
+                    "--strip-debug",
+                    "--strip-producers",
+                ])
                 .arg(bindgen_dir.join("hourofci_sdk_bg.wasm"))
                 .arg("-o")
                 .arg(&wasm_out),
@@ -152,7 +196,10 @@ pub fn build(release: bool) -> Result<PathBuf> {
     } else {
         std::fs::copy(bindgen_dir.join("hourofci_sdk_bg.wasm"), &wasm_out)?;
     }
-    let scripts = [(bindgen_dir.join("hourofci_sdk.js"), "hourofci_sdk.js"), (root.join("js/hourofci-log.js"), "hourofci-log.js")];
+    let scripts = [
+        (bindgen_dir.join("hourofci_sdk.js"), "hourofci_sdk.js"),
+        (root.join("js/hourofci-log.js"), "hourofci-log.js"),
+    ];
     for (source, name) in scripts {
         if release {
             minify_js(&source, &staging.join(name))?;
@@ -180,7 +227,12 @@ pub fn build(release: bool) -> Result<PathBuf> {
 /// imported names and property names stay): 1.2 KB gzipped less than dropping comment lines
 /// and indentation did (docs/BENCHMARKS.md, "SDK download size").
 fn minify_js(source: &Path, out: &Path) -> Result<()> {
-    util::run(Command::new(terser_path()).arg(source).args(["--module", "--compress", "--mangle", "--output"]).arg(out))
+    util::run(
+        Command::new(terser_path())
+            .arg(source)
+            .args(["--module", "--compress", "--mangle", "--output"])
+            .arg(out),
+    )
 }
 
 /// Gzip -9 size of `bytes`.
@@ -200,7 +252,10 @@ fn report_sizes(dist: &Path) -> Result<usize> {
         total += gz;
         println!("{f:<24} {:>9} {gz:>9}", bytes.len());
     }
-    println!("{:<24} {:>9} {total:>9}  (budget {BUDGET_GZIP_BYTES})", "downloaded total", "");
+    println!(
+        "{:<24} {:>9} {total:>9}  (budget {BUDGET_GZIP_BYTES})",
+        "downloaded total", ""
+    );
     Ok(total)
 }
 
@@ -210,6 +265,9 @@ mod tests {
     fn the_locked_wasm_bindgen_is_the_version_sdk_wasm_pins() {
         let manifest = std::fs::read_to_string(super::root().join("sdk-wasm/Cargo.toml")).unwrap();
         let version = super::locked_wasm_bindgen_version().unwrap();
-        assert!(manifest.contains(&format!("wasm-bindgen = \"={version}\"")), "{version} is not pinned in sdk-wasm/Cargo.toml");
+        assert!(
+            manifest.contains(&format!("wasm-bindgen = \"={version}\"")),
+            "{version} is not pinned in sdk-wasm/Cargo.toml"
+        );
     }
 }

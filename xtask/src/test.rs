@@ -56,7 +56,12 @@ Stages:
 const STAGES: [&str; 6] = ["lint", "rust", "sdk", "sdk-e2e", "e2e", "fuzz"];
 
 pub fn run(args: Args) -> Result<()> {
-    let Args { only, skip, no_setup, fuzz_seconds } = args;
+    let Args {
+        only,
+        skip,
+        no_setup,
+        fuzz_seconds,
+    } = args;
     let setup = !no_setup;
     let wanted = |s: &str| (only.is_empty() || only.iter().any(|o| o == s)) && !skip.iter().any(|k| k == s);
     let run = crate::leaks::RunMarker::set();
@@ -78,7 +83,15 @@ pub fn run(args: Args) -> Result<()> {
             util::run(cargo().args(["fmt", "--all", "--check"]))?;
             util::run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
             util::run(cargo().args([
-                "clippy", "-p", "hourofci-sdk", "--target", "wasm32-unknown-unknown", "--all-targets", "--", "-D", "warnings",
+                "clippy",
+                "-p",
+                "hourofci-sdk",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
             ]))
         });
     }
@@ -97,9 +110,13 @@ pub fn run(args: Args) -> Result<()> {
             Ok(())
         });
     } else if wanted("sdk") || wanted("sdk-e2e") || wanted("e2e") {
-        stage("build-sdk", &mut || util::run(Command::new(&xtask).arg("build-sdk").current_dir(&root)));
+        stage("build-sdk", &mut || {
+            util::run(Command::new(&xtask).arg("build-sdk").current_dir(&root))
+        });
         if wanted("e2e") {
-            stage("wheel", &mut || crate::wheel::build(&root.join("target/wheels"), false).map(|_| ()));
+            stage("wheel", &mut || {
+                crate::wheel::build(&root.join("target/wheels"), false).map(|_| ())
+            });
         }
     }
     if stages.any_failed() {
@@ -127,13 +144,17 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     if wanted("rust") {
-        stage("rust", &mut || util::run(cargo().args(["test", "--workspace", "--no-fail-fast"])));
+        stage("rust", &mut || {
+            util::run(cargo().args(["test", "--workspace", "--no-fail-fast"]))
+        });
     }
     if wanted("sdk") {
         stage("sdk (wasm-bindgen-test in Chromium)", &mut || {
-            util::run(cargo()
-                .args(["test", "-p", "hourofci-sdk", "--target", "wasm32-unknown-unknown"])
-                .env("CHROMEDRIVER", "/usr/bin/chromedriver"))
+            util::run(
+                cargo()
+                    .args(["test", "-p", "hourofci-sdk", "--target", "wasm32-unknown-unknown"])
+                    .env("CHROMEDRIVER", "/usr/bin/chromedriver"),
+            )
         });
     }
     if wanted("sdk-e2e") {
@@ -154,7 +175,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     if wanted("fuzz") {
         stage("fuzz", &mut || {
-            util::run(Command::new(&xtask).args(["fuzz", "--seconds", &fuzz_seconds.to_string()]).current_dir(&root))
+            util::run(
+                Command::new(&xtask)
+                    .args(["fuzz", "--seconds", &fuzz_seconds.to_string()])
+                    .current_dir(&root),
+            )
         });
     }
     stages.run("no process left behind", &mut || run.check());
@@ -185,7 +210,12 @@ impl Stages {
         for (name, r, secs) in &self.0 {
             eprintln!("{:<6} {:>7.1}s  {name}", if r.is_ok() { "ok" } else { "FAILED" }, secs);
         }
-        let failed: Vec<&str> = self.0.iter().filter(|(_, r, _)| r.is_err()).map(|(n, _, _)| n.as_str()).collect();
+        let failed: Vec<&str> = self
+            .0
+            .iter()
+            .filter(|(_, r, _)| r.is_err())
+            .map(|(n, _, _)| n.as_str())
+            .collect();
         if failed.is_empty() {
             Ok(())
         } else {
@@ -196,5 +226,7 @@ impl Stages {
 
 /// `$CARGO_TARGET_DIR` or `<root>/target`.
 pub fn cargo_target_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(Into::into).unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| root().join("target"))
 }

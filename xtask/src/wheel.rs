@@ -41,11 +41,16 @@ pub fn run(args: Args) -> Result<()> {
 /// Builds the wheel into `out` and returns its path.
 pub fn build(out: &Path, build_sdk: bool) -> Result<PathBuf> {
     let root = root();
-    let dist = if build_sdk { sdk::build(true)? } else { root.join("js/dist") };
+    let dist = if build_sdk {
+        sdk::build(true)?
+    } else {
+        root.join("js/dist")
+    };
     let python = root.join("python");
     let package_sdk = python.join("src/hourofci_lesson/sdk");
     let _ = std::fs::remove_dir_all(&package_sdk);
-    sdk::copy_sdk(&dist, &package_sdk).context("copying the SDK into the package (run `cargo xtask build-sdk` first)")?;
+    sdk::copy_sdk(&dist, &package_sdk)
+        .context("copying the SDK into the package (run `cargo xtask build-sdk` first)")?;
     for licence in ["LICENSE-MIT", "LICENSE-APACHE"] {
         std::fs::copy(root.join(licence), python.join(licence)).with_context(|| format!("copying {licence}"))?;
     }
@@ -56,7 +61,15 @@ pub fn build(out: &Path, build_sdk: bool) -> Result<PathBuf> {
     let _ = std::fs::remove_file(&wheel);
     util::run(
         Command::new("python3")
-            .args(["-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q", "-w"])
+            .args([
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+                "-w",
+            ])
             .arg(out)
             .arg(&python),
     )
@@ -71,16 +84,23 @@ pub fn build(out: &Path, build_sdk: bool) -> Result<PathBuf> {
 /// `version` of `[project]` in pyproject.toml.
 fn project_version(pyproject: &Path) -> Result<String> {
     let text = std::fs::read_to_string(pyproject).with_context(|| format!("reading {}", pyproject.display()))?;
-    let doc: toml_edit::DocumentMut = text.parse().with_context(|| format!("parsing {}", pyproject.display()))?;
+    let doc: toml_edit::DocumentMut = text
+        .parse()
+        .with_context(|| format!("parsing {}", pyproject.display()))?;
     let version = doc.get("project").and_then(|p| p.get("version")?.as_str());
-    version.map(str::to_string).with_context(|| format!("no [project] version in {}", pyproject.display()))
+    version
+        .map(str::to_string)
+        .with_context(|| format!("no [project] version in {}", pyproject.display()))
 }
 
 /// Fails unless the wheel holds the package, the whole SDK and both licence texts.
 fn check_contents(wheel: &Path, version: &str) -> Result<()> {
     let listing = util::output(
         Command::new("python3")
-            .args(["-c", "import sys, zipfile; print('\\n'.join(zipfile.ZipFile(sys.argv[1]).namelist()))"])
+            .args([
+                "-c",
+                "import sys, zipfile; print('\\n'.join(zipfile.ZipFile(sys.argv[1]).namelist()))",
+            ])
             .arg(wheel),
     )?;
     let names: Vec<&str> = listing.lines().collect();
@@ -104,7 +124,11 @@ mod tests {
     fn the_version_is_the_project_tables_not_the_first_version_line() {
         let dir = tempfile::tempdir().unwrap();
         let pyproject = dir.path().join("pyproject.toml");
-        std::fs::write(&pyproject, "[tool.other]\nversion = \"9\"\n\n[project]\nname = \"x\"\nversion = \"1.2.3\"\n").unwrap();
+        std::fs::write(
+            &pyproject,
+            "[tool.other]\nversion = \"9\"\n\n[project]\nname = \"x\"\nversion = \"1.2.3\"\n",
+        )
+        .unwrap();
         assert_eq!(project_version(&pyproject).unwrap(), "1.2.3");
         std::fs::write(&pyproject, "[project]\nname = \"x\"\n").unwrap();
         assert!(project_version(&pyproject).is_err());

@@ -55,7 +55,9 @@ impl StoreError {
     /// event at fault; `None` for everything else (connection lost, timeout,
     /// serialization failure, ...), which is an outage: 503 and retry.
     pub fn rejected_rule(&self) -> Option<&'static str> {
-        let StoreError::Database(sqlx::Error::Database(db)) = self else { return None };
+        let StoreError::Database(sqlx::Error::Database(db)) = self else {
+            return None;
+        };
         let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
         Some(match pg.code() {
             // untranslatable_character, character_not_in_repertoire
@@ -68,4 +70,3 @@ impl StoreError {
         })
     }
 }
-

@@ -16,9 +16,15 @@ use crate::event::{Column, ColumnValue, NewEvent, Table};
 /// The write call, its arrays named (`p_tests`, then one per [`Column::WRITTEN`]), so a
 /// column list that drifted from the function fails by name, not by position.
 static LOG_EVENTS: LazyLock<String> = LazyLock::new(|| {
-    let arguments: Vec<String> =
-        Column::WRITTEN.iter().enumerate().map(|(i, c)| format!(", {} => ${}", c.pg_argument, i + 2)).collect();
-    format!("SELECT event_index, status FROM public.log_events_v4(p_tests => $1{})", arguments.concat())
+    let arguments: Vec<String> = Column::WRITTEN
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!(", {} => ${}", c.pg_argument, i + 2))
+        .collect();
+    format!(
+        "SELECT event_index, status FROM public.log_events_v4(p_tests => $1{})",
+        arguments.concat()
+    )
 });
 
 /// Connection options from a URL, without echoing the URL (or its password) in an
@@ -36,15 +42,25 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
     };
     let mut parsed = url::Url::parse(url).map_err(|_| invalid())?;
     let is_secret = |key: &str| key != "password" && key.to_ascii_lowercase().contains("pass");
-    let dropped: Vec<String> = parsed.query_pairs().filter(|(k, _)| is_secret(k)).map(|(k, _)| k.into_owned()).collect();
+    let dropped: Vec<String> = parsed
+        .query_pairs()
+        .filter(|(k, _)| is_secret(k))
+        .map(|(k, _)| k.into_owned())
+        .collect();
     if !dropped.is_empty() {
-        let kept: Vec<(String, String)> =
-            parsed.query_pairs().filter(|(k, _)| !is_secret(k)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(k, _)| !is_secret(k))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         parsed.set_query(None);
         if !kept.is_empty() {
             parsed.query_pairs_mut().extend_pairs(kept);
         }
-        tracing::warn!("ignoring the database URL parameter(s) {} (the collector does not use them)", dropped.join(", "));
+        tracing::warn!(
+            "ignoring the database URL parameter(s) {} (the collector does not use them)",
+            dropped.join(", ")
+        );
     }
     PgConnectOptions::from_url(&parsed).map_err(|_| invalid())
 }
@@ -144,7 +160,11 @@ fn outcomes_from_verdicts(n: usize, verdicts: &[(i32, String)]) -> Result<Vec<Ou
             "written" => Outcome::Written,
             "duplicate" => Outcome::Duplicate,
             "conflict" => Outcome::Conflict,
-            other => return Err(StoreError::Other(format!("log_events_v4 answered the unknown status {other:?}"))),
+            other => {
+                return Err(StoreError::Other(format!(
+                    "log_events_v4 answered the unknown status {other:?}"
+                )))
+            }
         });
     }
     outcomes
@@ -162,7 +182,10 @@ mod tests {
         let v = |i: i32, s: &str| (i, s.to_string());
         let got = outcomes_from_verdicts(3, &[v(2, "conflict"), v(1, "written"), v(3, "duplicate")]).unwrap();
         assert_eq!(got, [Outcome::Written, Outcome::Conflict, Outcome::Duplicate]);
-        assert!(outcomes_from_verdicts(2, &[v(1, "written")]).is_err(), "one event without verdict");
+        assert!(
+            outcomes_from_verdicts(2, &[v(1, "written")]).is_err(),
+            "one event without verdict"
+        );
         assert!(outcomes_from_verdicts(1, &[v(0, "written")]).is_err());
         assert!(outcomes_from_verdicts(1, &[v(2, "written")]).is_err());
         assert!(outcomes_from_verdicts(1, &[v(1, "maybe")]).is_err());

@@ -37,7 +37,9 @@ async fn add_learner_id_to_legacy_file(pool: &SqlitePool) -> Result<(), StoreErr
         .fetch_one(pool)
         .await?;
         if exists == 1 && has_learner == 0 {
-            sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN learner_id TEXT")).execute(pool).await?;
+            sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN learner_id TEXT"))
+                .execute(pool)
+                .await?;
         }
     }
     Ok(())
@@ -64,7 +66,11 @@ struct Statements {
 impl Statements {
     fn new(table: Table) -> Self {
         let written: Vec<&str> = Column::WRITTEN.iter().map(|c| c.name).collect();
-        let content: Vec<&str> = Column::WRITTEN.iter().filter(|c| c.is_content).map(|c| c.name).collect();
+        let content: Vec<&str> = Column::WRITTEN
+            .iter()
+            .filter(|c| c.is_content)
+            .map(|c| c.name)
+            .collect();
         let table = table.sql_name();
         Statements {
             insert: format!(
@@ -94,13 +100,20 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(busy_timeout);
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
         add_learner_id_to_legacy_file(&pool).await?;
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(format!("cannot migrate the SQLite file {}: {e}", path.display())))?;
-        Ok(SqliteStore { pool, production: Statements::new(Table::Production), test: Statements::new(Table::Test) })
+        Ok(SqliteStore {
+            pool,
+            production: Statements::new(Table::Production),
+            test: Statements::new(Table::Test),
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -125,8 +138,15 @@ impl SqliteStore {
             let id = e.id.map(|id| id.to_string());
             if let Some(id) = &id {
                 // Stored in the other table: a conflict, whatever the content.
-                let other = if e.table.is_test() { Table::Production } else { Table::Test };
-                let elsewhere = sqlx::query(&self.statements(other).stored).bind(id).fetch_optional(&mut *tx).await?;
+                let other = if e.table.is_test() {
+                    Table::Production
+                } else {
+                    Table::Test
+                };
+                let elsewhere = sqlx::query(&self.statements(other).stored)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                 if elsewhere.is_some() {
                     outcomes.push(Outcome::Conflict);
                     continue;
@@ -141,7 +161,10 @@ impl SqliteStore {
                 outcomes.push(Outcome::Written);
                 continue;
             }
-            let stored = sqlx::query(&statements.stored).bind(&id).fetch_optional(&mut *tx).await?;
+            let stored = sqlx::query(&statements.stored)
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await?;
             let same = match stored {
                 None => false,
                 Some(row) => {
@@ -169,7 +192,12 @@ impl SqliteStore {
 /// Create the database file readable by its owner only, before SQLite creates it with
 /// the umask's mode. An existing file readable by others is reported, not changed.
 fn create_private(path: &Path) -> Result<(), StoreError> {
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
             if let Ok(meta) = std::fs::metadata(path) {
@@ -183,6 +211,9 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
             }
             Ok(())
         }
-        Err(e) => Err(StoreError::Other(format!("cannot create the SQLite file {}: {e}", path.display()))),
+        Err(e) => Err(StoreError::Other(format!(
+            "cannot create the SQLite file {}: {e}",
+            path.display()
+        ))),
     }
 }

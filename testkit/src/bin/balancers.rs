@@ -22,8 +22,11 @@ fn example(file: &str) -> Result<String, String> {
 
 /// examples/scale-out/haproxy.cfg with its front port and one `server` line per collector.
 fn haproxy_config(front: u16, collectors: &[u16]) -> Result<String, String> {
-    let servers: String =
-        collectors.iter().enumerate().map(|(i, p)| format!("    server collector{} 127.0.0.1:{p}\n", i + 1)).collect();
+    let servers: String = collectors
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("    server collector{} 127.0.0.1:{p}\n", i + 1))
+        .collect();
     Ok(example("haproxy.cfg")?
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{front}"))
         .replace("    server collector2 127.0.0.1:4002\n", "")
@@ -51,7 +54,10 @@ fn main() {
                 None => Err("no PgBouncer started".into()),
             },
             ["haproxy", ports @ ..] if !ports.is_empty() => (|| {
-                let ports: Vec<u16> = ports.iter().map(|p| p.parse().map_err(|_| format!("bad port {p}"))).collect::<Result<_, _>>()?;
+                let ports: Vec<u16> = ports
+                    .iter()
+                    .map(|p| p.parse().map_err(|_| format!("bad port {p}")))
+                    .collect::<Result<_, _>>()?;
                 let front = testkit::free_port();
                 let h = HaProxy::start(&haproxy_config(front, &ports)?, front).map_err(|e| e.to_string())?;
                 haproxy = Some(h);

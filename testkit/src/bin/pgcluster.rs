@@ -27,9 +27,7 @@ fn main() {
         match a.as_str() {
             "--durable" => opts.durable = true,
             "--port" => opts.port = args.next().and_then(|p| p.parse().ok()),
-            "--max-connections" => {
-                opts.max_connections = args.next().and_then(|p| p.parse().ok()).unwrap_or(200)
-            }
+            "--max-connections" => opts.max_connections = args.next().and_then(|p| p.parse().ok()).unwrap_or(200),
             "-h" | "--help" => {
                 println!("usage: pgcluster [--durable] [--port N] [--max-connections N]  (commands on stdin; see source docs)");
                 return;

@@ -37,7 +37,10 @@ pub struct IdSource {
 
 impl IdSource {
     pub fn new() -> Self {
-        IdSource { base: uuid::Uuid::new_v4().as_u128(), counter: AtomicU64::new(0) }
+        IdSource {
+            base: uuid::Uuid::new_v4().as_u128(),
+            counter: AtomicU64::new(0),
+        }
     }
 
     pub fn next(&self) -> String {
@@ -105,7 +108,11 @@ pub struct Outcome {
 impl Outcome {
     /// Requests without a 2xx answer (including transport failures).
     pub fn errors(&self) -> u64 {
-        self.statuses.iter().filter(|(s, _)| !(200..300).contains(*s)).map(|(_, n)| n).sum::<u64>()
+        self.statuses
+            .iter()
+            .filter(|(s, _)| !(200..300).contains(*s))
+            .map(|(_, n)| n)
+            .sum::<u64>()
             + self.transport_errors
             + self.events_invalid
     }
@@ -124,7 +131,10 @@ impl Outcome {
     }
 
     pub fn max_ms(&self) -> f64 {
-        self.latencies_us.last().map(|&us| us as f64 / 1000.0).unwrap_or(f64::NAN)
+        self.latencies_us
+            .last()
+            .map(|&us| us as f64 / 1000.0)
+            .unwrap_or(f64::NAN)
     }
 
     /// Non-2xx statuses as `503×12, 429×3` (empty when none).
@@ -159,7 +169,10 @@ impl Outcome {
 /// Run one plan to completion on a fresh two-thread runtime (the machine has 2 cores;
 /// more threads would only steal more from the collector and PostgreSQL).
 pub fn run(plan: &Plan) -> Result<Outcome> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(run_async(plan.clone()))
 }
 
@@ -167,7 +180,11 @@ async fn run_async(plan: Plan) -> Result<Outcome> {
     // Connect everything first, so connection set-up is not part of the measurement.
     let mut senders = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
-        senders.push(connect(plan.addr).await.with_context(|| format!("connecting to {}", plan.addr))?);
+        senders.push(
+            connect(plan.addr)
+                .await
+                .with_context(|| format!("connecting to {}", plan.addr))?,
+        );
     }
     let plan = Arc::new(plan);
     let next_slot = Arc::new(AtomicU64::new(0));
@@ -284,7 +301,9 @@ pub fn batch_body(size: usize, ids: &IdSource) -> Vec<u8> {
         body.push_str(&ids.next());
         body.push_str(r#"","user_agent":""#);
         body.push_str(USER_AGENT_MD5);
-        body.push_str(r#"","lesson":"gateway","level":"beginner","question":"1A","answer":"bench batch answer / caf\u00e9 "#);
+        body.push_str(
+            r#"","lesson":"gateway","level":"beginner","question":"1A","answer":"bench batch answer / caf\u00e9 "#,
+        );
         body.push_str(&i.to_string());
         body.push_str(r#"","client_time":""#);
         body.push_str(CLIENT_TIME);
@@ -321,7 +340,10 @@ mod tests {
 
     #[test]
     fn percentiles_use_nearest_rank() {
-        let out = Outcome { latencies_us: (1..=100).map(|ms| ms * 1000).collect(), ..Default::default() };
+        let out = Outcome {
+            latencies_us: (1..=100).map(|ms| ms * 1000).collect(),
+            ..Default::default()
+        };
         assert_eq!(out.percentile_ms(0.5), 50.0);
         assert_eq!(out.percentile_ms(0.99), 99.0);
         assert_eq!(out.max_ms(), 100.0);
@@ -336,8 +358,12 @@ mod tests {
             assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
             assert!(e["answer"].as_str().unwrap().contains("café"));
         }
-        let ids: std::collections::HashSet<&str> =
-            body["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+        let ids: std::collections::HashSet<&str> = body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids.len(), 3);
     }
 
@@ -346,6 +372,9 @@ mod tests {
         let mut out = Outcome::default();
         let body = br#"{"results":[{"id":"a","status":"written"},{"id":"b","status":"duplicate"},{"id":"c","status":"invalid","reason":"x"}]}"#;
         count_events(Kind::Batch { size: 3 }, 200, body, &mut out);
-        assert_eq!((out.events_written, out.events_duplicate, out.events_invalid), (1, 1, 1));
+        assert_eq!(
+            (out.events_written, out.events_duplicate, out.events_invalid),
+            (1, 1, 1)
+        );
     }
 }

@@ -67,7 +67,13 @@ impl PgbenchRun {
 }
 
 /// Run `script` for `duration` with `clients` connections and parse pgbench's summary.
-pub fn run(target: &Target, script: &Path, rows_per_transaction: u64, clients: u32, duration: Duration) -> Result<PgbenchRun> {
+pub fn run(
+    target: &Target,
+    script: &Path,
+    rows_per_transaction: u64,
+    clients: u32,
+    duration: Duration,
+) -> Result<PgbenchRun> {
     let pgbench: PathBuf = target.bin_dir.join("pgbench");
     let mut cmd = Command::new(&pgbench);
     cmd.args(["-n", "-M", "prepared"])
@@ -78,17 +84,26 @@ pub fn run(target: &Target, script: &Path, rows_per_transaction: u64, clients: u
         .args(["-h", "127.0.0.1", "-p", &target.port.to_string(), "-U", target.user])
         .arg(target.database)
         .env("PGPASSWORD", target.password);
-    let out = cmd.output().with_context(|| format!("could not start {}", pgbench.display()))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start {}", pgbench.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("pgbench failed ({}):\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "pgbench failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     parse(&stdout, clients, rows_per_transaction).with_context(|| format!("unexpected pgbench output:\n{stdout}"))
 }
 
 fn parse(stdout: &str, clients: u32, rows_per_transaction: u64) -> Result<PgbenchRun> {
     let after = |prefix: &str| -> Option<&str> {
-        stdout.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(str::trim)
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .map(str::trim)
     };
     let first_number = |s: &str| -> Option<f64> { s.split_whitespace().next()?.parse().ok() };
     let transactions = after("number of transactions actually processed:")
@@ -101,7 +116,13 @@ fn parse(stdout: &str, clients: u32, rows_per_transaction: u64) -> Result<Pgbenc
     }
     let tps = after("tps =").and_then(first_number).context("no tps")?;
     let latency_avg_ms = after("latency average =").and_then(first_number).unwrap_or(f64::NAN);
-    Ok(PgbenchRun { clients, rows_per_transaction, transactions, tps, latency_avg_ms })
+    Ok(PgbenchRun {
+        clients,
+        rows_per_transaction,
+        transactions,
+        tps,
+        latency_avg_ms,
+    })
 }
 
 #[cfg(test)]
@@ -130,6 +151,10 @@ latency average = 16.2 ms\ninitial connection time = 12.3 ms\ntps = 246.8 (witho
         assert!(s.contains("generate_series(1, 100)"));
         let anchor = anchor_batch_script(100);
         assert!(anchor.starts_with("SELECT count(*) FROM log_events_v2("));
-        assert_eq!(anchor.matches("ARRAY[100]").count(), 7, "no learner ids before sql/0004");
+        assert_eq!(
+            anchor.matches("ARRAY[100]").count(),
+            7,
+            "no learner ids before sql/0004"
+        );
     }
 }

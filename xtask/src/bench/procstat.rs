@@ -41,7 +41,11 @@ pub fn snapshot() -> Vec<ProcStat> {
         if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        if let Some(stat) = std::fs::read_to_string(entry.path().join("stat")).ok().as_deref().and_then(parse_stat) {
+        if let Some(stat) = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .as_deref()
+            .and_then(parse_stat)
+        {
             out.push(stat);
         }
     }
@@ -88,10 +92,31 @@ mod tests {
 
     #[test]
     fn parses_fields_after_a_name_with_spaces_and_parentheses() {
-        let s = parse_stat(&line(4242, "postgres: hourofciuser hourofci 127.0.0.1(5432) idle", 17, 30, 12, 500, 7)).unwrap();
-        assert_eq!(s, ProcStat { pid: 4242, ppid: 17, own_ticks: 42, reaped_children_ticks: 507 });
+        let s = parse_stat(&line(
+            4242,
+            "postgres: hourofciuser hourofci 127.0.0.1(5432) idle",
+            17,
+            30,
+            12,
+            500,
+            7,
+        ))
+        .unwrap();
+        assert_eq!(
+            s,
+            ProcStat {
+                pid: 4242,
+                ppid: 17,
+                own_ticks: 42,
+                reaped_children_ticks: 507
+            }
+        );
         assert_eq!(parse_stat("garbage"), None);
-        assert_eq!(parse_stat("12 (short) S 1 2 3"), None, "a truncated line is not read as zeros");
+        assert_eq!(
+            parse_stat("12 (short) S 1 2 3"),
+            None,
+            "a truncated line is not read as zeros"
+        );
     }
 
     #[test]
@@ -105,10 +130,10 @@ mod tests {
     #[test]
     fn a_tree_sums_descendants_and_reaped_children_but_not_strangers() {
         let procs: Vec<ProcStat> = [
-            line(10, "postgres", 1, 5, 5, 100, 0), // postmaster; reaped backends: 100
-            line(11, "postgres", 10, 20, 0, 0, 0), // backend
-            line(12, "postgres", 10, 0, 30, 0, 0), // backend
-            line(13, "postgres", 12, 1, 1, 0, 0),  // a grandchild
+            line(10, "postgres", 1, 5, 5, 100, 0),  // postmaster; reaped backends: 100
+            line(11, "postgres", 10, 20, 0, 0, 0),  // backend
+            line(12, "postgres", 10, 0, 30, 0, 0),  // backend
+            line(13, "postgres", 12, 1, 1, 0, 0),   // a grandchild
             line(20, "postgres", 1, 1000, 0, 0, 0), // another cluster's postmaster
             line(21, "postgres", 20, 1000, 0, 0, 0),
         ]

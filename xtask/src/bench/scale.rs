@@ -35,9 +35,24 @@ struct Topology {
 }
 
 const TOPOLOGIES: [Topology; 3] = [
-    Topology { name: "1 collector direct", collectors: 1, pgbouncer: false, haproxy: false },
-    Topology { name: "1 collector → PgBouncer", collectors: 1, pgbouncer: true, haproxy: false },
-    Topology { name: "HAProxy → 2 collectors → PgBouncer", collectors: 2, pgbouncer: true, haproxy: true },
+    Topology {
+        name: "1 collector direct",
+        collectors: 1,
+        pgbouncer: false,
+        haproxy: false,
+    },
+    Topology {
+        name: "1 collector → PgBouncer",
+        collectors: 1,
+        pgbouncer: true,
+        haproxy: false,
+    },
+    Topology {
+        name: "HAProxy → 2 collectors → PgBouncer",
+        collectors: 2,
+        pgbouncer: true,
+        haproxy: true,
+    },
 ];
 
 /// What the scale-out part needs from the run.
@@ -76,7 +91,11 @@ pub(super) fn measure(setup: &Setup, results: &mut Results) -> Result<()> {
     let ids = Arc::new(load::IdSource::new());
 
     for topology in TOPOLOGIES {
-        let database_url = if topology.pgbouncer { bouncer_url.as_str() } else { setup.writer_url };
+        let database_url = if topology.pgbouncer {
+            bouncer_url.as_str()
+        } else {
+            setup.writer_url
+        };
         let mut flags: Vec<String> = setup.collector_args.to_vec();
         if topology.pgbouncer {
             flags.extend(["--database-pool-mode".into(), "transaction".into()]);
@@ -116,11 +135,26 @@ pub(super) fn measure(setup: &Setup, results: &mut Results) -> Result<()> {
             let runs = [
                 ("warm-up (not reported)", Kind::Single, 16, Duration::from_millis(500)),
                 ("single-event POST", Kind::Single, SINGLE_CONNECTIONS, setup.step),
-                ("/batch of 100", Kind::Batch { size: BATCH_SIZE }, BATCH_CONNECTIONS, setup.step),
+                (
+                    "/batch of 100",
+                    Kind::Batch { size: BATCH_SIZE },
+                    BATCH_CONNECTIONS,
+                    setup.step,
+                ),
             ];
             for (what, kind, connections, duration) in runs {
                 let label = format!("scale-out: {}, {what}, {connections} connections", topology.name);
-                let figures = step(setup.pg, &ids, target, &label, kind, connections, duration, &pids, results)?;
+                let figures = step(
+                    setup.pg,
+                    &ids,
+                    target,
+                    &label,
+                    kind,
+                    connections,
+                    duration,
+                    &pids,
+                    results,
+                )?;
                 if !what.starts_with("warm-up") {
                     results.scale_out.push(figures);
                 }
@@ -151,7 +185,14 @@ fn step(
     settle(pg)?;
     let before_rows = count_rows(pg, "loggingtable")?;
     let before = procstat::snapshot();
-    let outcome = load::run(&Plan { addr, kind, connections, duration, pace: Pace::ClosedLoop, ids: ids.clone() })?;
+    let outcome = load::run(&Plan {
+        addr,
+        kind,
+        connections,
+        duration,
+        pace: Pace::ClosedLoop,
+        ids: ids.clone(),
+    })?;
     let after = procstat::snapshot();
     let found = count_rows(pg, "loggingtable")? - before_rows;
     // Every acknowledged event has its row: `written`, and `duplicate` (HAProxy resent
@@ -190,7 +231,11 @@ fn step(
         figures.error_summary,
         per_collector.join("/"),
     );
-    Ok(ScaleFigures { http: figures, batch: matches!(kind, Kind::Batch { .. }), cpu })
+    Ok(ScaleFigures {
+        http: figures,
+        batch: matches!(kind, Kind::Batch { .. }),
+        cpu,
+    })
 }
 
 fn tree_delta(before: &[ProcStat], after: &[ProcStat], pid: u32) -> u64 {
@@ -235,7 +280,10 @@ fn haproxy_config(template: &str, front_port: u16, collector_ports: &[u16]) -> R
     const SERVER2: &str = "    server collector2 127.0.0.1:4002\n";
     for line in [BIND, SERVER1, SERVER2] {
         if !template.contains(line) {
-            bail!("examples/scale-out/haproxy.cfg has no line `{}`: update xtask/src/bench/scale.rs", line.trim());
+            bail!(
+                "examples/scale-out/haproxy.cfg has no line `{}`: update xtask/src/bench/scale.rs",
+                line.trim()
+            );
         }
     }
     let servers: String = collector_ports
@@ -258,12 +306,22 @@ mod tests {
         let template = std::fs::read_to_string(crate::util::root().join("examples/scale-out/haproxy.cfg")).unwrap();
         let config = haproxy_config(&template, 18080, &[14001, 14002, 14003]).unwrap();
         assert!(config.contains("    bind 127.0.0.1:18080\n"), "{config}");
-        let servers: Vec<&str> = config.lines().filter(|l| l.trim_start().starts_with("server ")).collect();
+        let servers: Vec<&str> = config
+            .lines()
+            .filter(|l| l.trim_start().starts_with("server "))
+            .collect();
         assert_eq!(
             servers,
-            ["    server collector1 127.0.0.1:14001", "    server collector2 127.0.0.1:14002", "    server collector3 127.0.0.1:14003"]
+            [
+                "    server collector1 127.0.0.1:14001",
+                "    server collector2 127.0.0.1:14002",
+                "    server collector3 127.0.0.1:14003"
+            ]
         );
-        assert!(!config.contains(":8080") && !config.contains(":4001") && !config.contains(":4002"), "{config}");
+        assert!(
+            !config.contains(":8080") && !config.contains(":4001") && !config.contains(":4002"),
+            "{config}"
+        );
         // The health check the bench relies on to start with every collector up.
         assert!(config.contains("option httpchk GET /healthz"));
         assert!(haproxy_config("frontend x\n", 1, &[2]).is_err());
@@ -271,10 +329,36 @@ mod tests {
 
     #[test]
     fn cpu_parts_are_per_1000_events_and_per_part() {
-        let stat = |pid: u32, ppid: u32, own: u64| ProcStat { pid, ppid, own_ticks: own, reaped_children_ticks: 0 };
-        let before = [stat(1, 0, 0), stat(10, 1, 100), stat(11, 1, 100), stat(20, 1, 0), stat(30, 1, 5), stat(31, 30, 0), stat(99, 1, 50)];
-        let after = [stat(1, 0, 0), stat(10, 1, 300), stat(11, 1, 200), stat(20, 1, 40), stat(30, 1, 15), stat(31, 30, 20), stat(99, 1, 60)];
-        let pids = Pids { collectors: vec![10, 11], pgbouncer: Some(20), haproxy: None, postmaster: Some(30) };
+        let stat = |pid: u32, ppid: u32, own: u64| ProcStat {
+            pid,
+            ppid,
+            own_ticks: own,
+            reaped_children_ticks: 0,
+        };
+        let before = [
+            stat(1, 0, 0),
+            stat(10, 1, 100),
+            stat(11, 1, 100),
+            stat(20, 1, 0),
+            stat(30, 1, 5),
+            stat(31, 30, 0),
+            stat(99, 1, 50),
+        ];
+        let after = [
+            stat(1, 0, 0),
+            stat(10, 1, 300),
+            stat(11, 1, 200),
+            stat(20, 1, 40),
+            stat(30, 1, 15),
+            stat(31, 30, 20),
+            stat(99, 1, 60),
+        ];
+        let pids = Pids {
+            collectors: vec![10, 11],
+            pgbouncer: Some(20),
+            haproxy: None,
+            postmaster: Some(30),
+        };
         let ms = |ticks: f64| procstat::ticks_to_ms(1) * ticks;
         let c = cpu_parts(&before, &after, &pids, 99, 2000).unwrap();
         // Per 1000 events = half of the ticks over 2000 events.
