@@ -44,7 +44,7 @@ pub fn now_ms() -> f64 {
 /// False when the browser knows it has no network (`navigator.onLine`); true
 /// when it may have one.
 pub fn online() -> bool {
-    window().map_or(true, |w| w.navigator().on_line())
+    window().is_none_or(|w| w.navigator().on_line())
 }
 
 /// `endpoint` as the browser's URL parser spells it: scheme and host lower-case,

@@ -545,7 +545,7 @@ mod tests {
             };
             Reply {
                 status,
-                retry_after_ms: (pick % 5 == 0).then_some(pick as u32 * 100),
+                retry_after_ms: pick.is_multiple_of(5).then_some(pick as u32 * 100),
                 body: body.into(),
             }
         }
@@ -580,11 +580,10 @@ mod tests {
                 let mut q = queue(events.clone());
                 let mut db: HashMap<String, u32> = HashMap::new();
                 let mut now = 0.0;
-                let mut step = 0usize;
                 // A hostile middle for a while (the script), then a proxy that only
                 // refuses bodies of more than `body_limit` events, then the collector.
                 let mut script = script.into_iter();
-                for _ in 0..2000 {
+                for step in 0..2000usize {
                     let Some(send) = en.next(&q) else { break };
                     prop_assert!(send.events.iter().all(|e| en.owns(e)), "only its own endpoint's events");
                     prop_assert!(send.url.starts_with(MINE));
@@ -596,7 +595,6 @@ mod tests {
                         _ => collector(&send, &mut db, conflict_code),
                     };
                     let random = randoms[step % randoms.len()];
-                    step += 1;
                     let v = en.reply(&send, &reply, now, random);
                     for id in v.delivered.iter().chain(v.rejected.iter().map(|(id, _)| id)) {
                         prop_assert!(judged.contains(id), "{id} left the queue without the collector's word: {reply:?}");

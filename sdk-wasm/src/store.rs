@@ -156,7 +156,7 @@ impl Store {
         let mut left = 0;
         let keys = self.keys();
         for key in &keys {
-            if key_id(key).is_some_and(|id| ids.iter().any(|i| *i == id)) {
+            if key_id(key).is_some_and(|id| ids.contains(&id)) {
                 self.delete(key);
             } else {
                 left += 1;
@@ -191,8 +191,7 @@ impl Store {
         };
         let mut all_stored = true;
         if let Some(Json::Array(items)) = crate::json::parse(&old) {
-            let mut order = 0;
-            for item in &items {
+            for (order, item) in (0u64..).zip(&items) {
                 if let Some(e) = event_from_json(item) {
                     let key = event_key(order, &e.id);
                     if self.migrated_to_memory.contains(&key) {
@@ -202,7 +201,6 @@ impl Store {
                         self.migrated_to_memory.push(key);
                     }
                 }
-                order += 1;
             }
         }
         if all_stored {
