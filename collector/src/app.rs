@@ -18,10 +18,10 @@ use uuid::Uuid;
 
 use crate::cors::{self, OriginList};
 use crate::error::ApiError;
-use crate::event::{self, BatchItem, Invalid, NewEvent, Outcome, Table};
+use crate::event::{self, BatchItem, Invalid, Outcome, Table};
 use crate::group_commit::{GroupCommit, SubmitError};
 use crate::metrics::Metrics;
-use crate::validate::Rules;
+use crate::validate::{Admitted, Rules};
 
 /// Most events in one `/batch` request.
 pub(crate) const MAX_BATCH_EVENTS: usize = 500;
@@ -236,11 +236,13 @@ async fn legacy_get(State(state): State<AppState>, method: Method, uri: Uri) -> 
         Some(Err(e)) => return Err(ApiError::LegacyInvalid(e)),
         None => return Err(ApiError::NotFound),
     };
-    let event = values.into_event(None, None, None);
-    if let Err(e) = state.rules.check(&event) {
-        state.metrics.invalid.inc();
-        return Err(ApiError::LegacyInvalid(e));
-    }
+    let event = match state.rules.admit(values.into_event(None, None, None)) {
+        Ok(event) => event,
+        Err(e) => {
+            state.metrics.invalid.inc();
+            return Err(ApiError::LegacyInvalid(e));
+        }
+    };
     if method == Method::HEAD {
         return Ok(([(header::CONTENT_TYPE, "application/json")], "null").into_response());
     }
@@ -304,11 +306,13 @@ async fn post_event(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
     let learner_id = parsed_header(&headers, "X-Learner-Id", learner_rule, |t| {
         event::parse_learner_id(t).ok()
     })?;
-    let event = values.into_event(Some(id), client_time, learner_id);
-    if let Err(e) = state.rules.check(&event) {
-        state.metrics.invalid.inc();
-        return Err(ApiError::Invalid(e));
-    }
+    let event = match state.rules.admit(values.into_event(Some(id), client_time, learner_id)) {
+        Ok(event) => event,
+        Err(e) => {
+            state.metrics.invalid.inc();
+            return Err(ApiError::Invalid(e));
+        }
+    };
     let outcomes = state
         .commit
         .submit(vec![event])
@@ -386,19 +390,19 @@ async fn batch(
     state.metrics.client_dropped.add(request.dropped);
 
     let mut results: Vec<BatchResult> = Vec::with_capacity(request.events.len());
-    let mut pending: Vec<(usize, NewEvent)> = Vec::new();
+    let mut pending: Vec<(usize, Admitted)> = Vec::new();
     for item in request.events {
-        let checked: Result<NewEvent, (String, Invalid)> = match item {
-            BatchItem::Event(e) => match state.rules.check(&e) {
-                Ok(()) => Ok(e),
-                Err(reason) => Err((e.id.map(|i| i.to_string()).unwrap_or_default(), reason)),
-            },
+        let checked: Result<Admitted, (String, Invalid)> = match item {
+            BatchItem::Event(e) => {
+                let id = e.id.map(|i| i.to_string()).unwrap_or_default();
+                state.rules.admit(e).map_err(|reason| (id, reason))
+            }
             BatchItem::Unreadable { id, reason } => Err((id, reason)),
         };
         match checked {
             Ok(e) => {
                 results.push(BatchResult {
-                    id: e.id.map(|i| i.to_string()).unwrap_or_default(),
+                    id: e.event().id.map(|i| i.to_string()).unwrap_or_default(),
                     status: "pending",
                     reason: None,
                 });
@@ -414,7 +418,7 @@ async fn batch(
             }
         }
     }
-    let (slots, events): (Vec<usize>, Vec<NewEvent>) = pending.into_iter().unzip();
+    let (slots, events): (Vec<usize>, Vec<Admitted>) = pending.into_iter().unzip();
     let outcomes = state.commit.submit(events).await.map_err(|e| state.unavailable(&e))?;
     for (slot, outcome) in slots.into_iter().zip(outcomes) {
         results[slot].status = outcome.as_str();

@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use crate::event::{NewEvent, Outcome};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use crate::validate::Admitted;
 
 /// Tuning of the write path (`--group-*`, `--writers`, `--queue-capacity`, `--db-timeout-ms`).
 #[derive(Clone, Debug)]
@@ -138,8 +139,10 @@ impl GroupCommit {
         )
     }
 
-    /// Queue `events` (kept together in one group) and wait for their commit.
-    pub async fn submit(&self, events: Vec<NewEvent>) -> Result<Vec<Outcome>, SubmitError> {
+    /// Queue `events` (kept together in one group) and wait for their commit. Only
+    /// events that kept the rules ([`Rules::admit`](crate::validate::Rules::admit)).
+    pub async fn submit(&self, events: Vec<Admitted>) -> Result<Vec<Outcome>, SubmitError> {
+        let events: Vec<NewEvent> = events.into_iter().map(Admitted::into_event).collect();
         if events.is_empty() {
             return Ok(Vec::new());
         }

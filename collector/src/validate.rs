@@ -31,6 +31,21 @@ const ORIGINAL_LESSONS: &[&str] = &[
 ];
 const ORIGINAL_LEVELS: &[&str] = &["template", "gateway", "beginner", "advanced"];
 
+/// An event that kept the [`Rules`]: the only kind `GroupCommit::submit` takes, so
+/// nothing reaches a store unchecked. Made only by [`Rules::admit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admitted(NewEvent);
+
+impl Admitted {
+    pub fn event(&self) -> &NewEvent {
+        &self.0
+    }
+
+    pub fn into_event(self) -> NewEvent {
+        self.0
+    }
+}
+
 /// Which lessons and levels are accepted, and how large an answer may be.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rules {
@@ -91,6 +106,13 @@ impl Rules {
     pub fn with_max_answer_bytes(mut self, max: usize) -> Self {
         self.max_answer_bytes = max;
         self
+    }
+
+    /// The event, as one the write path accepts, when it keeps every rule; else the
+    /// first broken rule.
+    pub fn admit(&self, e: NewEvent) -> Result<Admitted, Invalid> {
+        self.check(&e)?;
+        Ok(Admitted(e))
     }
 
     /// Check one event against the rules. The first broken rule is reported.

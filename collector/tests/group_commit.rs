@@ -9,20 +9,23 @@ use hourofci_collector::event::{NewEvent, Table};
 use hourofci_collector::group_commit::{GroupCommit, GroupConfig, SubmitError};
 use hourofci_collector::metrics::Metrics;
 use hourofci_collector::store::{Outcome, SqliteStore, Store};
+use hourofci_collector::validate::{Admitted, Rules};
 use uuid::Uuid;
 
-fn event(answer: &str) -> NewEvent {
-    NewEvent {
-        id: Some(Uuid::new_v4()),
-        table: Table::Production,
-        user_agent: "ua".into(),
-        lesson: "gateway".into(),
-        level: "beginner".into(),
-        question: "1A".into(),
-        answer: answer.into(),
-        client_time: None,
-        learner_id: None,
-    }
+fn event(answer: &str) -> Admitted {
+    Rules::original()
+        .admit(NewEvent {
+            id: Some(Uuid::new_v4()),
+            table: Table::Production,
+            user_agent: "ua".into(),
+            lesson: "gateway".into(),
+            level: "beginner".into(),
+            question: "1A".into(),
+            answer: answer.into(),
+            client_time: None,
+            learner_id: None,
+        })
+        .expect("keeps the original rules")
 }
 
 async fn store(dir: &tempfile::TempDir) -> Arc<Store> {
@@ -85,7 +88,7 @@ async fn a_request_larger_than_a_group_is_committed_whole() {
         db_timeout: Duration::from_secs(30),
     };
     let (commit, writers) = GroupCommit::start(store(&dir).await, config, metrics.clone());
-    let big: Vec<NewEvent> = (0..10).map(|i| event(&format!("e{i}"))).collect();
+    let big: Vec<Admitted> = (0..10).map(|i| event(&format!("e{i}"))).collect();
     let repeat = big[0].clone();
     let mut events = big;
     events.push(repeat);
