@@ -53,6 +53,9 @@ Stages:
   fuzz      cargo xtask fuzz --seconds N  (each fuzz target briefly; default 10 s)
 ";
 
+/// The lint stage's name in the summary.
+const LINT_STAGE: &str = "lint (rustfmt, clippy)";
+
 const STAGES: [&str; 6] = ["lint", "rust", "sdk", "sdk-e2e", "e2e", "fuzz"];
 
 pub fn run(args: Args) -> Result<()> {
@@ -76,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut stage = |name: &str, f: &mut dyn FnMut() -> Result<()>| stages.run(name, f);
 
     if wanted("lint") {
-        stage("lint (rustfmt, clippy)", &mut || {
+        stage(LINT_STAGE, &mut || {
             if setup {
                 prereqs::lint_tools()?;
             }
@@ -119,7 +122,8 @@ pub fn run(args: Args) -> Result<()> {
             });
         }
     }
-    if stages.any_failed() {
+    // Without its set-up no later stage can run; a lint failure stops nothing.
+    if stages.any_failed_but(LINT_STAGE) {
         return stages.summarize();
     }
     let mut stage = |name: &str, f: &mut dyn FnMut() -> Result<()>| stages.run(name, f);
@@ -201,8 +205,8 @@ impl Stages {
         self.0.push((name.to_string(), r, t.elapsed().as_secs_f64()));
     }
 
-    fn any_failed(&self) -> bool {
-        self.0.iter().any(|(_, r, _)| r.is_err())
+    fn any_failed_but(&self, stage: &str) -> bool {
+        self.0.iter().any(|(name, r, _)| name != stage && r.is_err())
     }
 
     fn summarize(&self) -> Result<()> {
