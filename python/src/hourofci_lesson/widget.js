@@ -39,14 +39,16 @@ function sdkModule(model) {
     const glue = javascriptUrl(assets.get("glue"));
     // A blob: URL resolves nothing relative to itself: the shim's import of the glue and
     // its URL of the wasm are pointed at what the kernel sent.
+    // Patterns, not exact text: the shim is minified (terser), which may drop spaces.
     const replacements = [
-      ['"./hourofci_sdk.js"', JSON.stringify(glue)],
-      ['new URL("./hourofci_sdk_bg.wasm", import.meta.url)', "globalThis.__hourofciKit.wasm"],
+      [/(["'])\.\/hourofci_sdk\.js\1/g, JSON.stringify(glue)],
+      [/new URL\(\s*(["'])\.\/hourofci_sdk_bg\.wasm\1\s*,\s*import\.meta\.url\s*\)/g, "globalThis.__hourofciKit.wasm"],
     ];
     let shim = assets.get("shim");
     for (const [from, to] of replacements) {
-      if (!shim.includes(from)) throw new Error(`the SDK shipped with hourofci_lesson has an unexpected shape (no ${from})`);
-      shim = shim.split(from).join(to);
+      if (!from.test(shim)) throw new Error(`the SDK shipped with hourofci_lesson has an unexpected shape (no ${from})`);
+      from.lastIndex = 0;
+      shim = shim.replace(from, to);
     }
     return import(/* webpackIgnore: true */ javascriptUrl(shim));
   })();
