@@ -29,7 +29,8 @@
 //!   [`MAX_ENTRIES`] learner-question pairs at most (then SQL answers, with a warning).
 //! - **Question pages** ([`QuestionPage`]) come from the same aggregate: per question its
 //!   row ids (sorted), each row's day and trimmed answer, and the count of each distinct
-//!   trimmed answer; a list page is then a primary-key lookup of at most a page of ids.
+//!   trimmed answer; a list page is then a primary-key lookup of at most a page of ids
+//!   (with a search term, the list alone is read by SQL).
 //!   Bounded: a question with more than [`MAX_LABELS_PER_QUESTION`] distinct trimmed
 //!   answers, or new answers beyond [`MAX_LABEL_BYTES`] of answer text in all, stops
 //!   keeping answer counts (its page is answered by SQL); beyond [`MAX_LISTED_ROWS`] rows
@@ -977,13 +978,14 @@ impl Overviews {
     }
 
     /// One question's page from memory, up to date with the database: when the filter
-    /// names lesson, level and question, has no search term and a range of whole days
-    /// (or none), and the aggregate keeps that question. `None`: ask SQL.
+    /// names lesson, level and question, has a range of whole days (or none), and the
+    /// aggregate keeps that question. `None`: ask SQL. The search term is ignored (the
+    /// numbers never depend on it; the caller lists a search's rows by SQL).
     pub async fn question(&self, filter: &Filter, before: i64, top: usize, list: usize) -> Option<QuestionPage> {
         let (Some(lesson), Some(level), Some(question)) = (&filter.lesson, &filter.level, &filter.question) else {
             return None;
         };
-        if filter.search.is_some() || filter.charted_only {
+        if filter.charted_only {
             return None;
         }
         let days = whole_days(filter)?;

@@ -665,19 +665,28 @@ struct QuestionNumbers {
 }
 
 /// The page from memory (see [`crate::overview`]): the numbers, then the listed rows by
-/// primary key. `None` when memory cannot answer (search, a bound inside a day, no
-/// question named, aggregate not built, or too many distinct answers kept for it).
+/// primary key (with a search term, by SQL: newest first, until a page of matches). `None`
+/// when memory cannot answer (a bound inside a day, no question named, aggregate not
+/// built, or too many distinct answers kept for the question).
 async fn question_from_memory(state: &AppState, filter: &Filter, before: i64) -> anyhow::Result<Option<QuestionNumbers>> {
     let Some(page) = state.0.overviews.question(filter, before, TOP_ANSWERS, LIST_PAGE as usize).await else {
         return Ok(None);
     };
-    let list = state.0.source.read().await?.rows_by_ids(filter.table(), &page.list).await?;
+    let mut tx = state.0.source.read().await?;
+    let (list, older) = if filter.search.is_some() {
+        let list = tx.page(filter, Some((before, Order::Descending)), LIST_PAGE).await?;
+        let older = list.last().map(|r| r.id).filter(|_| list.len() as i64 == LIST_PAGE);
+        (list, older)
+    } else {
+        let older = page.list.last().copied().filter(|_| page.list.len() as i64 == LIST_PAGE);
+        (tx.rows_by_ids(filter.table(), &page.list).await?, older)
+    };
     Ok(Some(QuestionNumbers {
         total: page.total,
         charted: page.charted,
         bars: page.top.into_iter().map(|(label, n)| (label.unwrap_or_default(), n)).collect(),
         days: page.days.into_iter().map(|(label, n)| Counted { label: Some(label), n }).collect(),
-        older: page.list.last().copied().filter(|_| page.list.len() as i64 == LIST_PAGE),
+        older,
         list,
     }))
 }
