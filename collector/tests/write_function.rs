@@ -249,12 +249,10 @@ async fn upgrade_from_0004_keeps_rows_drops_the_maintenance_indexes_and_writes_w
         [
             "loggingtable_event_id_key",
             "loggingtable_pkey",
-            "loggingtable_question_idx",
             "loggingtable_test_event_id_key",
             "loggingtable_test_pkey",
-            "loggingtable_test_question_idx",
         ],
-        "the question indexes stay (insights question pages); learner and received_at go"
+        "only the keys stay: learner and received_at go (sql/0005), the question indexes too (sql/0007)"
     );
 
     // As the writer: v4 judges the old release's rows, and v3 still works for a

@@ -1,9 +1,10 @@
 //! Read-side benchmark: 1,000,000 rows spread over the real lessons, levels and
 //! questions and 30 days (70 % with a learner id from 20,000 learners), in a throwaway
 //! PostgreSQL cluster and in a SQLite file; then the time to build the in-memory
-//! overview and the process's resident memory after it (VmRSS), the overview (whole
-//! time and a 10-day range) and a question page over real HTTP on loopback (p50/p95 of
-//! 20 requests each, after one warm-up) and an export of every row to CSV (to a sink).
+//! overview and the process's resident memory after it (VmRSS), the overview and a
+//! question page (whole time and a 10-day range; each checked to come from memory) over
+//! real HTTP on loopback (p50/p95 of 20 requests each, after one warm-up) and an export
+//! of every row to CSV (to a sink).
 //!
 //! `cargo run --release -p hourofci-insights --example read_bench [-- ROWS]`
 //! Prints a Markdown table for docs/BENCHMARKS.md.
@@ -70,6 +71,8 @@ async fn time_route(url: &str, path: &str) -> (Duration, Duration) {
         assert_eq!(res.status(), 200, "{path}");
         if path.starts_with("/?") || path == "/" {
             assert_eq!(res.headers()["x-overview-from"], "memory", "{path}: from memory");
+        } else if path.starts_with("/question?") {
+            assert_eq!(res.headers()["x-question-from"], "memory", "{path}: from memory");
         }
         res.bytes().await.unwrap();
         start.elapsed()
@@ -98,13 +101,16 @@ async fn measure(name: &str, target: &str) {
     let (o50, o95) = time_route(&url, "/").await;
     let (r50, r95) = time_route(&url, "/?since=2026-11-10&until=2026-11-20").await;
     let (q50, q95) = time_route(&url, "/question?lesson=gateway&level=gateway&question=1A").await;
+    let (qr50, qr95) =
+        time_route(&url, "/question?lesson=gateway&level=gateway&question=1A&since=2026-11-10&until=2026-11-20").await;
+    let (qs50, qs95) = time_route(&url, "/question?lesson=gateway&level=gateway&question=1A&q=free").await;
     let start = Instant::now();
     let n = export(&source, &Filter::default(), Format::Csv, std::io::sink(), false).await.unwrap();
     let export_time = start.elapsed();
     server.abort();
     drop(state);
     println!(
-        "| {name} | {:.1} s | {:.0} MiB (+{:.0}) | {:.1} / {:.1} | {:.0} / {:.0} | {:.0} / {:.0} | {n} rows in {:.1} s |",
+        "| {name} | {:.1} s | {:.0} MiB (+{:.0}) | {:.1} / {:.1} | {:.0} / {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} / {:.0} | {n} rows in {:.1} s |",
         build.as_secs_f64(),
         rss_after,
         rss_after - rss_before,
@@ -114,6 +120,10 @@ async fn measure(name: &str, target: &str) {
         r95.as_secs_f64() * 1e3,
         q50.as_secs_f64() * 1e3,
         q95.as_secs_f64() * 1e3,
+        qr50.as_secs_f64() * 1e3,
+        qr95.as_secs_f64() * 1e3,
+        qs50.as_secs_f64() * 1e3,
+        qs95.as_secs_f64() * 1e3,
         export_time.as_secs_f64()
     );
 }
@@ -133,6 +143,8 @@ async fn main() {
     let start = Instant::now();
     pg.psql(&name, &fill_sql_pg(rows));
     pg.psql(&name, "VACUUM ANALYZE loggingtable");
+    let indexes = pg.psql(&name, "SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'loggingtable'");
+    eprintln!("PostgreSQL indexes on loggingtable: {}", indexes.trim());
     eprintln!("PostgreSQL: {rows} rows in {:.1} s", start.elapsed().as_secs_f64());
 
     let dir = tempfile::tempdir().unwrap();
@@ -146,9 +158,10 @@ async fn main() {
 
     println!(
         "| store ({rows} rows) | overview built in memory | RSS after the build (growth) | overview p50 / p95 (ms) \
-         | overview, 10-day range p50 / p95 (ms) | question page p50 / p95 (ms) | export to CSV |"
+         | overview, 10-day range p50 / p95 (ms) | question page p50 / p95 (ms) \
+         | question page, 10-day range p50 / p95 (ms) | question page with a search (list by SQL) p50 / p95 (ms) | export to CSV |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     measure("PostgreSQL 15 (reader role)", &pg.url_for(&reader, "r", &name)).await;
     measure("SQLite", file.to_str().unwrap()).await;
 }

@@ -27,6 +27,14 @@
 //! - **Memory:** per question, per day: count and last time; per question, per distinct
 //!   learner (and user agent): the sorted set of days it answered on. About
 //!   [`MAX_ENTRIES`] learner-question pairs at most (then SQL answers, with a warning).
+//! - **Question pages** ([`QuestionPage`]) come from the same aggregate: per question its
+//!   row ids (sorted), each row's day and trimmed answer, and the count of each distinct
+//!   trimmed answer; a list page is then a primary-key lookup of at most a page of ids
+//!   (with a search term, the list alone is read by SQL).
+//!   Bounded: a question with more than [`MAX_LABELS_PER_QUESTION`] distinct trimmed
+//!   answers, or new answers beyond [`MAX_LABEL_BYTES`] of answer text in all, stops
+//!   keeping answer counts (its page is answered by SQL); beyond [`MAX_LISTED_ROWS`] rows
+//!   no question keeps its rows (every question page by SQL; the overview stays in memory).
 //!
 //! Rows are assumed to change only by insertion (the writer's functions) and by logged
 //! deletions; on SQLite a hand-written DELETE is not logged: restart the service after one.
@@ -49,6 +57,15 @@ pub const GAP_MAX_AGE: Duration = Duration::from_secs(600);
 const MAX_GAP_RANGES: usize = 100_000;
 /// Learner-question and user-agent-question pairs at most (about 40 bytes each).
 pub const MAX_ENTRIES: usize = 12_000_000;
+/// Distinct trimmed answers kept per question; beyond, its page is answered by SQL.
+pub const MAX_LABELS_PER_QUESTION: usize = 50_000;
+/// Bytes of distinct trimmed answer text kept, all questions together (each question's
+/// answers beyond it: SQL).
+pub const MAX_LABEL_BYTES: usize = 256 << 20;
+/// Rows whose id, day and answer are kept for question pages (16 bytes each).
+pub const MAX_LISTED_ROWS: usize = 30_000_000;
+/// The row of an interaction event (an answer starting with `{`): listed, not charted.
+const NOT_CHARTED: u32 = u32::MAX;
 /// Rows per query while building or catching up.
 const CHUNK: i64 = 50_000;
 /// After a failed build, wait this long before the next try.
@@ -186,6 +203,80 @@ struct Question {
     days: BTreeMap<i32, Day>,
     learners: HashMap<u32, Days>,
     user_agents: HashMap<u32, Days>,
+    /// Rows without a chart bar (interaction events).
+    interactions: i64,
+    /// Row ids, ascending (empty when rows are not kept: see [`MAX_LISTED_ROWS`]).
+    ids: Vec<i64>,
+    /// Per id (same position): its UTC day and its label's number (or [`NOT_CHARTED`]).
+    rows: Vec<(i32, u32)>,
+    /// `None` once the question has too many distinct answers to keep.
+    labels: Option<Labels>,
+}
+
+/// A question's distinct trimmed answers of charted rows and how many rows gave each.
+#[derive(Default)]
+struct Labels {
+    numbers: HashMap<Arc<str>, u32>,
+    /// The number of the NULL answer, if any row has one.
+    null: Option<u32>,
+    names: Vec<Option<Arc<str>>>,
+    counts: Vec<i64>,
+}
+
+impl Labels {
+    /// Count one row with this label: its number, or `None` if the question just went
+    /// over a cap (`bytes`: the text kept by every question).
+    fn count(&mut self, label: Option<&str>, bytes: &mut usize) -> Option<u32> {
+        let n = self.number(label, bytes)?;
+        self.counts[n as usize] += 1;
+        Some(n)
+    }
+
+    fn number(&mut self, label: Option<&str>, bytes: &mut usize) -> Option<u32> {
+        let known = match label {
+            Some(l) => self.numbers.get(l).copied(),
+            None => self.null,
+        };
+        if let Some(n) = known {
+            return Some(n);
+        }
+        let len = label.map_or(0, str::len);
+        if self.names.len() >= MAX_LABELS_PER_QUESTION || *bytes + len > MAX_LABEL_BYTES {
+            return None;
+        }
+        *bytes += len;
+        let n = self.names.len() as u32;
+        let name: Option<Arc<str>> = label.map(Arc::from);
+        match &name {
+            Some(l) => {
+                self.numbers.insert(l.clone(), n);
+            }
+            None => self.null = Some(n),
+        }
+        self.names.push(name);
+        self.counts.push(0);
+        Some(n)
+    }
+
+    fn bytes(&self) -> usize {
+        self.names.iter().flatten().map(|l| l.len()).sum()
+    }
+}
+
+/// A question page's numbers (see [`Aggregate::question`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuestionPage {
+    /// Rows in the range.
+    pub total: i64,
+    /// Of which charted (not interaction events).
+    pub charted: i64,
+    /// The most frequent trimmed answers of the charted rows, most frequent first, ties
+    /// by bytes (NULL first): what [`crate::server::top_answers`] returns.
+    pub top: Vec<(Option<String>, i64)>,
+    /// `YYYY-MM-DD` (UTC) and rows that day, oldest first.
+    pub days: Vec<(String, i64)>,
+    /// The ids of the list page: newest first, below the cursor.
+    pub list: Vec<i64>,
 }
 
 /// A gap: ids `lo..=hi` not seen although a higher id was.
@@ -206,6 +297,7 @@ struct Fact {
     learner_id: Option<String>,
     /// The user agent of a row without learner id.
     user_agent: Option<String>,
+    answer: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -217,6 +309,7 @@ struct PgFact {
     micros: i64,
     learner_id: Option<String>,
     user_agent: Option<String>,
+    answer: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -228,6 +321,7 @@ struct SqliteFact {
     received_at: String,
     learner_id: Option<String>,
     user_agent: Option<String>,
+    answer: Option<String>,
 }
 
 impl TryFrom<SqliteFact> for Fact {
@@ -247,6 +341,7 @@ impl TryFrom<SqliteFact> for Fact {
             micros: t.timestamp_micros(),
             learner_id: r.learner_id,
             user_agent: r.user_agent,
+            answer: r.answer,
         })
     }
 }
@@ -259,6 +354,7 @@ impl From<PgFact> for Fact {
             micros: r.micros,
             learner_id: r.learner_id,
             user_agent: r.user_agent,
+            answer: r.answer,
         }
     }
 }
@@ -266,7 +362,7 @@ impl From<PgFact> for Fact {
 const PG_FACT_COLUMNS: &str =
     "t.id, t.lesson::text AS lesson, t.lesson_level::text AS level, t.question::text AS question,
     (extract(epoch FROM t.received_at) * 1000000)::int8 AS micros, t.learner_id::text AS learner_id,
-    CASE WHEN t.learner_id IS NULL THEN t.user_agent END AS user_agent";
+    CASE WHEN t.learner_id IS NULL THEN t.user_agent END AS user_agent, t.answer";
 
 /// The overview of one table, in memory.
 pub struct Aggregate {
@@ -283,6 +379,11 @@ pub struct Aggregate {
     learners: HashMap<Box<str>, u32>,
     user_agents: HashMap<Box<str>, u32>,
     entries: usize,
+    /// Rows kept for question pages; `listing` is false once that exceeded [`MAX_LISTED_ROWS`].
+    listed_rows: usize,
+    listing: bool,
+    /// Bytes of distinct answer text kept (see [`MAX_LABEL_BYTES`]).
+    label_bytes: usize,
 }
 
 /// What a refresh found.
@@ -314,6 +415,9 @@ impl Aggregate {
             learners: HashMap::new(),
             user_agents: HashMap::new(),
             entries: 0,
+            listed_rows: 0,
+            listing: true,
+            label_bytes: 0,
         }
     }
 
@@ -327,6 +431,10 @@ impl Aggregate {
                     days: BTreeMap::new(),
                     learners: HashMap::new(),
                     user_agents: HashMap::new(),
+                    interactions: 0,
+                    ids: Vec::new(),
+                    rows: Vec::new(),
+                    labels: Some(Labels::default()),
                 });
                 self.index.insert(f.key, self.questions.len() - 1);
                 self.questions.len() - 1
@@ -341,6 +449,48 @@ impl Aggregate {
         });
         d.answers += 1;
         d.last = d.last.max(f.micros);
+        // As the page's SQL: `answer IS NULL OR substr(answer, 1, 1) <> '{'`, `trim(answer)` (spaces only).
+        let charted = f.answer.as_deref().is_none_or(|a| !a.starts_with('{'));
+        let label = if !charted {
+            q.interactions += 1;
+            NOT_CHARTED
+        } else {
+            let label = f.answer.as_deref().map(|a| a.trim_matches(' '));
+            match q.labels.as_mut().and_then(|l| l.count(label, &mut self.label_bytes)) {
+                Some(n) => n,
+                None => {
+                    if let Some(dropped) = q.labels.take() {
+                        self.label_bytes -= dropped.bytes();
+                        tracing::warn!(
+                            question = ?q.key,
+                            "too many distinct answers to keep in memory: this question's page is answered by SQL"
+                        );
+                    }
+                    0
+                }
+            }
+        };
+        if self.listing {
+            if q.ids.last().is_none_or(|&last| last < f.id) {
+                q.ids.push(f.id);
+                q.rows.push((day, label));
+            } else {
+                // Committed out of id order (a gap filled).
+                let at = q.ids.partition_point(|&id| id < f.id);
+                q.ids.insert(at, f.id);
+                q.rows.insert(at, (day, label));
+            }
+            self.listed_rows += 1;
+            if self.listed_rows > MAX_LISTED_ROWS {
+                tracing::warn!("more than {MAX_LISTED_ROWS} rows: question pages are answered by SQL");
+                self.listing = false;
+                for q in &mut self.questions {
+                    q.ids = Vec::new();
+                    q.rows = Vec::new();
+                }
+            }
+        }
+        let q = &mut self.questions[qi];
         let (map, who) = match (f.learner_id, f.user_agent) {
             (Some(l), _) => (&mut q.learners, intern(&mut self.learners, l)),
             (None, Some(ua)) => (&mut q.user_agents, intern(&mut self.user_agents, ua)),
@@ -434,6 +584,83 @@ impl Aggregate {
             });
         }
         out
+    }
+
+    /// A question's page for a range of whole days (`None`: no bound): `top` most
+    /// frequent answers, and the `list` newest ids below `before`. `None` when this
+    /// question's answers or rows are not kept (see [`MAX_LABELS_PER_QUESTION`]).
+    pub fn question(
+        &self,
+        key: &Key,
+        (since, until): (Option<i32>, Option<i32>),
+        before: i64,
+        top: usize,
+        list: usize,
+    ) -> Option<QuestionPage> {
+        if !self.listing {
+            return None;
+        }
+        let Some(&qi) = self.index.get(key) else {
+            return Some(QuestionPage {
+                total: 0,
+                charted: 0,
+                top: Vec::new(),
+                days: Vec::new(),
+                list: Vec::new(),
+            });
+        };
+        let q = &self.questions[qi];
+        let labels = q.labels.as_ref()?;
+        let (lo, hi) = (since.unwrap_or(i32::MIN), until.unwrap_or(i32::MAX));
+        let inside = |day: i32| day >= lo && day < hi;
+        let (total, charted, counts) = if since.is_none() && until.is_none() {
+            (q.answers, q.answers - q.interactions, std::borrow::Cow::Borrowed(&labels.counts))
+        } else {
+            let (mut total, mut charted, mut counts) = (0, 0, vec![0i64; labels.counts.len()]);
+            for &(_, label) in q.rows.iter().filter(|(day, _)| inside(*day)) {
+                total += 1;
+                if label != NOT_CHARTED {
+                    charted += 1;
+                    counts[label as usize] += 1;
+                }
+            }
+            (total, charted, std::borrow::Cow::Owned(counts))
+        };
+        // `ORDER BY count DESC, label` (bytes, NULL first), `LIMIT top`.
+        let order = |a: &usize, b: &usize| {
+            counts[*b].cmp(&counts[*a]).then_with(|| labels.names[*a].cmp(&labels.names[*b]))
+        };
+        let mut ranked: Vec<usize> = (0..counts.len()).filter(|&i| counts[i] > 0).collect();
+        if ranked.len() > top && top > 0 {
+            ranked.select_nth_unstable_by(top - 1, order);
+        }
+        ranked.truncate(top);
+        ranked.sort_unstable_by(order);
+        let days = q
+            .days
+            .range(lo..hi)
+            .map(|(&day, d)| {
+                let date = chrono::NaiveDate::from_num_days_from_ce_opt(day + 719_163)
+                    .map_or_else(String::new, |d| d.format("%Y-%m-%d").to_string());
+                (date, d.answers)
+            })
+            .collect();
+        let below = q.ids.partition_point(|&id| id < before);
+        let list = q.ids[..below]
+            .iter()
+            .zip(&q.rows[..below])
+            .rev()
+            .filter(|(_, (day, _))| inside(*day))
+            .map(|(&id, _)| id)
+            .take(list)
+            .collect();
+        Some(QuestionPage {
+            total,
+            charted,
+            top: ranked.into_iter().map(|i| (labels.names[i].as_deref().map(str::to_string), counts[i])).collect(),
+            days,
+            list,
+        })
     }
 
     /// Read what changed since the last refresh (everything, the first time).
@@ -562,7 +789,7 @@ impl Aggregate {
         let learner = if has_learner { "learner_id" } else { "NULL" };
         let sql = format!(
             "SELECT id, lesson, lesson_level AS level, question, received_at, {learner} AS learner_id,
-                    CASE WHEN {learner} IS NULL THEN user_agent END AS user_agent
+                    CASE WHEN {learner} IS NULL THEN user_agent END AS user_agent, answer
              FROM {table} WHERE id > ?1 ORDER BY id LIMIT {CHUNK}"
         );
         loop {
@@ -718,34 +945,52 @@ impl Overviews {
         false
     }
 
+    /// Bring the table's aggregate up to date and answer from it; `None` while it is
+    /// not in memory (being built, or rebuilt after a deletion: then the build starts).
+    async fn answer_from_memory<T>(&self, table: Table, answer: impl FnOnce(&Aggregate) -> T) -> Option<T> {
+        let mut slot = self.slots[slot_index(table)].lock().await;
+        if let Some(aggregate) = &mut slot.aggregate {
+            match aggregate.refresh(&self.source).await {
+                Ok(Refreshed::Current) => return Some(answer(aggregate)),
+                Ok(Refreshed::Stale) => {
+                    tracing::info!(table = table_name(table), "rows were deleted or changed: rebuilding the overview");
+                }
+                Err(e) => {
+                    tracing::warn!(table = table_name(table), "overview refresh failed (SQL answers; rebuilding): {e:#}");
+                    slot.too_large = e.is::<TooLarge>();
+                }
+            }
+            slot.aggregate = None;
+        }
+        self.start_build(&mut slot, table);
+        None
+    }
+
     /// The overview for the filter's table and date range (its lesson, level, question
     /// and search are ignored), up to date with the database, and which computed it.
     pub async fn rows(&self, filter: &Filter) -> anyhow::Result<(Vec<OverviewRow>, AnsweredBy)> {
-        let table = filter.table();
-        if let Some((since, until)) = whole_days(filter) {
-            let mut slot = self.slots[slot_index(table)].lock().await;
-            if let Some(aggregate) = &mut slot.aggregate {
-                match aggregate.refresh(&self.source).await {
-                    Ok(Refreshed::Current) => return Ok((aggregate.rows(since, until), AnsweredBy::Memory)),
-                    Ok(Refreshed::Stale) => {
-                        tracing::info!(
-                            table = table_name(table),
-                            "rows were deleted or changed: rebuilding the overview"
-                        );
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            table = table_name(table),
-                            "overview refresh failed (SQL answers; rebuilding): {e:#}"
-                        );
-                        slot.too_large = e.is::<TooLarge>();
-                    }
-                }
-                slot.aggregate = None;
+        if let Some(days) = whole_days(filter) {
+            if let Some(rows) = self.answer_from_memory(filter.table(), |a| a.rows(days.0, days.1)).await {
+                return Ok((rows, AnsweredBy::Memory));
             }
-            self.start_build(&mut slot, table);
         }
         Ok((overview_rows_sql(&self.source, filter).await?, AnsweredBy::Database))
+    }
+
+    /// One question's page from memory, up to date with the database: when the filter
+    /// names lesson, level and question, has a range of whole days (or none), and the
+    /// aggregate keeps that question. `None`: ask SQL. The search term is ignored (the
+    /// numbers never depend on it; the caller lists a search's rows by SQL).
+    pub async fn question(&self, filter: &Filter, before: i64, top: usize, list: usize) -> Option<QuestionPage> {
+        let (Some(lesson), Some(level), Some(question)) = (&filter.lesson, &filter.level, &filter.question) else {
+            return None;
+        };
+        if filter.charted_only {
+            return None;
+        }
+        let days = whole_days(filter)?;
+        let key = (Some(lesson.clone()), Some(level.clone()), Some(question.clone()));
+        self.answer_from_memory(filter.table(), |a| a.question(&key, days, before, top, list)).await.flatten()
     }
 }
 
@@ -783,6 +1028,34 @@ mod tests {
         assert_eq!(whole_days(&f(at("1969-12-31"), None)), Some((Some(-1), None)));
         assert_eq!(whole_days(&f(at("2026-11-28T07:00:00Z"), None)), None);
         assert_eq!(whole_days(&f(None, at("2026-11-28T00:00:00.5Z"))), None);
+    }
+
+    #[test]
+    fn a_question_with_too_many_distinct_answers_is_left_to_sql() {
+        let key = |q: &str| (Some("l".to_string()), Some("v".to_string()), Some(q.to_string()));
+        let fact = |id: i64, q: &str, answer: String| Fact {
+            id,
+            key: key(q),
+            micros: 0,
+            learner_id: None,
+            user_agent: None,
+            answer: Some(answer),
+        };
+        let mut a = Aggregate::new(Table::Production);
+        for i in 0..MAX_LABELS_PER_QUESTION as i64 {
+            a.add(fact(2 * i + 1, "many", format!("answer {i}")));
+            a.add(fact(2 * i + 2, "few", format!(" answer {} ", i % 3)));
+        }
+        let page = |a: &Aggregate, q: &str| a.question(&key(q), (None, None), i64::MAX, 2, 3);
+        assert!(page(&a, "many").is_some(), "at the cap: still kept");
+        a.add(fact(1 << 40, "many", "one more".into()));
+        assert_eq!(page(&a, "many"), None, "beyond the cap: SQL");
+        let few = page(&a, "few").unwrap();
+        let with = |k: usize| (0..MAX_LABELS_PER_QUESTION).filter(|i| i % 3 == k).count() as i64;
+        assert_eq!(few.top, [(Some("answer 0".into()), with(0)), (Some("answer 1".into()), with(1))]);
+        assert_eq!(few.list.len(), 3);
+        assert_eq!(a.label_bytes, 3 * "answer 0".len(), "the dropped answers' text is released");
+        assert_eq!(a.questions.iter().map(|q| q.answers).sum::<i64>(), 2 * MAX_LABELS_PER_QUESTION as i64 + 1, "still counted");
     }
 
     #[test]

@@ -579,10 +579,16 @@ pub struct Counted {
     pub n: i64,
 }
 
-/// The most frequent answers (trimmed) of the filter, most frequent first.
+/// The most frequent answers (trimmed) of the filter, most frequent first; equally
+/// frequent ones by their bytes, NULL first, in both stores whatever the database's
+/// collation (as the in-memory [`crate::overview::QuestionPage`] sorts them).
 pub async fn top_answers(tx: &mut ReadTx, filter: &Filter, limit: usize) -> anyhow::Result<Vec<Counted>> {
-    let sql = format!("SELECT trim(answer) AS label, count(*) AS n FROM {{table}} {{where}} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {limit}");
-    tx.rows(filter, &sql, &sql).await
+    let pg = format!(
+        "SELECT trim(answer) AS label, count(*) AS n FROM {{table}} {{where}} GROUP BY 1
+         ORDER BY count(*) DESC, trim(answer) COLLATE \"C\" NULLS FIRST LIMIT {limit}"
+    );
+    let sqlite = format!("SELECT trim(answer) AS label, count(*) AS n FROM {{table}} {{where}} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {limit}");
+    tx.rows(filter, &pg, &sqlite).await
 }
 
 /// Answers per day (UTC), oldest first.
@@ -647,23 +653,76 @@ fn timeline(days: &[Counted]) -> Markup {
     }
 }
 
-async fn question(State(state): State<AppState>, Query(params): Query<Params>) -> Result<Markup, Failure> {
-    let filter = params.filter()?;
-    // One snapshot, so the chart, the totals and the list agree with each other.
+/// What a question page shows.
+struct QuestionNumbers {
+    total: i64,
+    charted: i64,
+    bars: Vec<(String, i64)>,
+    days: Vec<Counted>,
+    list: Vec<AnswerRow>,
+    /// The cursor of the next (older) page, when this page is full.
+    older: Option<i64>,
+}
+
+/// The page from memory (see [`crate::overview`]): the numbers, then the listed rows by
+/// primary key (with a search term, by SQL: newest first, until a page of matches). `None`
+/// when memory cannot answer (a bound inside a day, no question named, aggregate not
+/// built, or too many distinct answers kept for the question).
+async fn question_from_memory(state: &AppState, filter: &Filter, before: i64) -> anyhow::Result<Option<QuestionNumbers>> {
+    let Some(page) = state.0.overviews.question(filter, before, TOP_ANSWERS, LIST_PAGE as usize).await else {
+        return Ok(None);
+    };
+    let mut tx = state.0.source.read().await?;
+    let (list, older) = if filter.search.is_some() {
+        let list = tx.page(filter, Some((before, Order::Descending)), LIST_PAGE).await?;
+        let older = list.last().map(|r| r.id).filter(|_| list.len() as i64 == LIST_PAGE);
+        (list, older)
+    } else {
+        let older = page.list.last().copied().filter(|_| page.list.len() as i64 == LIST_PAGE);
+        (tx.rows_by_ids(filter.table(), &page.list).await?, older)
+    };
+    Ok(Some(QuestionNumbers {
+        total: page.total,
+        charted: page.charted,
+        bars: page.top.into_iter().map(|(label, n)| (label.unwrap_or_default(), n)).collect(),
+        days: page.days.into_iter().map(|(label, n)| Counted { label: Some(label), n }).collect(),
+        older,
+        list,
+    }))
+}
+
+/// The page by SQL, in one snapshot (so the chart, the totals and the list agree).
+async fn question_from_sql(state: &AppState, filter: &Filter, before: i64) -> anyhow::Result<QuestionNumbers> {
     let mut tx = state.0.source.read().await?;
     let whole = Filter { search: None, ..filter.clone() };
     let charted = Filter { charted_only: true, ..whole.clone() };
     let total = tx.count(&whole).await?;
     let charted_total = tx.count(&charted).await?;
     let top = top_answers(&mut tx, &charted, TOP_ANSWERS).await?;
-    let mut bars: Vec<(String, i64)> = top.iter().map(|c| (c.label.clone().unwrap_or_default(), c.n)).collect();
+    let days = per_day(&mut tx, &whole).await?;
+    let list = tx.page(filter, Some((before, Order::Descending)), LIST_PAGE).await?;
+    Ok(QuestionNumbers {
+        total,
+        charted: charted_total,
+        bars: top.into_iter().map(|c| (c.label.unwrap_or_default(), c.n)).collect(),
+        days,
+        older: list.last().map(|r| r.id).filter(|_| list.len() as i64 == LIST_PAGE),
+        list,
+    })
+}
+
+async fn question(State(state): State<AppState>, Query(params): Query<Params>) -> Result<Response, Failure> {
+    let filter = params.filter()?;
+    let before = params.before.unwrap_or(i64::MAX);
+    let (numbers, by) = match question_from_memory(&state, &filter, before).await? {
+        Some(numbers) => (numbers, AnsweredBy::Memory),
+        None => (question_from_sql(&state, &filter, before).await?, AnsweredBy::Database),
+    };
+    let QuestionNumbers { total, charted: charted_total, mut bars, days, list, older } = numbers;
     let other = charted_total - bars.iter().map(|(_, n)| n).sum::<i64>();
     if other > 0 {
         bars.push(("(other answers)".to_string(), other));
     }
-    let days = per_day(&mut tx, &whole).await?;
-    let cursor = params.before.map(|id| (id, Order::Descending)).or(Some((i64::MAX, Order::Descending)));
-    let list = tx.page(&filter, cursor, LIST_PAGE).await?;
     let title = format!(
         "{} / {} / {}",
         filter.lesson.as_deref().unwrap_or("any lesson"),
@@ -671,7 +730,7 @@ async fn question(State(state): State<AppState>, Query(params): Query<Params>) -
         filter.question.as_deref().unwrap_or("any question")
     );
     let hidden = [("lesson", &params.lesson), ("level", &params.level), ("question", &params.question)];
-    Ok(page(
+    Ok(([(HeaderName::from_static("x-question-from"), by.as_str())], page(
         &title,
         html! {
             (filter_form(&params, "/question", &hidden))
@@ -703,13 +762,12 @@ async fn question(State(state): State<AppState>, Query(params): Query<Params>) -
                     }
                 }
             }
-            @if list.len() as i64 == LIST_PAGE {
-                @if let Some(last) = list.last() {
-                    p { a id="older" href=(params.link("/question", &[("before", Some(last.id.to_string()))])) { "Older answers" } }
-                }
+            @if let Some(older) = older {
+                p { a id="older" href=(params.link("/question", &[("before", Some(older.to_string()))])) { "Older answers" } }
             }
         },
     ))
+    .into_response())
 }
 
 async fn question_csv(State(state): State<AppState>, Query(params): Query<Params>) -> Result<Response, Failure> {

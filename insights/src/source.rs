@@ -302,6 +302,26 @@ impl ReadTx {
         })
     }
 
+    /// The rows with these ids, newest first (primary-key lookups: a question page's
+    /// list when the in-memory aggregate knows the ids).
+    pub async fn rows_by_ids(&mut self, table: Table, ids: &[i64]) -> anyhow::Result<Vec<AnswerRow>> {
+        let table = table_name(table);
+        Ok(match self {
+            ReadTx::Postgres(tx) => {
+                let sql = format!("SELECT {PG_COLUMNS} FROM public.{table} WHERE id = ANY($1) ORDER BY id DESC");
+                sqlx::query_as::<_, AnswerRow>(&sql).bind(ids).fetch_all(&mut **tx).await?
+            }
+            ReadTx::Sqlite(tx, has_learner) => {
+                let sql = format!(
+                    "SELECT {} FROM {table} WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id DESC",
+                    sqlite_columns(*has_learner)
+                );
+                let ids = serde_json::to_string(ids)?;
+                sqlx::query_as::<_, AnswerRow>(&sql).bind(ids).fetch_all(&mut **tx).await?
+            }
+        })
+    }
+
     /// Rows of an aggregate query. `{table}` and `{where}` in the SQL are replaced by
     /// the filter's table and conditions; one text per store (their functions differ).
     pub async fn rows<T>(&mut self, filter: &Filter, pg_sql: &str, sqlite_sql: &str) -> anyhow::Result<Vec<T>>

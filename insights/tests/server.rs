@@ -379,7 +379,7 @@ async fn chromium_shows_the_database_counts_and_runs_no_learner_script() {
     // The bars: the most frequent trimmed free-text answers, then "other", from the database.
     let top: Vec<(String, i64)> = sqlx::query_as(
         "SELECT btrim(answer), count(*) FROM loggingtable WHERE question = '1A' AND answer NOT LIKE '{%'
-         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10",
+         GROUP BY 1 ORDER BY 2 DESC, btrim(answer) COLLATE \"C\" NULLS FIRST LIMIT 10",
     )
     .fetch_all(&db.admin)
     .await

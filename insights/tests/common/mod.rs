@@ -63,6 +63,7 @@ pub async fn write_pg(db: &Db, events: &[NewEvent]) {
 }
 
 /// Write through the collector's SQLite store (which creates the file).
+#[allow(dead_code)]
 pub async fn write_sqlite(path: &Path, events: &[NewEvent]) {
     let store = SqliteStore::open(path, Duration::from_secs(10)).await.unwrap();
     let outcomes = store.write_group(events).await.expect("write to SQLite");
