@@ -17,8 +17,15 @@ use hourofci_insights::source::{Filter, Source, Table};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const LESSONS: &[&str] = &[
-    "gateway", "big-data", "computational-thinking", "cyberinfrastructure", "geospatial-data",
-    "interdisciplinary-communication", "parallel-computation", "spatial-modeling-analytics", "spatial-thinking",
+    "gateway",
+    "big-data",
+    "computational-thinking",
+    "cyberinfrastructure",
+    "geospatial-data",
+    "interdisciplinary-communication",
+    "parallel-computation",
+    "spatial-modeling-analytics",
+    "spatial-thinking",
 ];
 const LEVELS: &[&str] = &["gateway", "beginner", "advanced"];
 
@@ -37,8 +44,18 @@ fn fill_sql_pg(rows: u64) -> String {
 }
 
 fn fill_sql_sqlite(rows: u64) -> String {
-    let lessons = LESSONS.iter().enumerate().map(|(i, l)| format!("WHEN {i} THEN '{l}'")).collect::<Vec<_>>().join(" ");
-    let levels = LEVELS.iter().enumerate().map(|(i, l)| format!("WHEN {i} THEN '{l}'")).collect::<Vec<_>>().join(" ");
+    let lessons = LESSONS
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("WHEN {i} THEN '{l}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let levels = LEVELS
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("WHEN {i} THEN '{l}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
     format!(
         "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {rows})
          INSERT INTO loggingtable (user_agent, date_log, time_log, lesson, lesson_level, question, answer, event_id, client_time, received_at, learner_id)
@@ -59,7 +76,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Resident memory of this process (the insights service runs in it), in MiB.
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0.0);
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
     kib / 1024.0
 }
 
@@ -67,7 +88,12 @@ async fn time_route(url: &str, path: &str) -> (Duration, Duration) {
     let http = reqwest::Client::new();
     let get = || async {
         let start = Instant::now();
-        let res = http.get(format!("{url}{path}")).bearer_auth(TOKEN).send().await.unwrap();
+        let res = http
+            .get(format!("{url}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200, "{path}");
         if path.starts_with("/?") || path == "/" {
             assert_eq!(res.headers()["x-overview-from"], "memory", "{path}: from memory");
@@ -93,7 +119,13 @@ async fn measure(name: &str, target: &str) {
     let rss_before = rss_mib();
     let start = Instant::now();
     let state = AppState::new(source.clone(), TOKEN).unwrap();
-    assert!(state.overviews().wait_until_ready(Table::Production, Duration::from_secs(600)).await, "overview built");
+    assert!(
+        state
+            .overviews()
+            .wait_until_ready(Table::Production, Duration::from_secs(600))
+            .await,
+        "overview built"
+    );
     let build = start.elapsed();
     let rss_after = rss_mib();
     let app = router(state.clone());
@@ -101,11 +133,16 @@ async fn measure(name: &str, target: &str) {
     let (o50, o95) = time_route(&url, "/").await;
     let (r50, r95) = time_route(&url, "/?since=2026-11-10&until=2026-11-20").await;
     let (q50, q95) = time_route(&url, "/question?lesson=gateway&level=gateway&question=1A").await;
-    let (qr50, qr95) =
-        time_route(&url, "/question?lesson=gateway&level=gateway&question=1A&since=2026-11-10&until=2026-11-20").await;
+    let (qr50, qr95) = time_route(
+        &url,
+        "/question?lesson=gateway&level=gateway&question=1A&since=2026-11-10&until=2026-11-20",
+    )
+    .await;
     let (qs50, qs95) = time_route(&url, "/question?lesson=gateway&level=gateway&question=1A&q=free").await;
     let start = Instant::now();
-    let n = export(&source, &Filter::default(), Format::Csv, std::io::sink(), false).await.unwrap();
+    let n = export(&source, &Filter::default(), Format::Csv, std::io::sink(), false)
+        .await
+        .unwrap();
     let export_time = start.elapsed();
     server.abort();
     drop(state);
@@ -130,7 +167,10 @@ async fn measure(name: &str, target: &str) {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt().with_env_filter("warn,sqlx::query=error").with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter("warn,sqlx::query=error")
+        .with_writer(std::io::stderr)
+        .init();
     let rows: u64 = std::env::args().nth(1).map(|a| a.parse().unwrap()).unwrap_or(1_000_000);
     let pg = testkit::PgCluster::start().expect("PostgreSQL");
     let (name, admin_url) = pg.fresh_database("readbench");
@@ -139,17 +179,24 @@ async fn main() {
     pg.create_login_role(&writer, "w");
     pg.create_login_role(&reader, "r");
     hourofci_collector::migrate::run(&admin_url, &writer).await.unwrap();
-    hourofci_collector::migrate::grant_reader(&admin_url, &reader, &writer).await.unwrap();
+    hourofci_collector::migrate::grant_reader(&admin_url, &reader, &writer)
+        .await
+        .unwrap();
     let start = Instant::now();
     pg.psql(&name, &fill_sql_pg(rows));
     pg.psql(&name, "VACUUM ANALYZE loggingtable");
-    let indexes = pg.psql(&name, "SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'loggingtable'");
+    let indexes = pg.psql(
+        &name,
+        "SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'loggingtable'",
+    );
     eprintln!("PostgreSQL indexes on loggingtable: {}", indexes.trim());
     eprintln!("PostgreSQL: {rows} rows in {:.1} s", start.elapsed().as_secs_f64());
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bench.db");
-    let store = hourofci_collector::store::SqliteStore::open(&file, Duration::from_secs(30)).await.unwrap();
+    let store = hourofci_collector::store::SqliteStore::open(&file, Duration::from_secs(30))
+        .await
+        .unwrap();
     let start = Instant::now();
     sqlx::query(&fill_sql_sqlite(rows)).execute(store.pool()).await.unwrap();
     sqlx::query("ANALYZE").execute(store.pool()).await.unwrap();

@@ -125,7 +125,9 @@ pub struct PruneArgs {
 }
 
 fn target(database: &DatabaseArgs) -> anyhow::Result<String> {
-    database.resolve()?.ok_or_else(|| anyhow::anyhow!("give --database-url (a postgres:// URL or the SQLite file) or --database-url-file"))
+    database.resolve()?.ok_or_else(|| {
+        anyhow::anyhow!("give --database-url (a postgres:// URL or the SQLite file) or --database-url-file")
+    })
 }
 
 fn private_file(path: &PathBuf) -> anyhow::Result<std::fs::File> {
@@ -165,7 +167,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(path) => Box::new(private_file(path)?),
                 None => Box::new(std::io::stdout().lock()),
             };
-            let n = export::export(&source, &filter, args.format, std::io::BufWriter::with_capacity(1 << 16, out), progress).await?;
+            let n = export::export(
+                &source,
+                &filter,
+                args.format,
+                std::io::BufWriter::with_capacity(1 << 16, out),
+                progress,
+            )
+            .await?;
             if progress || args.output.is_some() {
                 eprintln!("exported {n} rows");
             }

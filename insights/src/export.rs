@@ -38,17 +38,27 @@ pub fn fields(row: &AnswerRow) -> [Option<String>; 12] {
 
 /// A CSV writer as every export uses it (RFC 4180).
 pub fn csv_writer<W: Write>(out: W) -> csv::Writer<W> {
-    csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out)
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(out)
 }
 
 /// Write the matching rows to `out`; returns how many. `progress` shows a bar on
 /// standard error (the caller decides: only on a terminal).
-pub async fn export(source: &Source, filter: &Filter, format: Format, out: impl Write, progress: bool) -> anyhow::Result<u64> {
+pub async fn export(
+    source: &Source,
+    filter: &Filter,
+    format: Format,
+    out: impl Write,
+    progress: bool,
+) -> anyhow::Result<u64> {
     let mut tx = source.read().await?;
     let bar = if progress {
         let total = tx.count(filter).await?;
         let bar = ProgressBar::new(u64::try_from(total).unwrap_or(0));
-        bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} rows {elapsed} (eta {eta})")?);
+        bar.set_style(ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} rows {elapsed} (eta {eta})",
+        )?);
         bar
     } else {
         ProgressBar::hidden()

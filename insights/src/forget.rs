@@ -60,7 +60,12 @@ impl Kind {
 }
 
 /// SQLite has no triggers per statement: note the deletion ourselves, in its transaction.
-async fn note_deletion_sqlite(tx: &mut Transaction<'static, Sqlite>, table: &str, kind: Kind, rows: u64) -> anyhow::Result<()> {
+async fn note_deletion_sqlite(
+    tx: &mut Transaction<'static, Sqlite>,
+    table: &str,
+    kind: Kind,
+    rows: u64,
+) -> anyhow::Result<()> {
     if rows == 0 {
         return Ok(());
     }
@@ -103,7 +108,10 @@ async fn begin_deleting(source: &Source, kind: Kind) -> anyhow::Result<Tx> {
 const TABLES: [&str; 2] = ["loggingtable", "loggingtable_test"];
 
 fn counts(values: [u64; 2]) -> Counts {
-    Counts { production: values[0], test: values[1] }
+    Counts {
+        production: values[0],
+        test: values[1],
+    }
 }
 
 /// The WHERE clause and its one text parameter for `who`.
@@ -124,19 +132,29 @@ pub async fn forget(source: &Source, who: &Who, dry_run: bool) -> anyhow::Result
         found[i] = match &mut tx {
             Tx::Postgres(tx) => {
                 let (cond, value) = learner_condition(who, true);
-                let verb = if dry_run { "SELECT count(*) FROM" } else { "WITH d AS (DELETE FROM" };
+                let verb = if dry_run {
+                    "SELECT count(*) FROM"
+                } else {
+                    "WITH d AS (DELETE FROM"
+                };
                 let sql = if dry_run {
                     format!("{verb} public.{table} WHERE {cond}")
                 } else {
                     format!("{verb} public.{table} WHERE {cond} RETURNING 1) SELECT count(*) FROM d")
                 };
-                sqlx::query_scalar::<_, i64>(&sql).bind(value).fetch_one(&mut **tx).await? as u64
+                sqlx::query_scalar::<_, i64>(&sql)
+                    .bind(value)
+                    .fetch_one(&mut **tx)
+                    .await? as u64
             }
             Tx::Sqlite(tx) => {
                 let (cond, value) = learner_condition(who, false);
                 if dry_run {
                     let sql = format!("SELECT count(*) FROM {table} WHERE {cond}");
-                    sqlx::query_scalar::<_, i64>(&sql).bind(value).fetch_one(&mut **tx).await? as u64
+                    sqlx::query_scalar::<_, i64>(&sql)
+                        .bind(value)
+                        .fetch_one(&mut **tx)
+                        .await? as u64
                 } else {
                     let sql = format!("DELETE FROM {table} WHERE {cond}");
                     let deleted = sqlx::query(&sql).bind(value).execute(&mut **tx).await?.rows_affected();
@@ -154,15 +172,13 @@ pub async fn forget(source: &Source, who: &Who, dry_run: bool) -> anyhow::Result
 pub async fn user_agent_report(source: &Source, user_agent: &str) -> anyhow::Result<UserAgentReport> {
     let legacy = forget(source, &Who::UserAgent(user_agent.to_string()), true).await?;
     let learner_ids: i64 = match source {
-        Source::Postgres(pool) => {
-            sqlx::query_scalar(
-                "SELECT count(DISTINCT learner_id) FROM (SELECT learner_id FROM public.loggingtable WHERE user_agent = $1
+        Source::Postgres(pool) => sqlx::query_scalar(
+            "SELECT count(DISTINCT learner_id) FROM (SELECT learner_id FROM public.loggingtable WHERE user_agent = $1
                  UNION ALL SELECT learner_id FROM public.loggingtable_test WHERE user_agent = $1) s",
-            )
-            .bind(user_agent)
-            .fetch_one(pool)
-            .await?
-        }
+        )
+        .bind(user_agent)
+        .fetch_one(pool)
+        .await?,
         Source::Sqlite(pool, _) => {
             sqlx::query_scalar(
                 "SELECT count(DISTINCT learner_id) FROM (SELECT learner_id FROM loggingtable WHERE user_agent = ?1
@@ -173,7 +189,10 @@ pub async fn user_agent_report(source: &Source, user_agent: &str) -> anyhow::Res
             .await?
         }
     };
-    Ok(UserAgentReport { legacy_rows: legacy, learner_ids: learner_ids as u64 })
+    Ok(UserAgentReport {
+        legacy_rows: legacy,
+        learner_ids: learner_ids as u64,
+    })
 }
 
 /// Count (and unless `dry_run`, delete) test rows received before `before`.
@@ -186,7 +205,10 @@ pub async fn prune_test(source: &Source, before: DateTime<Utc>, dry_run: bool) -
             } else {
                 "WITH d AS (DELETE FROM public.loggingtable_test WHERE received_at < $1 RETURNING 1) SELECT count(*) FROM d"
             };
-            sqlx::query_scalar::<_, i64>(sql).bind(before).fetch_one(&mut **tx).await? as u64
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(before)
+                .fetch_one(&mut **tx)
+                .await? as u64
         }
         Tx::Sqlite(tx) => {
             if dry_run {

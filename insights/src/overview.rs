@@ -614,7 +614,11 @@ impl Aggregate {
         let (lo, hi) = (since.unwrap_or(i32::MIN), until.unwrap_or(i32::MAX));
         let inside = |day: i32| day >= lo && day < hi;
         let (total, charted, counts) = if since.is_none() && until.is_none() {
-            (q.answers, q.answers - q.interactions, std::borrow::Cow::Borrowed(&labels.counts))
+            (
+                q.answers,
+                q.answers - q.interactions,
+                std::borrow::Cow::Borrowed(&labels.counts),
+            )
         } else {
             let (mut total, mut charted, mut counts) = (0, 0, vec![0i64; labels.counts.len()]);
             for &(_, label) in q.rows.iter().filter(|(day, _)| inside(*day)) {
@@ -628,7 +632,9 @@ impl Aggregate {
         };
         // `ORDER BY count DESC, label` (bytes, NULL first), `LIMIT top`.
         let order = |a: &usize, b: &usize| {
-            counts[*b].cmp(&counts[*a]).then_with(|| labels.names[*a].cmp(&labels.names[*b]))
+            counts[*b]
+                .cmp(&counts[*a])
+                .then_with(|| labels.names[*a].cmp(&labels.names[*b]))
         };
         let mut ranked: Vec<usize> = (0..counts.len()).filter(|&i| counts[i] > 0).collect();
         if ranked.len() > top && top > 0 {
@@ -657,7 +663,10 @@ impl Aggregate {
         Some(QuestionPage {
             total,
             charted,
-            top: ranked.into_iter().map(|i| (labels.names[i].as_deref().map(str::to_string), counts[i])).collect(),
+            top: ranked
+                .into_iter()
+                .map(|i| (labels.names[i].as_deref().map(str::to_string), counts[i]))
+                .collect(),
             days,
             list,
         })
@@ -953,10 +962,16 @@ impl Overviews {
             match aggregate.refresh(&self.source).await {
                 Ok(Refreshed::Current) => return Some(answer(aggregate)),
                 Ok(Refreshed::Stale) => {
-                    tracing::info!(table = table_name(table), "rows were deleted or changed: rebuilding the overview");
+                    tracing::info!(
+                        table = table_name(table),
+                        "rows were deleted or changed: rebuilding the overview"
+                    );
                 }
                 Err(e) => {
-                    tracing::warn!(table = table_name(table), "overview refresh failed (SQL answers; rebuilding): {e:#}");
+                    tracing::warn!(
+                        table = table_name(table),
+                        "overview refresh failed (SQL answers; rebuilding): {e:#}"
+                    );
                     slot.too_large = e.is::<TooLarge>();
                 }
             }
@@ -970,7 +985,10 @@ impl Overviews {
     /// and search are ignored), up to date with the database, and which computed it.
     pub async fn rows(&self, filter: &Filter) -> anyhow::Result<(Vec<OverviewRow>, AnsweredBy)> {
         if let Some(days) = whole_days(filter) {
-            if let Some(rows) = self.answer_from_memory(filter.table(), |a| a.rows(days.0, days.1)).await {
+            if let Some(rows) = self
+                .answer_from_memory(filter.table(), |a| a.rows(days.0, days.1))
+                .await
+            {
                 return Ok((rows, AnsweredBy::Memory));
             }
         }
@@ -990,7 +1008,9 @@ impl Overviews {
         }
         let days = whole_days(filter)?;
         let key = (Some(lesson.clone()), Some(level.clone()), Some(question.clone()));
-        self.answer_from_memory(filter.table(), |a| a.question(&key, days, before, top, list)).await.flatten()
+        self.answer_from_memory(filter.table(), |a| a.question(&key, days, before, top, list))
+            .await
+            .flatten()
     }
 }
 
@@ -1052,10 +1072,21 @@ mod tests {
         assert_eq!(page(&a, "many"), None, "beyond the cap: SQL");
         let few = page(&a, "few").unwrap();
         let with = |k: usize| (0..MAX_LABELS_PER_QUESTION).filter(|i| i % 3 == k).count() as i64;
-        assert_eq!(few.top, [(Some("answer 0".into()), with(0)), (Some("answer 1".into()), with(1))]);
+        assert_eq!(
+            few.top,
+            [(Some("answer 0".into()), with(0)), (Some("answer 1".into()), with(1))]
+        );
         assert_eq!(few.list.len(), 3);
-        assert_eq!(a.label_bytes, 3 * "answer 0".len(), "the dropped answers' text is released");
-        assert_eq!(a.questions.iter().map(|q| q.answers).sum::<i64>(), 2 * MAX_LABELS_PER_QUESTION as i64 + 1, "still counted");
+        assert_eq!(
+            a.label_bytes,
+            3 * "answer 0".len(),
+            "the dropped answers' text is released"
+        );
+        assert_eq!(
+            a.questions.iter().map(|q| q.answers).sum::<i64>(),
+            2 * MAX_LABELS_PER_QUESTION as i64 + 1,
+            "still counted"
+        );
     }
 
     #[test]

@@ -24,8 +24,8 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-pub use crate::overview::{AnsweredBy, OverviewRow};
 use crate::overview::Overviews;
+pub use crate::overview::{AnsweredBy, OverviewRow};
 use crate::source::{self, AnswerRow, Filter, Order, ReadTx, Source, Table};
 
 /// How long a login lasts.
@@ -86,8 +86,13 @@ struct TooManyAttempts(Duration);
 impl IntoResponse for TooManyAttempts {
     fn into_response(self) -> Response {
         let seconds = self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0);
-        let mut res = (StatusCode::TOO_MANY_REQUESTS, login_page(Some("Too many wrong tokens: wait, then try again."))).into_response();
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        let mut res = (
+            StatusCode::TOO_MANY_REQUESTS,
+            login_page(Some("Too many wrong tokens: wait, then try again.")),
+        )
+            .into_response();
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         res
     }
 }
@@ -110,7 +115,11 @@ impl LoginGuard {
     fn must_wait(&self, client: IpAddr) -> Result<(), TooManyAttempts> {
         let now = Instant::now();
         let refused = self.refused_until.lock().expect("refused_until");
-        let wait = [None, Some(client)].iter().filter_map(|k| refused.get(k)).filter(|until| **until > now).max();
+        let wait = [None, Some(client)]
+            .iter()
+            .filter_map(|k| refused.get(k))
+            .filter(|until| **until > now)
+            .max();
         match wait {
             Some(until) => Err(TooManyAttempts(*until - now)),
             None => Ok(()),
@@ -125,7 +134,11 @@ impl LoginGuard {
         let clock = DefaultClock::default();
         let refusal = match self.per_client.check_key(&client) {
             Err(not_until) => Some((Some(client), not_until.wait_time_from(clock.now()))),
-            Ok(()) => self.global.check().err().map(|not_until| (None, not_until.wait_time_from(clock.now()))),
+            Ok(()) => self
+                .global
+                .check()
+                .err()
+                .map(|not_until| (None, not_until.wait_time_from(clock.now()))),
         };
         let Some((key, wait)) = refusal else { return Ok(()) };
         let now = Instant::now();
@@ -134,7 +147,11 @@ impl LoginGuard {
             refused.retain(|_, until| *until > now);
             self.per_client.retain_recent();
         }
-        let key = if refused.len() >= MAX_BLOCKED_CLIENTS { None } else { key };
+        let key = if refused.len() >= MAX_BLOCKED_CLIENTS {
+            None
+        } else {
+            key
+        };
         let until = refused.entry(key).or_insert(now);
         *until = (*until).max(now + wait);
         tracing::warn!(client = %client, "too many wrong insights tokens: refusing sign-ins for {:.0} s", wait.as_secs_f64().ceil());
@@ -145,7 +162,11 @@ impl LoginGuard {
 /// The client's address (from `into_make_service_with_connect_info`; without it every
 /// client shares one allowance), as [`client_key`].
 fn client_ip(req: &Request) -> IpAddr {
-    client_key(req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()))
+    client_key(
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
+    )
 }
 
 /// A client: its IPv4 address, or its IPv6 /64 (one host may use a whole /64).
@@ -179,7 +200,10 @@ impl AppState {
 
     pub fn with_login_limits(source: Source, token: &str, limits: LoginLimits) -> anyhow::Result<Self> {
         let token = token.trim();
-        anyhow::ensure!(token.len() >= 16, "the token must be at least 16 characters (e.g. `openssl rand -hex 32`)");
+        anyhow::ensure!(
+            token.len() >= 16,
+            "the token must be at least 16 characters (e.g. `openssl rand -hex 32`)"
+        );
         let overviews = Overviews::new(source.clone());
         overviews.start();
         Ok(AppState(Arc::new(Inner {
@@ -211,7 +235,9 @@ impl AppState {
     fn session_valid(&self, given: &str) -> bool {
         let sessions = self.0.sessions.lock().expect("sessions");
         // Look at every session, so the time taken does not say which one (nearly) matched.
-        sessions.iter().fold(false, |found, (id, t)| found | (bool::from(id.as_bytes().ct_eq(given.as_bytes())) && t.elapsed() < SESSION_LIFETIME))
+        sessions.iter().fold(false, |found, (id, t)| {
+            found | (bool::from(id.as_bytes().ct_eq(given.as_bytes())) && t.elapsed() < SESSION_LIFETIME)
+        })
     }
 }
 
@@ -225,7 +251,12 @@ pub fn router(state: AppState) -> Router {
         .route("/question", get(question))
         .route("/question.csv", get(question_csv))
         .route("/api/answers", get(api_answers))
-        .fallback(|| async { (StatusCode::NOT_FOUND, page("Not found", html! { p { "No such page." } })) })
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                page("Not found", html! { p { "No such page." } }),
+            )
+        })
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/login", get(login_form).post(login))
@@ -238,11 +269,14 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(state: AppState, bind: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind).await?;
     eprintln!("insights on http://{}/", listener.local_addr()?);
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }
 
@@ -260,10 +294,15 @@ async fn security_headers(req: Request, next: Next) -> Response {
 }
 
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name).then_some(v)
-    })
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
 }
 
 /// 401 and the login form (which shows no data) unless the request carries the token.
@@ -293,7 +332,8 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         }
     }
     let mut res = (StatusCode::UNAUTHORIZED, login_page(None)).into_response();
-    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     res
 }
 
@@ -322,9 +362,15 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
         return (StatusCode::UNAUTHORIZED, login_page(Some("That token is not right."))).into_response();
     }
     let session = state.new_session();
-    let cookie = format!("{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_LIFETIME.as_secs());
+    let cookie = format!(
+        "{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_LIFETIME.as_secs()
+    );
     let mut res = Redirect::to("/").into_response();
-    res.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie is ASCII"));
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("cookie is ASCII"),
+    );
     res
 }
 
@@ -384,7 +430,11 @@ struct BadRequest(String);
 
 impl IntoResponse for BadRequest {
     fn into_response(self) -> Response {
-        (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": "bad_request", "rule": self.0}))).into_response()
+        (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": "bad_request", "rule": self.0})),
+        )
+            .into_response()
     }
 }
 
@@ -394,7 +444,11 @@ struct Unavailable(anyhow::Error);
 impl IntoResponse for Unavailable {
     fn into_response(self) -> Response {
         tracing::warn!("insights query failed: {:#}", self.0);
-        (StatusCode::SERVICE_UNAVAILABLE, "the database did not answer; try again").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database did not answer; try again",
+        )
+            .into_response()
     }
 }
 
@@ -431,9 +485,20 @@ fn empty_none(v: &Option<String>) -> Option<String> {
 impl Params {
     fn filter(&self) -> Result<Filter, Failure> {
         let bad = |e: String| Failure::Bad(BadRequest(e));
-        let instant = |v: &Option<String>| empty_none(v).map(|s| source::parse_instant(&s)).transpose().map_err(bad);
+        let instant = |v: &Option<String>| {
+            empty_none(v)
+                .map(|s| source::parse_instant(&s))
+                .transpose()
+                .map_err(bad)
+        };
         Ok(Filter {
-            table: Some(empty_none(&self.table).map(|t| source::parse_table(&t)).transpose().map_err(bad)?.unwrap_or(Table::Production)),
+            table: Some(
+                empty_none(&self.table)
+                    .map(|t| source::parse_table(&t))
+                    .transpose()
+                    .map_err(bad)?
+                    .unwrap_or(Table::Production),
+            ),
             lesson: empty_none(&self.lesson),
             level: empty_none(&self.level),
             question: empty_none(&self.question),
@@ -474,12 +539,22 @@ impl Params {
 }
 
 fn url_encode_pairs(pairs: &[(&str, String)]) -> String {
-    pairs.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn encode(v: &str) -> String {
     v.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -512,7 +587,13 @@ fn filter_form(params: &Params, path: &str, hidden: &[(&str, &Option<String>)]) 
 }
 
 async fn overview(State(state): State<AppState>, Query(params): Query<Params>) -> Result<Response, Failure> {
-    let filter = Filter { lesson: None, level: None, question: None, search: None, ..params.filter()? };
+    let filter = Filter {
+        lesson: None,
+        level: None,
+        question: None,
+        search: None,
+        ..params.filter()?
+    };
     let (rows, by) = overview_rows(&state, &filter).await?;
     Ok((answered_by(by), page(
         "Answers per question",
@@ -555,10 +636,24 @@ fn csv_response(name: &str, body: Vec<u8>) -> Response {
 }
 
 async fn overview_csv(State(state): State<AppState>, Query(params): Query<Params>) -> Result<Response, Failure> {
-    let filter = Filter { lesson: None, level: None, question: None, search: None, ..params.filter()? };
+    let filter = Filter {
+        lesson: None,
+        level: None,
+        question: None,
+        search: None,
+        ..params.filter()?
+    };
     let (rows, by) = overview_rows(&state, &filter).await?;
     let mut w = crate::export::csv_writer(Vec::new());
-    w.write_record(["lesson", "level", "question", "answers", "learners", "user_agents_without_learner_id", "last_answer_utc"])?;
+    w.write_record([
+        "lesson",
+        "level",
+        "question",
+        "answers",
+        "learners",
+        "user_agents_without_learner_id",
+        "last_answer_utc",
+    ])?;
     for r in rows {
         w.write_record([
             r.lesson.unwrap_or_default(),
@@ -570,7 +665,11 @@ async fn overview_csv(State(state): State<AppState>, Query(params): Query<Params
             r.last.unwrap_or_default(),
         ])?;
     }
-    Ok((answered_by(by), csv_response("overview.csv", w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)).into_response())
+    Ok((
+        answered_by(by),
+        csv_response("overview.csv", w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?),
+    )
+        .into_response())
 }
 
 #[derive(sqlx::FromRow)]
@@ -635,7 +734,11 @@ fn bar_chart(bars: &[(String, i64)]) -> Markup {
 fn timeline(days: &[Counted]) -> Markup {
     let max = days.iter().map(|d| d.n).max().unwrap_or(1).max(1);
     let (w, h) = (640i64, 160i64);
-    let step = if days.is_empty() { w } else { (w / days.len() as i64).max(2) };
+    let step = if days.is_empty() {
+        w
+    } else {
+        (w / days.len() as i64).max(2)
+    };
     html! {
         svg id="timeline" xmlns="http://www.w3.org/2000/svg" width=(w + 20) height=(h + 40) role="img" aria-label="Answers per day" {
             @for (i, d) in days.iter().enumerate() {
@@ -668,8 +771,17 @@ struct QuestionNumbers {
 /// primary key (with a search term, by SQL: newest first, until a page of matches). `None`
 /// when memory cannot answer (a bound inside a day, no question named, aggregate not
 /// built, or too many distinct answers kept for the question).
-async fn question_from_memory(state: &AppState, filter: &Filter, before: i64) -> anyhow::Result<Option<QuestionNumbers>> {
-    let Some(page) = state.0.overviews.question(filter, before, TOP_ANSWERS, LIST_PAGE as usize).await else {
+async fn question_from_memory(
+    state: &AppState,
+    filter: &Filter,
+    before: i64,
+) -> anyhow::Result<Option<QuestionNumbers>> {
+    let Some(page) = state
+        .0
+        .overviews
+        .question(filter, before, TOP_ANSWERS, LIST_PAGE as usize)
+        .await
+    else {
         return Ok(None);
     };
     let mut tx = state.0.source.read().await?;
@@ -678,14 +790,26 @@ async fn question_from_memory(state: &AppState, filter: &Filter, before: i64) ->
         let older = list.last().map(|r| r.id).filter(|_| list.len() as i64 == LIST_PAGE);
         (list, older)
     } else {
-        let older = page.list.last().copied().filter(|_| page.list.len() as i64 == LIST_PAGE);
+        let older = page
+            .list
+            .last()
+            .copied()
+            .filter(|_| page.list.len() as i64 == LIST_PAGE);
         (tx.rows_by_ids(filter.table(), &page.list).await?, older)
     };
     Ok(Some(QuestionNumbers {
         total: page.total,
         charted: page.charted,
-        bars: page.top.into_iter().map(|(label, n)| (label.unwrap_or_default(), n)).collect(),
-        days: page.days.into_iter().map(|(label, n)| Counted { label: Some(label), n }).collect(),
+        bars: page
+            .top
+            .into_iter()
+            .map(|(label, n)| (label.unwrap_or_default(), n))
+            .collect(),
+        days: page
+            .days
+            .into_iter()
+            .map(|(label, n)| Counted { label: Some(label), n })
+            .collect(),
         older,
         list,
     }))
@@ -694,8 +818,14 @@ async fn question_from_memory(state: &AppState, filter: &Filter, before: i64) ->
 /// The page by SQL, in one snapshot (so the chart, the totals and the list agree).
 async fn question_from_sql(state: &AppState, filter: &Filter, before: i64) -> anyhow::Result<QuestionNumbers> {
     let mut tx = state.0.source.read().await?;
-    let whole = Filter { search: None, ..filter.clone() };
-    let charted = Filter { charted_only: true, ..whole.clone() };
+    let whole = Filter {
+        search: None,
+        ..filter.clone()
+    };
+    let charted = Filter {
+        charted_only: true,
+        ..whole.clone()
+    };
     let total = tx.count(&whole).await?;
     let charted_total = tx.count(&charted).await?;
     let top = top_answers(&mut tx, &charted, TOP_ANSWERS).await?;
@@ -718,7 +848,14 @@ async fn question(State(state): State<AppState>, Query(params): Query<Params>) -
         Some(numbers) => (numbers, AnsweredBy::Memory),
         None => (question_from_sql(&state, &filter, before).await?, AnsweredBy::Database),
     };
-    let QuestionNumbers { total, charted: charted_total, mut bars, days, list, older } = numbers;
+    let QuestionNumbers {
+        total,
+        charted: charted_total,
+        mut bars,
+        days,
+        list,
+        older,
+    } = numbers;
     let other = charted_total - bars.iter().map(|(_, n)| n).sum::<i64>();
     if other > 0 {
         bars.push(("(other answers)".to_string(), other));
@@ -729,7 +866,11 @@ async fn question(State(state): State<AppState>, Query(params): Query<Params>) -
         filter.level.as_deref().unwrap_or("any level"),
         filter.question.as_deref().unwrap_or("any question")
     );
-    let hidden = [("lesson", &params.lesson), ("level", &params.level), ("question", &params.question)];
+    let hidden = [
+        ("lesson", &params.lesson),
+        ("level", &params.level),
+        ("question", &params.question),
+    ];
     Ok(([(HeaderName::from_static("x-question-from"), by.as_str())], page(
         &title,
         html! {
@@ -779,15 +920,27 @@ async fn question_csv(State(state): State<AppState>, Query(params): Query<Params
 
 /// `GET /api/answers`: rows in id order after `cursor`, and the link to the next page
 /// (`more`, empty at the end), like an xAPI LRS.
-async fn api_answers(State(state): State<AppState>, Query(params): Query<Params>) -> Result<Json<serde_json::Value>, Failure> {
+async fn api_answers(
+    State(state): State<AppState>,
+    Query(params): Query<Params>,
+) -> Result<Json<serde_json::Value>, Failure> {
     let filter = params.filter()?;
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
-    let rows: Vec<AnswerRow> =
-        state.0.source.read().await?.page(&filter, Some((params.cursor.unwrap_or(0), Order::Ascending)), limit).await?;
+    let rows: Vec<AnswerRow> = state
+        .0
+        .source
+        .read()
+        .await?
+        .page(&filter, Some((params.cursor.unwrap_or(0), Order::Ascending)), limit)
+        .await?;
     let more = match rows.last() {
-        Some(last) if rows.len() as i64 == limit => {
-            params.link("/api/answers", &[("cursor", Some(last.id.to_string())), ("limit", Some(limit.to_string()))])
-        }
+        Some(last) if rows.len() as i64 == limit => params.link(
+            "/api/answers",
+            &[
+                ("cursor", Some(last.id.to_string())),
+                ("limit", Some(limit.to_string())),
+            ],
+        ),
         _ => String::new(),
     };
     Ok(Json(serde_json::json!({ "answers": rows, "more": more })))

@@ -58,7 +58,11 @@ pub fn is_postgres(target: &str) -> bool {
 
 fn sqlite_path(target: &str) -> anyhow::Result<PathBuf> {
     let path = PathBuf::from(target.strip_prefix("sqlite://").unwrap_or(target));
-    anyhow::ensure!(path.is_file(), "there is no SQLite file at {} (or give a postgres:// URL)", path.display());
+    anyhow::ensure!(
+        path.is_file(),
+        "there is no SQLite file at {} (or give a postgres:// URL)",
+        path.display()
+    );
     Ok(path)
 }
 
@@ -76,7 +80,10 @@ impl Source {
             .create_if_missing(false)
             .pragma("query_only", "ON")
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(pool_size.max(1)).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .connect_with(options)
+            .await?;
         let has_learner: i64 =
             sqlx::query_scalar("SELECT count(*) FROM pragma_table_info('loggingtable') WHERE name = 'learner_id'")
                 .fetch_one(&pool)
@@ -102,7 +109,13 @@ impl Source {
             .max_connections(pool_size.max(1))
             .connect_with(options)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to {}: {}", redact_url(url), e.to_string().replace(url, &redact_url(url))))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot connect to {}: {}",
+                    redact_url(url),
+                    e.to_string().replace(url, &redact_url(url))
+                )
+            })?;
         Ok(Source::Postgres(pool))
     }
 
@@ -111,7 +124,9 @@ impl Source {
         Ok(match self {
             Source::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
                 ReadTx::Postgres(tx)
             }
             Source::Sqlite(pool, has_learner) => ReadTx::Sqlite(pool.begin().await?, *has_learner),
@@ -179,8 +194,18 @@ pub struct AnswerRow {
 
 /// The column names, in export order.
 pub const COLUMNS: &[&str] = &[
-    "id", "received_at", "client_time", "date_log", "time_log", "event_id", "learner_id", "user_agent", "lesson",
-    "lesson_level", "question", "answer",
+    "id",
+    "received_at",
+    "client_time",
+    "date_log",
+    "time_log",
+    "event_id",
+    "learner_id",
+    "user_agent",
+    "lesson",
+    "lesson_level",
+    "question",
+    "answer",
 ];
 
 /// Paging direction by id.
@@ -211,11 +236,18 @@ pub(crate) fn conditions(filter: &Filter, postgres: bool, cursor: Option<(i64, O
     let mut params = Vec::new();
     let mut push = |clause: &str, p: Param| {
         params.push(p);
-        let mark = if postgres { format!("${}", params.len()) } else { format!("?{}", params.len()) };
+        let mark = if postgres {
+            format!("${}", params.len())
+        } else {
+            format!("?{}", params.len())
+        };
         sql.push(clause.replace('#', &mark));
     };
     if let Some((id, order)) = cursor {
-        push(if order == Order::Ascending { "id > #" } else { "id < #" }, Param::Int(id));
+        push(
+            if order == Order::Ascending { "id > #" } else { "id < #" },
+            Param::Int(id),
+        );
     }
     if let Some(v) = &filter.lesson {
         push("lesson = #", Param::Text(v.clone()));
@@ -228,21 +260,40 @@ pub(crate) fn conditions(filter: &Filter, postgres: bool, cursor: Option<(i64, O
     }
     for (bound, clause) in [(filter.since, "received_at >= #"), (filter.until, "received_at < #")] {
         if let Some(t) = bound {
-            push(clause, if postgres { Param::Instant(t) } else { Param::Text(sqlite_instant(t)) });
+            push(
+                clause,
+                if postgres {
+                    Param::Instant(t)
+                } else {
+                    Param::Text(sqlite_instant(t))
+                },
+            );
         }
     }
     if let Some(s) = &filter.search {
         // strpos/instr: no LIKE wildcards to escape.
-        push(if postgres { "strpos(answer, #) > 0" } else { "instr(answer, #) > 0" }, Param::Text(s.clone()));
+        push(
+            if postgres {
+                "strpos(answer, #) > 0"
+            } else {
+                "instr(answer, #) > 0"
+            },
+            Param::Text(s.clone()),
+        );
     }
     if filter.charted_only {
         sql.push("(answer IS NULL OR substr(answer, 1, 1) <> '{')".to_string());
     }
-    let text = if sql.is_empty() { String::new() } else { format!("WHERE {}", sql.join(" AND ")) };
+    let text = if sql.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", sql.join(" AND "))
+    };
     (text, params)
 }
 
-const PG_COLUMNS: &str = "id, to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS received_at,
+const PG_COLUMNS: &str =
+    "id, to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS received_at,
     to_char(client_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS client_time,
     date_log::text AS date_log, time_log::text AS time_log, event_id::text AS event_id, learner_id::text AS learner_id,
     user_agent, lesson::text AS lesson, lesson_level::text AS lesson_level, question::text AS question, answer";
@@ -284,20 +335,33 @@ macro_rules! bind_all_sqlite {
 
 impl ReadTx {
     /// Up to `limit` rows after (or before) `cursor`, in id order.
-    pub async fn page(&mut self, filter: &Filter, cursor: Option<(i64, Order)>, limit: i64) -> anyhow::Result<Vec<AnswerRow>> {
+    pub async fn page(
+        &mut self,
+        filter: &Filter,
+        cursor: Option<(i64, Order)>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<AnswerRow>> {
         let order = cursor.map_or(Order::Ascending, |(_, o)| o);
         let direction = if order == Order::Ascending { "ASC" } else { "DESC" };
         let table = table_name(filter.table());
         Ok(match self {
             ReadTx::Postgres(tx) => {
                 let (cond, params) = conditions(filter, true, cursor);
-                let sql = format!("SELECT {PG_COLUMNS} FROM public.{table} {cond} ORDER BY id {direction} LIMIT {limit}");
-                bind_all!(sqlx::query_as::<_, AnswerRow>(&sql), params).fetch_all(&mut **tx).await?
+                let sql =
+                    format!("SELECT {PG_COLUMNS} FROM public.{table} {cond} ORDER BY id {direction} LIMIT {limit}");
+                bind_all!(sqlx::query_as::<_, AnswerRow>(&sql), params)
+                    .fetch_all(&mut **tx)
+                    .await?
             }
             ReadTx::Sqlite(tx, has_learner) => {
                 let (cond, params) = conditions(filter, false, cursor);
-                let sql = format!("SELECT {} FROM {table} {cond} ORDER BY id {direction} LIMIT {limit}", sqlite_columns(*has_learner));
-                bind_all_sqlite!(sqlx::query_as::<_, AnswerRow>(&sql), params).fetch_all(&mut **tx).await?
+                let sql = format!(
+                    "SELECT {} FROM {table} {cond} ORDER BY id {direction} LIMIT {limit}",
+                    sqlite_columns(*has_learner)
+                );
+                bind_all_sqlite!(sqlx::query_as::<_, AnswerRow>(&sql), params)
+                    .fetch_all(&mut **tx)
+                    .await?
             }
         })
     }
@@ -309,7 +373,10 @@ impl ReadTx {
         Ok(match self {
             ReadTx::Postgres(tx) => {
                 let sql = format!("SELECT {PG_COLUMNS} FROM public.{table} WHERE id = ANY($1) ORDER BY id DESC");
-                sqlx::query_as::<_, AnswerRow>(&sql).bind(ids).fetch_all(&mut **tx).await?
+                sqlx::query_as::<_, AnswerRow>(&sql)
+                    .bind(ids)
+                    .fetch_all(&mut **tx)
+                    .await?
             }
             ReadTx::Sqlite(tx, has_learner) => {
                 let sql = format!(
@@ -317,7 +384,10 @@ impl ReadTx {
                     sqlite_columns(*has_learner)
                 );
                 let ids = serde_json::to_string(ids)?;
-                sqlx::query_as::<_, AnswerRow>(&sql).bind(ids).fetch_all(&mut **tx).await?
+                sqlx::query_as::<_, AnswerRow>(&sql)
+                    .bind(ids)
+                    .fetch_all(&mut **tx)
+                    .await?
             }
         })
     }
@@ -326,20 +396,33 @@ impl ReadTx {
     /// the filter's table and conditions; one text per store (their functions differ).
     pub async fn rows<T>(&mut self, filter: &Filter, pg_sql: &str, sqlite_sql: &str) -> anyhow::Result<Vec<T>>
     where
-        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
     {
         let table = table_name(filter.table());
         Ok(match self {
             ReadTx::Postgres(tx) => {
                 let (cond, params) = conditions(filter, true, None);
-                let sql = pg_sql.replace("{table}", &format!("public.{table}")).replace("{where}", &cond);
-                bind_all!(sqlx::query_as::<_, T>(&sql), params).fetch_all(&mut **tx).await?
+                let sql = pg_sql
+                    .replace("{table}", &format!("public.{table}"))
+                    .replace("{where}", &cond);
+                bind_all!(sqlx::query_as::<_, T>(&sql), params)
+                    .fetch_all(&mut **tx)
+                    .await?
             }
             ReadTx::Sqlite(tx, has_learner) => {
                 let (cond, params) = conditions(filter, false, None);
-                let from = if *has_learner { table.to_string() } else { format!("(SELECT *, NULL AS learner_id FROM {table})") };
+                let from = if *has_learner {
+                    table.to_string()
+                } else {
+                    format!("(SELECT *, NULL AS learner_id FROM {table})")
+                };
                 let sql = sqlite_sql.replace("{table}", &from).replace("{where}", &cond);
-                bind_all_sqlite!(sqlx::query_as::<_, T>(&sql), params).fetch_all(&mut **tx).await?
+                bind_all_sqlite!(sqlx::query_as::<_, T>(&sql), params)
+                    .fetch_all(&mut **tx)
+                    .await?
             }
         })
     }
@@ -351,12 +434,16 @@ impl ReadTx {
             ReadTx::Postgres(tx) => {
                 let (cond, params) = conditions(filter, true, None);
                 let sql = format!("SELECT count(*) FROM public.{table} {cond}");
-                bind_all!(sqlx::query_scalar::<_, i64>(&sql), params).fetch_one(&mut **tx).await?
+                bind_all!(sqlx::query_scalar::<_, i64>(&sql), params)
+                    .fetch_one(&mut **tx)
+                    .await?
             }
             ReadTx::Sqlite(tx, _) => {
                 let (cond, params) = conditions(filter, false, None);
                 let sql = format!("SELECT count(*) FROM {table} {cond}");
-                bind_all_sqlite!(sqlx::query_scalar::<_, i64>(&sql), params).fetch_one(&mut **tx).await?
+                bind_all_sqlite!(sqlx::query_scalar::<_, i64>(&sql), params)
+                    .fetch_one(&mut **tx)
+                    .await?
             }
         })
     }

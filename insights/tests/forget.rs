@@ -24,7 +24,9 @@ async fn pg_rows(db: &Db) -> Rows {
 }
 
 async fn sqlite_rows(path: &std::path::Path) -> Rows {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display())).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+        .await
+        .unwrap();
     let rows = sqlx::query_as(
         "SELECT t, answer, learner_id, user_agent FROM (
             SELECT 'production' AS t, id, answer, learner_id, user_agent FROM loggingtable
@@ -80,7 +82,8 @@ where
     let run = insights(&["forget", "--database-url", target, "--user-agent", "shared-ua"]).await;
     assert!(run.ok, "{}", run.stderr);
     assert!(
-        run.stderr.contains("1 production and 1 test rows without learner id; 1 learner id(s) also use this user agent"),
+        run.stderr
+            .contains("1 production and 1 test rows without learner id; 1 learner id(s) also use this user agent"),
         "{}",
         run.stderr
     );
@@ -91,10 +94,21 @@ where
     assert!(run.ok, "{}", run.stderr);
     assert_eq!(run.stdout.trim(), "deleted 1 production and 1 test rows");
     let after_ua = without(&after_alice, |r| r.3 == "shared-ua" && r.2.is_none());
-    assert_eq!(read().await, after_ua, "only the legacy rows of that user agent; bob's rows stay");
+    assert_eq!(
+        read().await,
+        after_ua,
+        "only the legacy rows of that user agent; bob's rows stay"
+    );
     assert!(after_ua.iter().any(|r| r.1 == "bob") && after_ua.iter().any(|r| r.1 == "legacy other"));
 
-    let run = insights(&["forget", "--database-url", target, "--learner", &Uuid::new_v4().to_string()]).await;
+    let run = insights(&[
+        "forget",
+        "--database-url",
+        target,
+        "--learner",
+        &Uuid::new_v4().to_string(),
+    ])
+    .await;
     assert_eq!(run.stdout.trim(), "deleted 0 production and 0 test rows");
     let run = insights(&["forget", "--database-url", target]).await;
     assert!(!run.ok, "a learner or a user agent is required");
@@ -109,10 +123,31 @@ async fn postgres_forget_deletes_exactly_one_learner_and_refuses_the_writer_and_
     for (who, url) in [("writer", &db.writer_url), ("reader", &db.reader_url)] {
         let run = insights(&["forget", "--database-url", url, "--learner", &some_learner]).await;
         assert!(!run.ok, "the {who}'s URL must be refused");
-        assert!(run.stderr.contains("may not delete rows") && run.stderr.contains("admin role's URL"), "{who}: {}", run.stderr);
-        assert!(!run.stderr.contains("-pw"), "no password in the message: {}", run.stderr);
-        let run = insights(&["prune", "--database-url", url, "--table", "test", "--before", "2100-01-01"]).await;
-        assert!(!run.ok && run.stderr.contains("may not delete rows"), "{who}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("may not delete rows") && run.stderr.contains("admin role's URL"),
+            "{who}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("-pw"),
+            "no password in the message: {}",
+            run.stderr
+        );
+        let run = insights(&[
+            "prune",
+            "--database-url",
+            url,
+            "--table",
+            "test",
+            "--before",
+            "2100-01-01",
+        ])
+        .await;
+        assert!(
+            !run.ok && run.stderr.contains("may not delete rows"),
+            "{who}: {}",
+            run.stderr
+        );
     }
     assert_eq!(pg_rows(&db).await, before, "nothing deleted by the refused runs");
     forget_story(&db.admin_url, || pg_rows(&db)).await;
@@ -134,7 +169,13 @@ async fn prune_deletes_only_test_rows_received_before_the_date_in_both_stores() 
     let mut events = Vec::new();
     for i in 1..=6 {
         events.push(event(Table::Test, "ua", "1A", &format!("test day {i}"), None));
-        events.push(event(Table::Production, "ua", "1A", &format!("production day {i}"), None));
+        events.push(event(
+            Table::Production,
+            "ua",
+            "1A",
+            &format!("production day {i}"),
+            None,
+        ));
     }
     write_pg(&db, &events).await;
     write_sqlite(&sqlite, &events).await;
@@ -146,7 +187,9 @@ async fn prune_deletes_only_test_rows_received_before_the_date_in_both_stores() 
         .execute(&db.admin)
         .await
         .unwrap();
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", sqlite.display())).await.unwrap();
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", sqlite.display()))
+            .await
+            .unwrap();
         sqlx::query(&format!(
             "UPDATE {table} SET received_at = strftime('%Y-%m-%dT%H:%M:%fZ', '2026-11-01T12:00:00', '+' || (substr(answer, -1) - 1) || ' days')"
         ))
@@ -167,16 +210,52 @@ async fn prune_deletes_only_test_rows_received_before_the_date_in_both_stores() 
                 sqlite_rows(&sqlite).await
             }
         };
-        let run = insights(&["prune", "--database-url", &target, "--table", "test", "--before", "2026-11-04", "--dry-run"]).await;
+        let run = insights(&[
+            "prune",
+            "--database-url",
+            &target,
+            "--table",
+            "test",
+            "--before",
+            "2026-11-04",
+            "--dry-run",
+        ])
+        .await;
         assert!(run.ok, "{}", run.stderr);
-        assert_eq!(run.stdout.trim(), "would delete 3 test rows received before 2026-11-04T00:00:00+00:00");
+        assert_eq!(
+            run.stdout.trim(),
+            "would delete 3 test rows received before 2026-11-04T00:00:00+00:00"
+        );
         assert_eq!(read().await, before);
-        let run = insights(&["prune", "--database-url", &target, "--table", "production", "--before", "2026-11-04"]).await;
+        let run = insights(&[
+            "prune",
+            "--database-url",
+            &target,
+            "--table",
+            "production",
+            "--before",
+            "2026-11-04",
+        ])
+        .await;
         assert!(!run.ok, "production is never pruned by date");
-        let run = insights(&["prune", "--database-url", &target, "--table", "test", "--before", "2026-11-04"]).await;
+        let run = insights(&[
+            "prune",
+            "--database-url",
+            &target,
+            "--table",
+            "test",
+            "--before",
+            "2026-11-04",
+        ])
+        .await;
         assert!(run.ok, "{}", run.stderr);
-        assert_eq!(run.stdout.trim(), "deleted 3 test rows received before 2026-11-04T00:00:00+00:00");
-        let expected = without(&before, |r| r.0 == "test" && ["test day 1", "test day 2", "test day 3"].contains(&r.1.as_str()));
+        assert_eq!(
+            run.stdout.trim(),
+            "deleted 3 test rows received before 2026-11-04T00:00:00+00:00"
+        );
+        let expected = without(&before, |r| {
+            r.0 == "test" && ["test day 1", "test day 2", "test day 3"].contains(&r.1.as_str())
+        });
         assert_eq!(read().await, expected, "exactly the three old test rows");
     }
 }

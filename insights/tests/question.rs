@@ -72,10 +72,7 @@ fn parse_page(html: &str) -> Page {
         .skip(1)
         .map(|g| {
             let day = between(g, "data-day=\"", "\"").unwrap().to_string();
-            (
-                day,
-                between(g, "data-count=\"", "\"").unwrap().parse().unwrap(),
-            )
+            (day, between(g, "data-count=\"", "\"").unwrap().parse().unwrap())
         })
         .collect();
     let table = between(html, "<table id=\"answers\">", "</table>").unwrap();
@@ -90,8 +87,7 @@ fn parse_page(html: &str) -> Page {
             )
         })
         .collect();
-    let older = between(html, "id=\"older\"", ">")
-        .map(|a| between(a, "before=", "\"").unwrap().parse().unwrap());
+    let older = between(html, "id=\"older\"", ">").map(|a| between(a, "before=", "\"").unwrap().parse().unwrap());
     Page {
         total: number("total"),
         charted: number("charted"),
@@ -121,12 +117,9 @@ async fn serve(target: &str) -> Service {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap();
     });
     Service { url, state, task }
 }
@@ -184,10 +177,7 @@ impl Service {
             .await
             .unwrap();
         assert_eq!(res.status(), 200, "{query}");
-        let from = res.headers()["x-question-from"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let from = res.headers()["x-question-from"].to_str().unwrap().to_string();
         (parse_page(&res.text().await.unwrap()), from)
     }
 
@@ -201,11 +191,7 @@ impl Service {
         F: Fn(Query<'static>, i64) -> Fut,
         Fut: std::future::Future<Output = Page>,
     {
-        let table: &'static str = if table == "test" {
-            "test"
-        } else {
-            "production"
-        };
+        let table: &'static str = if table == "test" { "test" } else { "production" };
         for (question, search) in QUESTIONS.iter().flat_map(|q| [(q, None), (q, Some("answer 1"))]) {
             for (since, until) in ranges {
                 let q = Query {
@@ -220,11 +206,7 @@ impl Service {
                     let (shown, from) = self.page(q, "", before).await;
                     let what = format!("{table} {question} {since:?}..{until:?} {search:?} before {before:?}");
                     assert_eq!(from, "memory", "{what}: answered from memory");
-                    assert_eq!(
-                        shown,
-                        expected(q, before.unwrap_or(i64::MAX)).await,
-                        "{what}"
-                    );
+                    assert_eq!(shown, expected(q, before.unwrap_or(i64::MAX)).await, "{what}");
                     before = shown.older;
                     if before.is_none() {
                         break;
@@ -240,17 +222,8 @@ impl Service {
 type Counts = Vec<(Option<String>, i64)>;
 
 /// The page's numbers from SQL results: bars with "other", NULL labels shown empty.
-fn page_of(
-    total: i64,
-    charted: i64,
-    top: Counts,
-    days: Counts,
-    rows: Vec<(i64, String, Option<String>)>,
-) -> Page {
-    let mut bars: Vec<(String, i64)> = top
-        .into_iter()
-        .map(|(l, n)| (l.unwrap_or_default(), n))
-        .collect();
+fn page_of(total: i64, charted: i64, top: Counts, days: Counts, rows: Vec<(i64, String, Option<String>)>) -> Page {
+    let mut bars: Vec<(String, i64)> = top.into_iter().map(|(l, n)| (l.unwrap_or_default(), n)).collect();
     let other = charted - bars.iter().map(|(_, n)| n).sum::<i64>();
     if other > 0 {
         bars.push(("(other answers)".into(), other));
@@ -285,15 +258,14 @@ async fn pg_expected(db: &Db, q: Query<'_>, before: i64) -> Page {
         table_of(q)
     );
     let free = "(answer IS NULL OR answer NOT LIKE '{%')";
-    let (total, charted): (i64, i64) = sqlx::query_as(&format!(
-        "SELECT count(*), count(*) FILTER (WHERE {free}) {cond}"
-    ))
-    .bind(q.question)
-    .bind(at(q.since))
-    .bind(at(q.until))
-    .fetch_one(&db.admin)
-    .await
-    .unwrap();
+    let (total, charted): (i64, i64) =
+        sqlx::query_as(&format!("SELECT count(*), count(*) FILTER (WHERE {free}) {cond}"))
+            .bind(q.question)
+            .bind(at(q.since))
+            .bind(at(q.until))
+            .fetch_one(&db.admin)
+            .await
+            .unwrap();
     let top: Counts = sqlx::query_as(&format!(
         "SELECT btrim(answer, ' '), count(*) {cond} AND {free} GROUP BY 1
          ORDER BY count(*) DESC, btrim(answer, ' ') COLLATE \"C\" NULLS FIRST LIMIT 10"
@@ -339,15 +311,14 @@ async fn sqlite_expected(path: &Path, q: Query<'_>, before: i64) -> Page {
         table_of(q)
     );
     let free = "(answer IS NULL OR answer NOT LIKE '{%')";
-    let (total, charted): (i64, i64) = sqlx::query_as(&format!(
-        "SELECT count(*), count(CASE WHEN {free} THEN 1 END) {cond}"
-    ))
-    .bind(q.question)
-    .bind(at(q.since))
-    .bind(at(q.until))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (total, charted): (i64, i64) =
+        sqlx::query_as(&format!("SELECT count(*), count(CASE WHEN {free} THEN 1 END) {cond}"))
+            .bind(q.question)
+            .bind(at(q.since))
+            .bind(at(q.until))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     let top: Counts = sqlx::query_as(&format!(
         "SELECT trim(answer, ' ') AS a, count(*) AS n {cond} AND {free} GROUP BY 1 ORDER BY n DESC, a COLLATE BINARY LIMIT 10"
     ))
@@ -385,8 +356,7 @@ async fn sqlite_expected(path: &Path, q: Query<'_>, before: i64) -> Page {
 /// The answer of row `g`: 13 answers with ties, one with surrounding spaces (counted with
 /// its trimmed twin), NULLs, interaction events (listed, not charted), upper case
 /// (sorts before lower case by bytes).
-const ANSWER: &str =
-    "CASE g % 17 WHEN 0 THEN NULL WHEN 1 THEN '{\"event\":\"click\"}' WHEN 2 THEN '  answer 3 '
+const ANSWER: &str = "CASE g % 17 WHEN 0 THEN NULL WHEN 1 THEN '{\"event\":\"click\"}' WHEN 2 THEN '  answer 3 '
     WHEN 3 THEN 'Answer 3' ELSE 'answer ' || ((g * 7) % 13) END";
 
 /// Rows `from..=to` over ten days: 3 in 4 to gateway/beginner/1A, the rest to 2B.
@@ -413,8 +383,7 @@ fn sqlite_fill(table: &str, from: i64, to: i64) -> String {
 }
 
 #[tokio::test]
-async fn postgres_question_page_from_memory_equals_sql_through_writes_out_of_order_commits_and_deletions(
-) {
+async fn postgres_question_page_from_memory_equals_sql_through_writes_out_of_order_commits_and_deletions() {
     let db = fresh_db().await;
     sqlx::query(&pg_fill("loggingtable", 1, 400))
         .execute(&db.admin)
@@ -424,25 +393,19 @@ async fn postgres_question_page_from_memory_equals_sql_through_writes_out_of_ord
         .execute(&db.admin)
         .await
         .unwrap();
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT indexname::text FROM pg_indexes WHERE indexname LIKE '%question%'",
-    )
-    .fetch_all(&db.admin)
-    .await
-    .unwrap();
-    assert!(
-        indexes.is_empty(),
-        "sql/0007 dropped the question indexes: {indexes:?}"
-    );
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE indexname LIKE '%question%'")
+            .fetch_all(&db.admin)
+            .await
+            .unwrap();
+    assert!(indexes.is_empty(), "sql/0007 dropped the question indexes: {indexes:?}");
     let service = serve(&db.reader_url).await;
     service.wait_in_memory(Table::Production).await;
     service.wait_in_memory(Table::Test).await;
     let expect = |q, before| pg_expected(&db, q, before);
 
     // (a) The build.
-    service
-        .assert_memory_equals("production", RANGES, expect)
-        .await;
+    service.assert_memory_equals("production", RANGES, expect).await;
     service.assert_memory_equals("test", RANGES, expect).await;
 
     // A bound inside a day: SQL, the same numbers.
@@ -478,20 +441,12 @@ async fn postgres_question_page_from_memory_equals_sql_through_writes_out_of_ord
     write_pg(
         &db,
         &[
-            event(
-                Table::Production,
-                "ua-new",
-                "1A",
-                "via the writer",
-                Some(learner),
-            ),
+            event(Table::Production, "ua-new", "1A", "via the writer", Some(learner)),
             event(Table::Production, "ua-new", "1A", " {not an event", None),
         ],
     )
     .await;
-    service
-        .assert_memory_equals("production", RANGES, expect)
-        .await;
+    service.assert_memory_equals("production", RANGES, expect).await;
 
     // (c) A row committed out of id order: T1 draws an id, T2 more than a page of
     // higher ones and commits first; the service reads T2's rows, then T1 commits (its
@@ -519,16 +474,11 @@ async fn postgres_question_page_from_memory_equals_sql_through_writes_out_of_ord
         .assert_memory_equals("production", &[(None, None)], expect)
         .await;
     t1.commit().await.unwrap();
-    service
-        .assert_memory_equals("production", RANGES, expect)
-        .await;
+    service.assert_memory_equals("production", RANGES, expect).await;
     let (newest, _) = service.page(q, "", None).await;
     let (second, _) = service.page(q, "", newest.older).await;
     assert!(newest.list.iter().all(|(_, a)| a == "second drawn"));
-    assert_eq!(
-        second.list[10].1, "first drawn",
-        "T1's row is listed in id order"
-    );
+    assert_eq!(second.list[10].1, "first drawn", "T1's row is listed in id order");
 
     // (d) forget and prune: SQL answers while memory is rebuilt, then memory again.
     let admin = Source::open_admin(&db.admin_url).await.unwrap();
@@ -539,28 +489,17 @@ async fn postgres_question_page_from_memory_equals_sql_through_writes_out_of_ord
             .unwrap(),
     )
     .unwrap();
-    let counts = forget(&admin, &Who::Learner(forgotten), false)
-        .await
-        .unwrap();
+    let counts = forget(&admin, &Who::Learner(forgotten), false).await.unwrap();
     assert!(counts.production > 0);
     let (shown, from) = service.page(q, "", None).await;
     assert_eq!(
         from, "database",
         "the aggregate is stale: SQL answers while it is rebuilt"
     );
-    assert_eq!(
-        shown,
-        pg_expected(&db, q, i64::MAX).await,
-        "right after forget"
-    );
-    assert!(
-        shown.total < newest.total,
-        "the forgotten learner's answers are gone"
-    );
+    assert_eq!(shown, pg_expected(&db, q, i64::MAX).await, "right after forget");
+    assert!(shown.total < newest.total, "the forgotten learner's answers are gone");
     service.wait_in_memory(Table::Production).await;
-    service
-        .assert_memory_equals("production", RANGES, expect)
-        .await;
+    service.assert_memory_equals("production", RANGES, expect).await;
 
     let pruned = prune_test(&admin, parse_instant("2026-11-04").unwrap(), false)
         .await
@@ -595,9 +534,7 @@ async fn sqlite_question_page_from_memory_equals_sql_through_writes_and_deletion
     };
 
     // (a) The build.
-    service
-        .assert_memory_equals("production", RANGES, expect)
-        .await;
+    service.assert_memory_equals("production", RANGES, expect).await;
     service.assert_memory_equals("test", RANGES, expect).await;
 
     // (b) More rows, through the collector's store too.
@@ -608,20 +545,12 @@ async fn sqlite_question_page_from_memory_equals_sql_through_writes_and_deletion
     let learner = Uuid::new_v4();
     store
         .write_group(&[
-            event(
-                Table::Production,
-                "ua-new",
-                "1A",
-                "via the store",
-                Some(learner),
-            ),
+            event(Table::Production, "ua-new", "1A", "via the store", Some(learner)),
             event(Table::Production, "ua-new", "1A", "{\"event\":\"x\"}", None),
         ])
         .await
         .unwrap();
-    service
-        .assert_memory_equals("production", RANGES, expect)
-        .await;
+    service.assert_memory_equals("production", RANGES, expect).await;
     let q = Query {
         table: "production",
         question: "1A",
@@ -640,16 +569,10 @@ async fn sqlite_question_page_from_memory_equals_sql_through_writes_and_deletion
         from, "database",
         "the aggregate is stale: SQL answers while it is rebuilt"
     );
-    assert_eq!(
-        shown,
-        sqlite_expected(&path, q, i64::MAX).await,
-        "right after forget"
-    );
+    assert_eq!(shown, sqlite_expected(&path, q, i64::MAX).await, "right after forget");
     assert_eq!(shown.total, before.total - 1);
     service.wait_in_memory(Table::Production).await;
-    service
-        .assert_memory_equals("production", RANGES, expect)
-        .await;
+    service.assert_memory_equals("production", RANGES, expect).await;
 
     let pruned = prune_test(&admin, parse_instant("2026-11-04").unwrap(), false)
         .await

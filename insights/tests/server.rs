@@ -40,13 +40,19 @@ async fn serve_with_limits(target: &str, limits: LoginLimits) -> Service {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap();
     });
     Service { url, task }
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 const SECRET_ANSWER: &str = "only-visible-with-the-token";
@@ -84,9 +90,21 @@ async fn every_route_answers_401_without_the_token_and_the_login_sets_a_strict_c
     write_sqlite(&path, &answers()).await;
     let service = serve(path.to_str().unwrap()).await;
     let http = client();
-    let routes = ["/", "/overview.csv", "/question?lesson=gateway&level=beginner&question=2B", "/question.csv?question=2B", "/api/answers", "/no-such-page"];
+    let routes = [
+        "/",
+        "/overview.csv",
+        "/question?lesson=gateway&level=beginner&question=2B",
+        "/question.csv?question=2B",
+        "/api/answers",
+        "/no-such-page",
+    ];
     for route in routes {
-        for auth in [None, Some("Bearer wrong-token-0123456789abcdef"), Some("Bearer "), Some(TOKEN)] {
+        for auth in [
+            None,
+            Some("Bearer wrong-token-0123456789abcdef"),
+            Some("Bearer "),
+            Some(TOKEN),
+        ] {
             let mut req = http.get(format!("{}{route}", service.url));
             if let Some(a) = auth {
                 req = req.header("Authorization", a);
@@ -94,31 +112,70 @@ async fn every_route_answers_401_without_the_token_and_the_login_sets_a_strict_c
             let res = req.send().await.unwrap();
             assert_eq!(res.status(), 401, "{route} with {auth:?}");
             let body = res.text().await.unwrap();
-            assert!(!body.contains(SECRET_ANSWER) && !body.contains("gateway"), "{route}: a 401 shows nothing");
+            assert!(
+                !body.contains(SECRET_ANSWER) && !body.contains("gateway"),
+                "{route}: a 401 shows nothing"
+            );
         }
-        let res = http.get(format!("{}{route}", service.url)).header("Cookie", "hourofci_insights=forged").send().await.unwrap();
+        let res = http
+            .get(format!("{}{route}", service.url))
+            .header("Cookie", "hourofci_insights=forged")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 401, "{route} with a forged session");
         let res = http.post(format!("{}{route}", service.url)).send().await.unwrap();
         assert_eq!(res.status(), 401, "POST {route}");
     }
-    let res = http.post(format!("{}/login", service.url)).form(&[("token", "wrong")]).send().await.unwrap();
+    let res = http
+        .post(format!("{}/login", service.url))
+        .form(&[("token", "wrong")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     assert!(res.headers().get("set-cookie").is_none());
 
-    let res = http.post(format!("{}/login", service.url)).form(&[("token", TOKEN)]).send().await.unwrap();
+    let res = http
+        .post(format!("{}/login", service.url))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 303);
     let cookie = res.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     assert!(!cookie.contains(TOKEN), "the cookie is a session, not the token");
     let session = cookie.split(';').next().unwrap().to_string();
     for route in routes {
-        let res = http.get(format!("{}{route}", service.url)).header("Cookie", &session).send().await.unwrap();
+        let res = http
+            .get(format!("{}{route}", service.url))
+            .header("Cookie", &session)
+            .send()
+            .await
+            .unwrap();
         let expected = if route == "/no-such-page" { 404 } else { 200 };
         assert_eq!(res.status(), expected, "{route} with the session");
-        let res = http.get(format!("{}{route}", service.url)).bearer_auth(TOKEN).send().await.unwrap();
+        let res = http
+            .get(format!("{}{route}", service.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), expected, "{route} with the bearer token");
     }
-    let page = http.get(format!("{}/question?question=2B", service.url)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+    let page = http
+        .get(format!("{}/question?question=2B", service.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains(SECRET_ANSWER));
 }
 
@@ -133,7 +190,13 @@ fn client_from(n: u8) -> reqwest::Client {
 }
 
 fn retry_after(res: &reqwest::Response) -> u64 {
-    res.headers().get("retry-after").expect("Retry-After").to_str().unwrap().parse().unwrap()
+    res.headers()
+        .get("retry-after")
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -149,7 +212,11 @@ async fn wrong_tokens_are_limited_per_client_and_globally() {
         global_period: Duration::from_secs(600),
     };
     let service = serve_with_limits(path.to_str().unwrap(), limits).await;
-    let login = |http: &reqwest::Client, token: &str| http.post(format!("{}/login", service.url)).form(&[("token", token.to_string())]).send();
+    let login = |http: &reqwest::Client, token: &str| {
+        http.post(format!("{}/login", service.url))
+            .form(&[("token", token.to_string())])
+            .send()
+    };
     let get = |http: &reqwest::Client, auth: Option<&str>, cookie: Option<&str>| {
         let mut req = http.get(format!("{}/api/answers?limit=1", service.url));
         if let Some(a) = auth {
@@ -165,9 +232,22 @@ async fn wrong_tokens_are_limited_per_client_and_globally() {
     let a = client_from(2);
     let res = login(&a, TOKEN).await.unwrap();
     assert_eq!(res.status(), 303);
-    let session = res.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
+    let session = res
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     for i in 0..5 {
-        let res = if i % 2 == 0 { login(&a, "wrong-token-0123456789").await } else { get(&a, Some("wrong-token-0123456789"), None).await };
+        let res = if i % 2 == 0 {
+            login(&a, "wrong-token-0123456789").await
+        } else {
+            get(&a, Some("wrong-token-0123456789"), None).await
+        };
         assert_eq!(res.unwrap().status(), 401, "wrong token {i} within the limit");
     }
     let res = login(&a, "wrong-token-0123456789").await.unwrap();
@@ -225,19 +305,37 @@ async fn learner_input_is_text_and_scripts_are_forbidden() {
     write_pg(&db, &answers()).await;
     let service = serve(&db.reader_url).await;
     let res = client()
-        .get(format!("{}/question?lesson=gateway&level=beginner&question=1A", service.url))
+        .get(format!(
+            "{}/question?lesson=gateway&level=beginner&question=1A",
+            service.url
+        ))
         .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let csp = res.headers().get("content-security-policy").unwrap().to_str().unwrap().to_string();
-    assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+    let csp = res
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
     let page = res.text().await.unwrap();
     assert!(!page.contains("<script"), "no script element on any page");
     assert!(!page.contains("<img"), "an answer cannot add elements");
-    assert!(page.contains("&lt;script&gt;document.title="), "the answer is shown as text");
-    assert!(page.contains("&quot;&gt;&lt;img src=x onerror=&quot;"), "quotes are escaped in text and attributes");
+    assert!(
+        page.contains("&lt;script&gt;document.title="),
+        "the answer is shown as text"
+    );
+    assert!(
+        page.contains("&quot;&gt;&lt;img src=x onerror=&quot;"),
+        "quotes are escaped in text and attributes"
+    );
 }
 
 /// Follow `more` from `/api/answers?...` to the end; every row once, in id order.
@@ -246,8 +344,15 @@ async fn api_all(service: &Service, first: &str) -> Vec<serde_json::Value> {
     let mut next = first.to_string();
     let mut rows = Vec::new();
     for _ in 0..100 {
-        let page: serde_json::Value =
-            http.get(format!("{}{next}", service.url)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+        let page: serde_json::Value = http
+            .get(format!("{}{next}", service.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         rows.extend(page["answers"].as_array().unwrap().iter().cloned());
         next = page["more"].as_str().unwrap().to_string();
         if next.is_empty() {
@@ -276,13 +381,21 @@ async fn api_pages_through_every_answer_exactly_once_in_both_stores() {
         let only_2b = api_all(&service, "/api/answers?question=2B&limit=1").await;
         assert_eq!(only_2b.len(), 2);
         assert_eq!(only_2b[0]["answer"], SECRET_ANSWER);
-        let res = client().get(format!("{}/api/answers?since=yesterday", service.url)).bearer_auth(TOKEN).send().await.unwrap();
+        let res = client()
+            .get(format!("{}/api/answers?since=yesterday", service.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 400);
     }
 }
 
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Reads the pages as a person would, in Chromium, and prints what they show as JSON.
@@ -326,8 +439,14 @@ const { chromium } = requireRoot("playwright-core");
 async fn chromium_shows_the_database_counts_and_runs_no_learner_script() {
     let root = workspace_root();
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(PathBuf::from(&chromium).exists(), "Chromium is required at {chromium} (set CHROMIUM)");
-    assert!(root.join("node_modules/playwright-core").exists(), "playwright-core is required: npm ci at the workspace root");
+    assert!(
+        PathBuf::from(&chromium).exists(),
+        "Chromium is required at {chromium} (set CHROMIUM)"
+    );
+    assert!(
+        root.join("node_modules/playwright-core").exists(),
+        "playwright-core is required: npm ci at the workspace root"
+    );
     let db = fresh_db().await;
     let events = answers();
     write_pg(&db, &events).await;
@@ -349,11 +468,21 @@ async fn chromium_shows_the_database_counts_and_runs_no_learner_script() {
         .env("SHOTS", &shots)
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(180), run).await.expect("the browser within 3 minutes").expect("node is required");
-    assert!(out.status.success(), "browser script failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the browser within 3 minutes")
+        .expect("node is required");
+    assert!(
+        out.status.success(),
+        "browser script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    assert!(!shown["before"].as_str().unwrap().contains("blue"), "nothing shown before signing in");
+    assert!(
+        !shown["before"].as_str().unwrap().contains("blue"),
+        "nothing shown before signing in"
+    );
     // The overview's numbers, against counts taken from the database by other SQL.
     let expected: Vec<(String, String, String, i64, i64, i64)> = sqlx::query_as(
         "SELECT lesson, lesson_level, question, count(*), count(DISTINCT learner_id),
@@ -370,7 +499,14 @@ async fn chromium_shows_the_database_counts_and_runs_no_learner_script() {
         .map(|r| {
             let s = |k: &str| r[k].as_str().unwrap().to_string();
             let n = |k: &str| r[k].as_i64().unwrap();
-            (s("lesson"), s("level"), s("question"), n("answers"), n("learners"), n("user_agents"))
+            (
+                s("lesson"),
+                s("level"),
+                s("question"),
+                n("answers"),
+                n("learners"),
+                n("user_agents"),
+            )
         })
         .collect();
     assert_eq!(overview, expected);
@@ -384,27 +520,57 @@ async fn chromium_shows_the_database_counts_and_runs_no_learner_script() {
     .fetch_all(&db.admin)
     .await
     .unwrap();
-    let free_text: i64 = sqlx::query_scalar("SELECT count(*) FROM loggingtable WHERE question = '1A' AND answer NOT LIKE '{%'")
-        .fetch_one(&db.admin)
-        .await
-        .unwrap();
-    let bars: Vec<(String, i64)> =
-        shown["bars"].as_array().unwrap().iter().map(|b| (b["label"].as_str().unwrap().to_string(), b["count"].as_i64().unwrap())).collect();
-    let shorten = |s: &str| if s.chars().count() > 34 { format!("{}…", s.chars().take(34).collect::<String>()) } else { s.to_string() };
+    let free_text: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM loggingtable WHERE question = '1A' AND answer NOT LIKE '{%'")
+            .fetch_one(&db.admin)
+            .await
+            .unwrap();
+    let bars: Vec<(String, i64)> = shown["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["label"].as_str().unwrap().to_string(), b["count"].as_i64().unwrap()))
+        .collect();
+    let shorten = |s: &str| {
+        if s.chars().count() > 34 {
+            format!("{}…", s.chars().take(34).collect::<String>())
+        } else {
+            s.to_string()
+        }
+    };
     let mut want: Vec<(String, i64)> = top.iter().map(|(a, n)| (shorten(a), *n)).collect();
-    want.push(("(other answers)".to_string(), free_text - top.iter().map(|(_, n)| n).sum::<i64>()));
+    want.push((
+        "(other answers)".to_string(),
+        free_text - top.iter().map(|(_, n)| n).sum::<i64>(),
+    ));
     assert_eq!(bars, want);
     assert_eq!(bars[0], ("blue".to_string(), 6), "trimmed answers count together");
 
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM loggingtable WHERE question = '1A'").fetch_one(&db.admin).await.unwrap();
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM loggingtable WHERE question = '1A'")
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
     assert_eq!(shown["total"].as_i64().unwrap(), total);
     assert_eq!(shown["interactions"].as_i64().unwrap(), 2);
-    let days: Vec<i64> = shown["days"].as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect();
+    let days: Vec<i64> = shown["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_i64().unwrap())
+        .collect();
     assert_eq!(days.len(), 2, "two days of answers");
     assert_eq!(days.iter().sum::<i64>(), total);
-    let listed: Vec<&str> = shown["listed"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let listed: Vec<&str> = shown["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert_eq!(listed.len() as i64, total, "every answer listed (fewer than one page)");
-    assert!(listed.contains(&SCRIPT_ANSWER) && listed.contains(&ATTRIBUTE_ANSWER), "shown as text, exactly");
+    assert!(
+        listed.contains(&SCRIPT_ANSWER) && listed.contains(&ATTRIBUTE_ANSWER),
+        "shown as text, exactly"
+    );
     assert_eq!(shown["xss"], serde_json::Value::Null, "no learner script ran");
     assert!(!shown["title"].as_str().unwrap().contains("pwned"));
     assert_eq!(shown["dialogs"].as_array().unwrap().len(), 0);

@@ -30,9 +30,17 @@ pub async fn fresh_db() -> Db {
     let reader = format!("{name}_reader");
     pg.create_login_role(&writer, "writer-pw");
     pg.create_login_role(&reader, "reader-pw");
-    hourofci_collector::migrate::run(&admin_url, &writer).await.expect("migrate");
-    hourofci_collector::migrate::grant_reader(&admin_url, &reader, &writer).await.expect("reader role");
-    let admin = PgPoolOptions::new().max_connections(2).connect(&admin_url).await.expect("admin pool");
+    hourofci_collector::migrate::run(&admin_url, &writer)
+        .await
+        .expect("migrate");
+    hourofci_collector::migrate::grant_reader(&admin_url, &reader, &writer)
+        .await
+        .expect("reader role");
+    let admin = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&admin_url)
+        .await
+        .expect("admin pool");
     Db {
         writer_url: pg.url_for(&writer, "writer-pw", &name),
         reader_url: pg.url_for(&reader, "reader-pw", &name),
@@ -57,7 +65,13 @@ pub fn event(table: Table, user_agent: &str, question: &str, answer: &str, learn
 
 /// Write through the collector's PostgreSQL store, as the writer role.
 pub async fn write_pg(db: &Db, events: &[NewEvent]) {
-    let store = PgStore::connect_lazy(&db.writer_url, 1, Duration::from_secs(30), hourofci_collector::config::PoolMode::Session).unwrap();
+    let store = PgStore::connect_lazy(
+        &db.writer_url,
+        1,
+        Duration::from_secs(30),
+        hourofci_collector::config::PoolMode::Session,
+    )
+    .unwrap();
     let outcomes = store.write_group(events).await.expect("write as the writer");
     assert!(outcomes.iter().all(|o| *o == Outcome::Written), "{outcomes:?}");
 }
@@ -88,7 +102,10 @@ pub async fn insights(args: &[&str]) -> Run {
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), child).await.expect("hourofci-insights within 2 minutes").unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(120), child)
+        .await
+        .expect("hourofci-insights within 2 minutes")
+        .unwrap();
     Run {
         ok: out.status.success(),
         stdout: String::from_utf8(out.stdout).expect("UTF-8 output"),
