@@ -10,48 +10,18 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use hourofci_collector::event::Table;
 use hourofci_insights::forget::{forget, prune_test, Who};
-use hourofci_insights::server::{router, AppState};
 use hourofci_insights::source::{parse_instant, Source};
 use uuid::Uuid;
-
-const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// One overview line as the CSV shows it: lesson, level, question, answers, learners,
 /// user agents, last answer.
 type Line = [String; 7];
-
-struct Service {
-    url: String,
-    state: AppState,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(target: &str) -> Service {
-    let source = Source::open_read(target, 3).await.expect("open the store");
-    let state = AppState::new(source, TOKEN).unwrap();
-    let app = router(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap();
-    });
-    Service { url, state, task }
-}
 
 impl Service {
     async fn wait_in_memory(&self, table: Table) {

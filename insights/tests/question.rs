@@ -10,18 +10,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use hourofci_collector::event::Table;
 use hourofci_insights::forget::{forget, prune_test, Who};
-use hourofci_insights::server::{router, AppState};
 use hourofci_insights::source::{parse_instant, sqlite_instant, Source};
 use uuid::Uuid;
 
-const TOKEN: &str = "test-token-0123456789abcdef";
 const LIST_PAGE: usize = 50;
 
 /// What a question page shows.
@@ -96,32 +93,6 @@ fn parse_page(html: &str) -> Page {
         list,
         older,
     }
-}
-
-struct Service {
-    url: String,
-    state: AppState,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(target: &str) -> Service {
-    let source = Source::open_read(target, 3).await.expect("open the store");
-    let state = AppState::new(source, TOKEN).unwrap();
-    let app = router(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap();
-    });
-    Service { url, state, task }
 }
 
 /// Which rows a comparison looks at.

@@ -112,3 +112,43 @@ pub async fn insights(args: &[&str]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// The bearer token of [`serve`]'s service.
+#[allow(dead_code)]
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// The insights service on a random loopback port, over `target` (a database URL or a
+/// SQLite file); stopped when dropped.
+#[allow(dead_code)]
+pub struct Service {
+    pub url: String,
+    pub state: hourofci_insights::server::AppState,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[allow(dead_code)]
+pub async fn serve(target: &str) -> Service {
+    use hourofci_insights::server::{router, AppState};
+    let source = hourofci_insights::source::Source::open_read(target, 3)
+        .await
+        .expect("open the store");
+    let state = AppState::new(source, TOKEN).unwrap();
+    let app = router(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Service { url, state, task }
+}
