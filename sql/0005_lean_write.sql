@@ -8,9 +8,9 @@
 --    plain `INSERT ... SELECT FROM unnest ... ON CONFLICT (event_id) DO NOTHING`:
 --    no materialized CTE, no window function, nothing computed for the other table.
 --    `ON CONFLICT DO NOTHING` in request order keeps the first occurrence of an id
---    repeated within the call, as v3's `row_number() = 1` did. Only a call mixing
---    both tables takes v3's single statement (a repeated id across the two tables must
---    be judged against its first occurrence, whichever table that is).
+--    repeated within the call, as v3's `row_number() = 1` did. A call mixing both
+--    tables is handed to `log_events_v3` whole (a repeated id across the two tables
+--    must be judged against its first occurrence, whichever table that is).
 -- 2. When every event was written (the count of inserted rows equals the number of
 --    events) the verdicts are `written` without a further query; otherwise v3's
 --    verdict query, unchanged.
@@ -20,9 +20,9 @@
 --    more index insertions. The question index stays: the insights question pages
 --    read one question's rows through it.
 --
--- Measured on the benchmark machine (docs/BENCHMARKS.md, "What issues 11 and 12 cost
--- the write path"). `log_events_v3` stays for collectors of the previous release
--- during a rolling upgrade. The migration needs no table rewrite: DROP INDEX and a
+-- Measured on the benchmark machine (docs/BENCHMARKS.md, "The write path after
+-- sql/0005-0007"). `log_events_v3` stays: v4 hands it mixed calls, and collectors of the
+-- previous release call it during a rolling upgrade. The migration needs no table rewrite: DROP INDEX and a
 -- new function only.
 
 DROP INDEX IF EXISTS public.loggingtable_learner_idx;
@@ -60,42 +60,13 @@ BEGIN
 
     -- 1. Insert.
     IF any_test AND any_production THEN
-        -- Both tables in one call: v3's statement (first occurrence by row_number).
-        WITH input AS (
-            SELECT u.*,
-                   u.ev_id IS NULL OR pg_catalog.row_number() OVER (PARTITION BY u.ev_id ORDER BY u.ev_index) = 1 AS is_first
-            FROM ROWS FROM (pg_catalog.unnest(p_tests), pg_catalog.unnest(p_event_ids), pg_catalog.unnest(p_client_times), pg_catalog.unnest(p_user_agents), pg_catalog.unnest(p_lessons), pg_catalog.unnest(p_levels), pg_catalog.unnest(p_questions), pg_catalog.unnest(p_answers), pg_catalog.unnest(p_learner_ids))
-                WITH ORDINALITY AS u(ev_test, ev_id, ev_client_time, ev_user_agent, ev_lesson, ev_level, ev_question, ev_answer, ev_learner_id, ev_index)
-        ),
-        ins_prod AS (
-            INSERT INTO public.loggingtable
-                (user_agent, date_log, time_log, lesson, lesson_level, question, answer, event_id, client_time, learner_id)
-            SELECT i.ev_user_agent, utc::pg_catalog.date, utc::pg_catalog.time, i.ev_lesson, i.ev_level, i.ev_question,
-                   i.ev_answer, i.ev_id, i.ev_client_time, i.ev_learner_id
-            FROM input i
-            WHERE i.is_first AND NOT i.ev_test
-              AND NOT EXISTS (SELECT 1 FROM public.loggingtable_test o WHERE o.event_id = i.ev_id)
-            ORDER BY i.ev_index  -- rows get their identity ids in request order
-            ON CONFLICT (event_id) DO NOTHING
-            RETURNING event_id
-        ),
-        ins_test AS (
-            INSERT INTO public.loggingtable_test
-                (user_agent, date_log, time_log, lesson, lesson_level, question, answer, event_id, client_time, learner_id)
-            SELECT i.ev_user_agent, utc::pg_catalog.date, utc::pg_catalog.time, i.ev_lesson, i.ev_level, i.ev_question,
-                   i.ev_answer, i.ev_id, i.ev_client_time, i.ev_learner_id
-            FROM input i
-            WHERE i.is_first AND i.ev_test
-              AND NOT EXISTS (SELECT 1 FROM public.loggingtable o WHERE o.event_id = i.ev_id)
-            ORDER BY i.ev_index  -- rows get their identity ids in request order
-            ON CONFLICT (event_id) DO NOTHING
-            RETURNING event_id
-        )
-        SELECT pg_catalog.array_agg(w.event_id) INTO written_ids
-        FROM (SELECT p.event_id FROM ins_prod p UNION ALL SELECT t.event_id FROM ins_test t) w
-        WHERE w.event_id IS NOT NULL;
-        written := COALESCE(pg_catalog.cardinality(written_ids), 0)
-            + (n - pg_catalog.cardinality(pg_catalog.array_remove(p_event_ids, NULL)));
+        -- Both tables in one call (rare: a group of production and test requests):
+        -- v3's single statement, which judges an id repeated across the two tables
+        -- against its first occurrence. v4 needs v3 for this; keep it while v4 is used.
+        RETURN QUERY SELECT v3.event_index, v3.status FROM public.log_events_v3(
+            p_tests, p_event_ids, p_client_times, p_user_agents, p_lessons, p_levels, p_questions, p_answers,
+            p_learner_ids) AS v3;
+        RETURN;
     ELSIF any_test THEN
         WITH ins AS (
             INSERT INTO public.loggingtable_test

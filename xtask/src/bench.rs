@@ -134,11 +134,9 @@ pub fn run(args: Args) -> Result<()> {
 
     // Build everything before measuring anything, so compiling does not overlap.
     let collector_bin = root.join("target/release/hourofci-collector");
-    // A release collector left by an earlier build would migrate with that build's sql/:
-    // rebuild whenever it will be used (a no-op when it is fresh).
-    if opts.collector || opts.sdk || opts.scale_out || collector_bin.exists() {
-        util::run(util::cargo().args(["build", "--release", "-p", "hourofci-collector"]))?;
-    }
+    // Every part needs it: `migrate` sets the database up (its own sql/, so never a stale
+    // binary: cargo rebuilds what changed).
+    util::run(util::cargo().args(["build", "--release", "-p", "hourofci-collector"]))?;
     if opts.scale_out {
         // HAProxy and PgBouncer (apt, when missing).
         crate::prereqs::system_packages()?;
@@ -174,18 +172,13 @@ pub fn run(args: Args) -> Result<()> {
     let admin_url = pg.create_database(DATABASE);
     pg.create_login_role(WRITER_ROLE, WRITER_PASSWORD);
     let writer_url = pg.url_for(WRITER_ROLE, WRITER_PASSWORD, DATABASE);
-    if collector_bin.exists() {
-        util::run(Command::new(&collector_bin).args([
-            "migrate",
-            "--database-url",
-            &admin_url,
-            "--writer-role",
-            WRITER_ROLE,
-        ]))?;
-    } else {
-        // Only `--only pgbench` gets here (the other parts build the collector first).
-        apply_sql_dir(&pg, DATABASE, &root.join("sql"), None, ALL_WRITE_FUNCTIONS)?;
-    }
+    util::run(Command::new(&collector_bin).args([
+        "migrate",
+        "--database-url",
+        &admin_url,
+        "--writer-role",
+        WRITER_ROLE,
+    ]))?;
 
     let step = Duration::from_secs(opts.seconds);
     if opts.pgbench {
@@ -270,14 +263,7 @@ fn measure_pgbench(pg: &PgCluster, work_dir: &Path, step: Duration, results: &mu
     // before learner ids and read indexes (`log_events_v2`, sql/0001-0003), each of its
     // runs right after the `log_events_v4` run with as many clients, so both meet the
     // same machine and tables of about the same size.
-    pg.create_database(ANCHOR_DATABASE);
-    apply_sql_dir(
-        pg,
-        ANCHOR_DATABASE,
-        &util::root().join("sql"),
-        Some(3),
-        "log_events_v2(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[])",
-    )?;
+    create_anchor_database(pg)?;
     let anchor_script = work_dir.join("pgbench-log_events_v2.sql");
     std::fs::write(&anchor_script, pgbench::anchor_batch_script(BATCH_SIZE))?;
     let anchor = pgbench::Target {
@@ -589,41 +575,38 @@ fn count_rows(pg: &PgCluster, table: &str) -> Result<u64> {
         .with_context(|| format!("count(*) from {table} gave {text:?}"))
 }
 
-/// The migrations of `dir` up to `up_to` (all when `None`) applied to `database` as
-/// its admin role, and the writer's grants, through psql: for the write ceiling's
-/// anchor, and as the fallback when the collector is not built (`--only pgbench`).
-fn apply_sql_dir(pg: &PgCluster, database: &str, dir: &Path, up_to: Option<u32>, functions: &str) -> Result<()> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+/// The write ceiling's anchor database: sql/0001-0003 applied as its admin role through
+/// psql (`migrate` would apply them all), and the writer's grant of `log_events_v2`.
+fn create_anchor_database(pg: &PgCluster) -> Result<()> {
+    pg.create_database(ANCHOR_DATABASE);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(util::root().join("sql"))?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
-    files.retain(|p| p.extension().is_some_and(|e| e == "sql"));
     files.retain(|p| {
-        let version = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.split('_').next())
-            .and_then(|v| v.parse::<u32>().ok());
-        up_to.is_none_or(|max| version.is_some_and(|v| v <= max))
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        name.ends_with(".sql")
+            && name
+                .split('_')
+                .next()
+                .and_then(|v| v.parse::<u32>().ok())
+                .is_some_and(|v| v <= 3)
     });
     files.sort();
     for file in files {
         let sql = std::fs::read_to_string(&file)?;
-        pg.try_psql(database, &format!("SET ROLE {database}_admin;\n{sql}"))
+        pg.try_psql(ANCHOR_DATABASE, &format!("SET ROLE {ANCHOR_DATABASE}_admin;\n{sql}"))
             .with_context(|| format!("applying {}", file.display()))?;
     }
     pg.try_psql(
-        database,
-        &format!("GRANT CONNECT ON DATABASE {database} TO {WRITER_ROLE}; GRANT EXECUTE ON FUNCTION {functions} TO {WRITER_ROLE};"),
+        ANCHOR_DATABASE,
+        &format!(
+            "GRANT CONNECT ON DATABASE {ANCHOR_DATABASE} TO {WRITER_ROLE};
+             GRANT EXECUTE ON FUNCTION log_events_v2(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[])
+             TO {WRITER_ROLE};"
+        ),
     )?;
     Ok(())
 }
-
-/// Every write function of sql/ as PostgreSQL spells its signature (the writer's grants).
-const ALL_WRITE_FUNCTIONS: &str = "log_event(boolean, uuid, timestamptz, text, text, text, text, text),
-    log_events(boolean, uuid[], timestamptz[], text[], text[], text[], text[], text[]),
-    log_events_v2(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[]),
-    log_events_v3(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[]),
-    log_events_v4(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[])";
 
 /// The release collector, serving on a free loopback port.
 struct Collector {
