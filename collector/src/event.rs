@@ -110,7 +110,7 @@ pub enum ColumnValue<'a> {
 
 /// A column the collector writes from a [`NewEvent`]: [`Column::WRITTEN`] is the one
 /// description of an event's columns that both stores bind from (PostgreSQL one array
-/// per column to `log_events_v4`, by argument name; SQLite one `?` per column in its
+/// per column to `log_events_v5`, by argument name; SQLite one `?` per column in its
 /// INSERT). Adding a column means a row here, a migration in `sql/` and in
 /// `collector/sqlite/`, and a new `log_events_vN`; collector/tests/schema_drift.rs fails
 /// until all agree.
@@ -121,7 +121,7 @@ pub enum ColumnValue<'a> {
 pub struct Column {
     /// Its name in both tables (`loggingtable`, `loggingtable_test`).
     pub name: &'static str,
-    /// Its array argument of `log_events_v4` (sql/0005).
+    /// Its array argument of `log_events_v5` (sql/0008).
     pub pg_argument: &'static str,
     /// Part of an event's content: a repeated id with the same content is a duplicate,
     /// with other content a conflict. Ids, times and the learner are not (a retry from
@@ -132,7 +132,7 @@ pub struct Column {
 }
 
 impl Column {
-    /// Every written column, in the order of `log_events_v4`'s arrays after `p_tests`.
+    /// Every written column, in the order of `log_events_v5`'s arrays after `p_tests`.
     #[rustfmt::skip]
     pub const WRITTEN: [Column; 8] = [
         Column { name: "event_id", pg_argument: "p_event_ids", is_content: false, value: |e| ColumnValue::Uuid(e.id) },

@@ -15,8 +15,9 @@ use sqlx::{Connection, PgConnection};
 use crate::config::redact_url;
 
 /// The functions the writer may call (signatures as PostgreSQL spells them). The
-/// collector calls only `log_events_v4`; the others stay for older callers (`log_events_v3` for
-/// collectors of the previous release during a rolling upgrade).
+/// collector calls only `log_events_v5`; the others stay for older callers (`log_events_v4` for
+/// collectors of the previous release during a rolling upgrade; v5 hands mixed-table calls
+/// to `log_events_v3`, which runs with its owner's rights and needs no grant for that).
 const WRITER_FUNCTIONS: &[&str] = &[
     "logging(text, date, time, varchar, varchar, varchar, text)",
     "logging2(text, date, time, varchar, varchar, varchar, text)",
@@ -25,6 +26,7 @@ const WRITER_FUNCTIONS: &[&str] = &[
     "log_events_v2(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[])",
     "log_events_v3(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[])",
     "log_events_v4(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[])",
+    "log_events_v5(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[])",
 ];
 
 /// Accept only plain lower-case identifiers (`[a-z_][a-z0-9_]*`, at most 63 bytes).

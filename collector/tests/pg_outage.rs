@@ -82,3 +82,46 @@ async fn database_down_gives_503_and_the_collector_recovers_by_itself() {
     );
     app.server.shutdown().await.unwrap();
 }
+
+/// A pooled connection that broke while the collector was busy (the database restarted,
+/// a proxy or an administrator dropped it between two groups) costs no answer: the
+/// collector does not ping a connection that was in use a moment ago, so the write
+/// meets the broken connection and is repeated once on a new one, instead of 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_dropped_between_groups_is_replaced_without_a_503() {
+    let db = fresh_db(&PG).await;
+    let app = spawn_app(&[
+        "--database-url",
+        &db.writer_url,
+        "--db-pool-size",
+        "1",
+        "--writers",
+        "1",
+    ])
+    .await;
+    let terminate = format!(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+         WHERE usename = '{}' AND datname = '{}') t",
+        db.writer_role, db.name
+    );
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        let id = Uuid::new_v4();
+        let path = format!("/{UA}/cyberinfrastructure/gateway/7G/round-{round}");
+        assert_eq!(app.post_event(&path, id, None).await.status(), 201, "round {round}");
+        ids.push(id);
+        // Drop the collector's only connection right after its write.
+        assert_eq!(
+            PG.psql(&db.name, &terminate).trim(),
+            "1",
+            "round {round}: one writer session to drop"
+        );
+    }
+    let last = Uuid::new_v4();
+    let path = format!("/{UA}/cyberinfrastructure/gateway/7G/after");
+    assert_eq!(app.post_event(&path, last, None).await.status(), 201);
+    assert_eq!(app.metric("hourofci_db_errors_total").await, 0.0, "no group failed");
+    let stored: Vec<String> = rows(&db.admin, "loggingtable").await.into_iter().map(|r| r.4).collect();
+    assert_eq!(stored.len(), 6, "{stored:?}");
+    app.server.shutdown().await.unwrap();
+}

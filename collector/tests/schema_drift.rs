@@ -1,7 +1,7 @@
 //! One schema, written down once per language, and tests that fail when the copies
 //! drift apart: PostgreSQL's tables (`sql/`) against SQLite's (`collector/sqlite/`),
 //! both against the written columns the stores bind from (`event::Column::WRITTEN`) and
-//! `log_events_v4`'s arguments, the SDK's batch body against the collector's parser
+//! `log_events_v5`'s arguments, the SDK's batch body against the collector's parser
 //! (one fixture, also checked byte for byte by sdk-wasm's
 //! `queue::tests::batch_body_is_the_shared_wire_fixture`), and old SQLite files
 //! against the migrations that upgrade them in place.
@@ -51,7 +51,7 @@ fn sqlite_type_of(pg_type: &str) -> &'static str {
     }
 }
 
-/// The PostgreSQL type a written column's values are bound as (`log_events_v4`'s array element type).
+/// The PostgreSQL type a written column's values are bound as (`log_events_v5`'s array element type).
 fn pg_argument_type(value: ColumnValue<'_>) -> &'static str {
     match value {
         ColumnValue::Text(_) => "text",
@@ -127,9 +127,9 @@ async fn postgres_and_sqlite_tables_and_the_written_columns_agree() {
         }
     }
 
-    // log_events_v4's arrays: p_tests, then one per written column, in that order and type.
+    // log_events_v5's arrays: p_tests, then one per written column, in that order and type.
     let arguments: String =
-        sqlx::query_scalar("SELECT pg_catalog.pg_get_function_identity_arguments('public.log_events_v4'::regproc)")
+        sqlx::query_scalar("SELECT pg_catalog.pg_get_function_identity_arguments('public.log_events_v5'::regproc)")
             .fetch_one(&db.admin)
             .await
             .unwrap();

@@ -1,8 +1,10 @@
-//! `log_events_v4` (sql/0005), the collector's write call since that migration, against
-//! `log_events_v3` (sql/0004), whose verdicts it must keep: the same calls on the same
-//! stored rows give the same verdicts and leave the same rows, in the same order, for
-//! every mix of tables, repeated and stored ids, NULL ids, same and different content.
-//! And the upgrade of a database that 0001-0004 made, with rows.
+//! The collector's write calls against `log_events_v3` (sql/0004), whose verdicts they must
+//! keep: `log_events_v5` (sql/0008, one array of verdicts; the collector's call) and
+//! `log_events_v4` (sql/0005; the previous release's call, still used during a rolling
+//! upgrade). The same calls on the same stored rows give the same verdicts and leave the
+//! same rows, in the same order, for every mix of tables, repeated and stored ids, NULL
+//! ids, same and different content. And the upgrade of a database that 0001-0004 made,
+//! with rows.
 
 mod common;
 
@@ -48,7 +50,8 @@ const LEARNERS: [&str; 2] = [
     "0b6f3c1e-8f1d-4b7a-9c2e-5d4f3a2b1c0e",
 ];
 
-/// Call `function` with `events`; the verdicts as (1-based index, status).
+/// Call `function` with `events`; the verdicts as (1-based index, status), whether the
+/// function answers rows (v3, v4) or one array (v5).
 async fn call(conn: &mut PgConnection, function: &str, events: &[Ev]) -> Vec<(i32, String)> {
     let answers: Vec<Option<String>> = events
         .iter()
@@ -58,8 +61,13 @@ async fn call(conn: &mut PgConnection, function: &str, events: &[Ev]) -> Vec<(i3
             _ => None,
         })
         .collect();
-    let sql = format!("SELECT event_index, status FROM public.{function}($1, $2, $3, $4, $5, $6, $7, $8, $9)");
-    sqlx::query_as(&sql)
+    let one_array = function == "log_events_v5";
+    let sql = if one_array {
+        format!("SELECT public.{function}($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+    } else {
+        format!("SELECT event_index, status FROM public.{function}($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+    };
+    let arguments = sqlx::query::<sqlx::Postgres>(&sql)
         .bind(events.iter().map(|e| e.test).collect::<Vec<_>>())
         .bind(
             events
@@ -83,10 +91,26 @@ async fn call(conn: &mut PgConnection, function: &str, events: &[Ev]) -> Vec<(i3
                 .iter()
                 .map(|e| e.learner.map(|l| Uuid::parse_str(LEARNERS[l as usize]).unwrap()))
                 .collect::<Vec<_>>(),
-        )
-        .fetch_all(conn)
-        .await
-        .unwrap_or_else(|e| panic!("{function}({events:?}): {e}"))
+        );
+    let verdicts: Vec<(i32, String)> = if one_array {
+        let words: Vec<String> = arguments
+            .fetch_one(&mut *conn)
+            .await
+            .and_then(|row| sqlx::Row::try_get(&row, 0))
+            .unwrap_or_else(|e| panic!("{function}({events:?}): {e}"));
+        (1..).zip(words).collect()
+    } else {
+        arguments
+            .fetch_all(&mut *conn)
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| Ok((sqlx::Row::try_get(row, 0)?, sqlx::Row::try_get(row, 1)?)))
+                    .collect()
+            })
+            .unwrap_or_else(|e| panic!("{function}({events:?}): {e}"))
+    };
+    verdicts
 }
 
 fn chrono_now() -> sqlx::types::chrono::DateTime<sqlx::types::chrono::Utc> {
@@ -133,7 +157,7 @@ async fn outcome(
 }
 
 #[test]
-fn v4_judges_and_stores_every_call_as_v3_does() {
+fn v5_and_v4_judge_and_store_every_call_as_v3_does() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(fresh_db(&PG));
     let conn = std::cell::RefCell::new(rt.block_on(PgConnection::connect(&db.admin_url)).unwrap());
@@ -153,14 +177,17 @@ fn v4_judges_and_stores_every_call_as_v3_does() {
             let mut conn = conn.borrow_mut();
             let v3 = rt.block_on(outcome(&mut conn, "log_events_v3", &before, &events));
             let v4 = rt.block_on(outcome(&mut conn, "log_events_v4", &before, &events));
+            let v5 = rt.block_on(outcome(&mut conn, "log_events_v5", &before, &events));
             if events.iter().all(|e| e.test) || events.iter().all(|e| !e.test) {
                 single_table_calls.set(single_table_calls.get() + 1);
             }
             if v3.0.iter().any(|(_, s)| s != "written") {
                 slow_paths.set(slow_paths.get() + 1);
             }
-            prop_assert_eq!(&v4.0, &v3.0, "verdicts of {:?} after {:?}", events, before);
-            prop_assert_eq!(&v4.1, &v3.1, "rows after {:?} after {:?}", events, before);
+            prop_assert_eq!(&v5.0, &v3.0, "v5 verdicts of {:?} after {:?}", events, before);
+            prop_assert_eq!(&v5.1, &v3.1, "v5 rows after {:?} after {:?}", events, before);
+            prop_assert_eq!(&v4.0, &v3.0, "v4 verdicts of {:?} after {:?}", events, before);
+            prop_assert_eq!(&v4.1, &v3.1, "v4 rows after {:?} after {:?}", events, before);
             Ok(())
         })
         .unwrap();
@@ -172,22 +199,24 @@ fn v4_judges_and_stores_every_call_as_v3_does() {
     );
     let mut conn = conn.into_inner();
     // Unequal arrays and a call without a table are refused, never half-written.
-    let refused = rt.block_on(
-        sqlx::query(
-            "SELECT * FROM public.log_events_v4(ARRAY[NULL::boolean], ARRAY[gen_random_uuid()], ARRAY[now()], ARRAY['ua'],
-             ARRAY['gateway'], ARRAY['beginner'], ARRAY['1A'], ARRAY['no table'], ARRAY[NULL::uuid])",
-        )
-        .execute(&mut conn),
-    );
-    assert!(refused.is_err(), "a NULL table flag is refused");
-    let refused = rt.block_on(
-        sqlx::query(
-            "SELECT * FROM public.log_events_v4(ARRAY[false], ARRAY[gen_random_uuid()], ARRAY[now()], ARRAY['ua'],
-             ARRAY['gateway'], ARRAY['beginner'], ARRAY['1A'], ARRAY['short'], ARRAY[]::uuid[])",
-        )
-        .execute(&mut conn),
-    );
-    assert!(refused.is_err(), "arrays of unequal length are refused");
+    for function in ["log_events_v4", "log_events_v5"] {
+        let refused = rt.block_on(
+            sqlx::query(&format!(
+                "SELECT public.{function}(ARRAY[NULL::boolean], ARRAY[gen_random_uuid()], ARRAY[now()], ARRAY['ua'],
+                 ARRAY['gateway'], ARRAY['beginner'], ARRAY['1A'], ARRAY['no table'], ARRAY[NULL::uuid])"
+            ))
+            .execute(&mut conn),
+        );
+        assert!(refused.is_err(), "{function}: a NULL table flag is refused");
+        let refused = rt.block_on(
+            sqlx::query(&format!(
+                "SELECT public.{function}(ARRAY[false], ARRAY[gen_random_uuid()], ARRAY[now()], ARRAY['ua'],
+                 ARRAY['gateway'], ARRAY['beginner'], ARRAY['1A'], ARRAY['short'], ARRAY[]::uuid[])"
+            ))
+            .execute(&mut conn),
+        );
+        assert!(refused.is_err(), "{function}: arrays of unequal length are refused");
+    }
     assert!(rt.block_on(stored(&mut conn)).is_empty());
 }
 
@@ -199,7 +228,7 @@ async fn indexes(conn: &mut PgConnection) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn upgrade_from_0004_keeps_rows_drops_the_maintenance_indexes_and_writes_with_v4() {
+async fn upgrade_from_0004_keeps_rows_drops_the_maintenance_indexes_and_writes_with_v5() {
     let (name, admin_url) = PG.fresh_database("v4up");
     let mut admin = PgConnection::connect(&admin_url).await.unwrap();
     let mut old = sqlx::migrate!("../sql");
@@ -255,8 +284,8 @@ async fn upgrade_from_0004_keeps_rows_drops_the_maintenance_indexes_and_writes_w
         "only the keys stay: learner and received_at go (sql/0005), the question indexes too (sql/0007)"
     );
 
-    // As the writer: v4 judges the old release's rows, and v3 still works for a
-    // collector of the previous release during a rolling upgrade.
+    // As the writer: v5 judges the old release's rows, and v4 and v3 still work for
+    // collectors of earlier releases during a rolling upgrade.
     let mut writer = PgConnection::connect(&PG.url_for(&writer_role, WRITER_PASSWORD, &name))
         .await
         .unwrap();
@@ -286,9 +315,16 @@ async fn upgrade_from_0004_keeps_rows_drops_the_maintenance_indexes_and_writes_w
             learner: Some(1),
         },
     ];
-    let verdicts = call(&mut writer, "log_events_v4", &again).await;
+    let verdicts = call(&mut writer, "log_events_v5", &again).await;
     let words: Vec<&str> = verdicts.iter().map(|(_, s)| s.as_str()).collect();
     assert_eq!(words, ["duplicate", "conflict", "conflict", "written"]);
+    let verdicts = call(&mut writer, "log_events_v4", &again).await;
+    let words: Vec<&str> = verdicts.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(
+        words,
+        ["duplicate", "conflict", "conflict", "duplicate"],
+        "v4 after v5 wrote them"
+    );
     let verdicts = call(
         &mut writer,
         "log_events_v3",
@@ -301,18 +337,20 @@ async fn upgrade_from_0004_keeps_rows_drops_the_maintenance_indexes_and_writes_w
     )
     .await;
     assert_eq!(verdicts, [(1, "written".to_string())]);
-    let public_may_execute: bool = sqlx::query_scalar(
-        "SELECT has_function_privilege('public', 'public.log_events_v4(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[])', 'EXECUTE')",
-    )
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
-    assert!(!public_may_execute, "only the writer may call log_events_v4");
-    let config: String = sqlx::query_scalar(
-        "SELECT array_to_string(proconfig, ',') FROM pg_proc WHERE proname = 'log_events_v4' AND prosecdef",
-    )
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(config, "search_path=pg_catalog, pg_temp");
+    for function in ["log_events_v4", "log_events_v5"] {
+        let public_may_execute: bool = sqlx::query_scalar(&format!(
+            "SELECT has_function_privilege('public', 'public.{function}(boolean[], uuid[], timestamptz[], text[], text[], text[], text[], text[], uuid[])', 'EXECUTE')",
+        ))
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert!(!public_may_execute, "only the writer may call {function}");
+        let config: String =
+            sqlx::query_scalar("SELECT array_to_string(proconfig, ',') FROM pg_proc WHERE proname = $1 AND prosecdef")
+                .bind(function)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        assert_eq!(config, "search_path=pg_catalog, pg_temp", "{function}");
+    }
 }

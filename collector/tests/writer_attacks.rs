@@ -83,6 +83,10 @@ async fn call_every_function(writer: &mut PgConnection, tag: &str) {
             "SELECT * FROM public.log_events_v4(ARRAY[false], ARRAY[gen_random_uuid()], ARRAY[now()], ARRAY['ua'],
              ARRAY['gateway'], ARRAY['beginner'], ARRAY['1A'], ARRAY['{tag} log_events_v4'], ARRAY[NULL::uuid])"
         ),
+        format!(
+            "SELECT public.log_events_v5(ARRAY[false], ARRAY[gen_random_uuid()], ARRAY[now()], ARRAY['ua'],
+             ARRAY['gateway'], ARRAY['beginner'], ARRAY['1A'], ARRAY['{tag} log_events_v5'], ARRAY[NULL::uuid])"
+        ),
     ];
     for call in calls {
         sqlx::query(&call)
@@ -183,7 +187,7 @@ async fn temp_schema_shadowing_gains_the_writer_nothing() {
     assert_writer_gained_nothing(&db, &mut writer, &before).await;
     assert_eq!(
         count(&db.admin, "loggingtable").await,
-        before.len() as i64 + 6,
+        before.len() as i64 + 7,
         "the functions still write"
     );
     assert_eq!(count(&db.admin, "loggingtable_test").await, 1);
@@ -244,7 +248,7 @@ async fn public_schema_shadowing_gains_the_writer_nothing() {
     assert_writer_gained_nothing(&db, &mut writer, &before).await;
     assert_eq!(
         count(&db.admin, "loggingtable").await,
-        before.len() as i64 + 6,
+        before.len() as i64 + 7,
         "the functions still write"
     );
 
@@ -428,7 +432,7 @@ async fn upgrade_from_the_old_migrations_closes_both_holes_and_keeps_the_rows() 
     .fetch_all(&db.admin)
     .await
     .unwrap();
-    assert_eq!(search_paths.len(), 7, "{search_paths:?}"); // with log_events_v3 (sql/0004) and v4 (sql/0005)
+    assert_eq!(search_paths.len(), 8, "{search_paths:?}"); // with log_events_v3 (sql/0004), v4 (sql/0005), v5 (sql/0008)
     for (function, config) in &search_paths {
         assert_eq!(config, "search_path=pg_catalog, pg_temp", "{function}");
     }

@@ -2,7 +2,7 @@
 //! with what the database itself can do, in one run on one machine (issue 5).
 //!
 //! 1. ceiling A: `pgbench`, one `log_event` call per transaction, 1–64 clients;
-//! 2. ceiling B: `pgbench`, one 100-row `log_events_v4` call per transaction;
+//! 2. ceiling B: `pgbench`, one 100-row `log_events_v5` call per transaction;
 //! 3. the release collector under a load generator on loopback ([`load`]): single-event
 //!    POSTs at 1/16/64/256 connections, `/batch` with 100 events, and a fixed rate at
 //!    half the best single-event throughput (for p99 below saturation); peak RSS;
@@ -12,11 +12,15 @@
 //!    collector through PgBouncer, and HAProxy → 2 collectors → PgBouncer, with the CPU
 //!    each part spends per 1000 events.
 //!
+//! With `--baseline-collector PATH` ([`baseline`]), the collector is also measured
+//! against another build of itself, side by side in the same run.
+//!
 //! PostgreSQL is a throwaway durable cluster (fsync and synchronous_commit on) started
 //! by `testkit`. After every phase the rows in the database are compared with the
 //! answers the load generator got; a mismatch fails the command (after the report).
 //! Benchmarks only: nothing here is a timed test.
 
+mod baseline;
 mod load;
 mod pgbench;
 mod procstat;
@@ -60,6 +64,15 @@ pub struct Args {
     /// Do not touch docs/BENCHMARKS.md
     #[arg(long)]
     no_write: bool,
+    /// Also measure this other collector binary (say the previous release's) against
+    /// this one, side by side in the same run, each on its own database migrated by
+    /// itself: single POSTs at 64 and 256 connections and /batch at 16, alternating
+    /// ABBA (with the collector part)
+    #[arg(long, value_name = "PATH")]
+    baseline_collector: Option<PathBuf>,
+    /// Rounds per step of the --baseline-collector comparison
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    rounds: usize,
 }
 
 /// What `--only` can pick.
@@ -96,6 +109,8 @@ struct Options {
     collector_args: Vec<String>,
     profile: bool,
     write: bool,
+    baseline_collector: Option<PathBuf>,
+    rounds: usize,
 }
 
 impl From<Args> for Options {
@@ -110,6 +125,8 @@ impl From<Args> for Options {
             profile: args.profile,
             write: !args.no_write,
             collector_args: args.collector_arg,
+            baseline_collector: args.baseline_collector,
+            rounds: args.rounds.max(1),
         }
     }
 }
@@ -184,6 +201,7 @@ pub fn run(args: Args) -> Result<()> {
     if opts.pgbench {
         measure_pgbench(&pg, &work_dir, step, &mut results)?;
     }
+    let mut baseline_table = None;
     if opts.collector || opts.sdk {
         let mut collector = Collector::start(
             &collector_bin,
@@ -195,6 +213,22 @@ pub fn run(args: Args) -> Result<()> {
         let outcome = (|| -> Result<()> {
             if opts.collector {
                 measure_collector(&pg, &collector, step, opts.profile, &work_dir, &mut results)?;
+            }
+            if let (true, Some(baseline_bin)) = (opts.collector, &opts.baseline_collector) {
+                let writer_url_for = |database: &str| pg.url_for(WRITER_ROLE, WRITER_PASSWORD, database);
+                let setup = baseline::Setup {
+                    pg: &pg,
+                    current: &collector,
+                    current_database: DATABASE,
+                    baseline_bin,
+                    writer_url_for: &writer_url_for,
+                    collector_args: &opts.collector_args,
+                    work_dir: &work_dir,
+                    step,
+                    rounds: opts.rounds,
+                    ceilings: (results.single_ceiling(), results.batch_ceiling()),
+                };
+                baseline_table = Some(baseline::compare(&setup, &mut results.row_checks)?);
             }
             if sdk_ready {
                 match measure_sdk(&pg, &collector, &sdk_dist, &mut results.row_checks) {
@@ -224,6 +258,13 @@ pub fn run(args: Args) -> Result<()> {
 
     let table = results.markdown();
     println!("\n{table}");
+    if let Some(compared) = &baseline_table {
+        // Not written to docs/BENCHMARKS.md's generated block: quote it by hand.
+        println!(
+            "Against the baseline collector {:?}:\n\n{compared}",
+            opts.baseline_collector.as_deref().unwrap_or(Path::new(""))
+        );
+    }
     if opts.write {
         let path = root.join("docs/BENCHMARKS.md");
         report::write_block(&path, &table)?;
@@ -261,7 +302,7 @@ fn measure_pgbench(pg: &PgCluster, work_dir: &Path, step: Duration, results: &mu
     };
     // The anchor of the write ceiling, same cluster, same run: the group-write function
     // before learner ids and read indexes (`log_events_v2`, sql/0001-0003), each of its
-    // runs right after the `log_events_v4` run with as many clients, so both meet the
+    // runs right after the `log_events_v5` run with as many clients, so both meet the
     // same machine and tables of about the same size.
     create_anchor_database(pg)?;
     let anchor_script = work_dir.join("pgbench-log_events_v2.sql");
@@ -569,7 +610,11 @@ fn settle(pg: &PgCluster) -> Result<()> {
 }
 
 fn count_rows(pg: &PgCluster, table: &str) -> Result<u64> {
-    let text = pg.try_psql(DATABASE, &format!("SELECT count(*) FROM {table}"))?;
+    count_rows_in(pg, DATABASE, table)
+}
+
+fn count_rows_in(pg: &PgCluster, database: &str, table: &str) -> Result<u64> {
+    let text = pg.try_psql(database, &format!("SELECT count(*) FROM {table}"))?;
     text.trim()
         .parse()
         .with_context(|| format!("count(*) from {table} gave {text:?}"))
@@ -628,8 +673,11 @@ impl Collector {
         cmd.args(["serve", "--bind", &addr.to_string(), "--database-url", database_url]);
         // Every request comes from 127.0.0.1: the per-client limit would answer 429.
         cmd.args(["--rate-limit-per-second", "0"]);
-        // Up to 256 connections from that one address: over the per-client cap.
-        cmd.args(["--max-connections-per-client", "0"]);
+        // Up to 256 connections from that one address: over the per-client cap (a
+        // baseline build from before that flag has no cap to lift).
+        if util::output(Command::new(bin).args(["serve", "--help"]))?.contains("--max-connections-per-client") {
+            cmd.args(["--max-connections-per-client", "0"]);
+        }
         if let Some(dir) = sdk_dir {
             cmd.arg("--sdk-dir").arg(dir);
         }

@@ -1,5 +1,5 @@
 //! Embedded SQLite store: the zero-setup default (`hourofci-log.db` in the working
-//! directory). Same columns and the same verdicts as PostgreSQL's `log_events_v4`
+//! directory). Same columns and the same verdicts as PostgreSQL's `log_events_v5`
 //! (written, duplicate, conflict); one transaction per group. The schema is
 //! `collector/sqlite/` (migrations), the written columns [`Column::WRITTEN`].
 //!

@@ -11,10 +11,10 @@ use std::time::Duration;
 pub const SINGLE_SCRIPT: &str = "SELECT log_event(false, gen_random_uuid(), now(), \
 '0cc175b9c0f1b6a831c399e269772661', 'gateway', 'beginner', '1A', 'pgbench answer / café');\n";
 
-/// One `log_events_v4` call (the function the collector's group commit uses) with
+/// One `log_events_v5` call (the function the collector's group commit uses) with
 /// `size` rows per transaction, each with a learner id as the SDK sends it.
 pub fn batch_script(size: usize) -> String {
-    batch_script_for("log_events_v4", size)
+    batch_script_for("log_events_v5", size)
 }
 
 /// The write ceiling's anchor: the same rows through `log_events_v2` (sql/0003), the
@@ -39,7 +39,13 @@ fn batch_script_for(function: &str, size: usize) -> String {
     if function != "log_events_v2" {
         arrays.push(fill("'0b6f3c1e-8f1d-4b7a-9c2e-5d4f3a2b1c0d'", "uuid"));
     }
-    format!("SELECT count(*) FROM {function}({});\n", arrays.join(", "))
+    if function == "log_events_v2" {
+        // A set of (event_index, status) rows.
+        format!("SELECT count(*) FROM {function}({});\n", arrays.join(", "))
+    } else {
+        // One array of verdicts (sql/0008).
+        format!("SELECT cardinality({function}({}));\n", arrays.join(", "))
+    }
 }
 
 /// Where and as whom pgbench connects.
@@ -147,7 +153,7 @@ latency average = 16.2 ms\ninitial connection time = 12.3 ms\ntps = 246.8 (witho
         let s = batch_script(100);
         // The table flags, the six value arrays and the learner ids (event ids come from generate_series).
         assert_eq!(s.matches("ARRAY[100]").count(), 8);
-        assert!(s.starts_with("SELECT count(*) FROM log_events_v4("));
+        assert!(s.starts_with("SELECT cardinality(log_events_v5("));
         assert!(s.contains("generate_series(1, 100)"));
         let anchor = anchor_batch_script(100);
         assert!(anchor.starts_with("SELECT count(*) FROM log_events_v2("));

@@ -132,7 +132,7 @@ impl Results {
             .reduce(f64::max)
     }
 
-    /// Best `log_events_v4` rows per second over the client counts.
+    /// Best `log_events_v5` rows per second over the client counts.
     pub fn batch_ceiling(&self) -> Option<f64> {
         self.pg_batch.iter().map(PgbenchRun::rows_per_sec).reduce(f64::max)
     }
@@ -157,11 +157,11 @@ impl Results {
         out.push(match (best_batch, self.batch_ceiling()) {
             (Some(b), Some(c)) => TargetCheck {
                 name: "/batch rows/s",
-                wanted: "≥ 0.8× pgbench log_events_v4 ceiling".into(),
+                wanted: "≥ 0.8× pgbench log_events_v5 ceiling".into(),
                 measured: format!("{b:.0}/s = {:.2}×", b / c),
                 met: Some(b >= 0.8 * c),
             },
-            _ => not_run("/batch rows/s", "≥ 0.8× pgbench log_events_v4 ceiling"),
+            _ => not_run("/batch rows/s", "≥ 0.8× pgbench log_events_v5 ceiling"),
         });
         out.push(match (self.batch_ceiling(), self.anchor_ceiling()) {
             (Some(c), Some(a)) => TargetCheck {
@@ -267,7 +267,7 @@ impl Results {
         for r in &self.pg_batch {
             let _ = writeln!(
                 s,
-                "| 2 | pgbench `log_events_v4`, {} rows/transaction, {} clients | {:.0} rows/s | avg {:.2} | 0 | {} |",
+                "| 2 | pgbench `log_events_v5`, {} rows/transaction, {} clients | {:.0} rows/s | avg {:.2} | 0 | {} |",
                 r.rows_per_transaction,
                 r.clients,
                 r.rows_per_sec(),
@@ -291,7 +291,7 @@ impl Results {
         if let (Some(c), Some(a)) = (batch_ceiling, self.anchor_ceiling()) {
             let _ = writeln!(
                 s,
-                "| 2 | **ceiling B against its anchor** (best `log_events_v4` / best `log_events_v2`) | **{:+.1} %** | | | |",
+                "| 2 | **ceiling B against its anchor** (best `log_events_v5` / best `log_events_v2`) | **{:+.1} %** | | | |",
                 (c / a - 1.0) * 100.0
             );
         }
