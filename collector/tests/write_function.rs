@@ -92,7 +92,7 @@ async fn call(conn: &mut PgConnection, function: &str, events: &[Ev]) -> Vec<(i3
                 .map(|e| e.learner.map(|l| Uuid::parse_str(LEARNERS[l as usize]).unwrap()))
                 .collect::<Vec<_>>(),
         );
-    let verdicts: Vec<(i32, String)> = if one_array {
+    if one_array {
         let words: Vec<String> = arguments
             .fetch_one(&mut *conn)
             .await
@@ -109,8 +109,7 @@ async fn call(conn: &mut PgConnection, function: &str, events: &[Ev]) -> Vec<(i3
                     .collect()
             })
             .unwrap_or_else(|e| panic!("{function}({events:?}): {e}"))
-    };
-    verdicts
+    }
 }
 
 fn chrono_now() -> sqlx::types::chrono::DateTime<sqlx::types::chrono::Utc> {

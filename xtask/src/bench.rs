@@ -70,7 +70,8 @@ pub struct Args {
     /// ABBA (with the collector part)
     #[arg(long, value_name = "PATH")]
     baseline_collector: Option<PathBuf>,
-    /// Rounds per step of the --baseline-collector comparison
+    /// Rounds per step of the --baseline-collector comparison (keep it even: each side then
+    /// goes first equally often)
     #[arg(long, value_name = "N", default_value_t = 4)]
     rounds: usize,
 }
@@ -215,13 +216,10 @@ pub fn run(args: Args) -> Result<()> {
                 measure_collector(&pg, &collector, step, opts.profile, &work_dir, &mut results)?;
             }
             if let (true, Some(baseline_bin)) = (opts.collector, &opts.baseline_collector) {
-                let writer_url_for = |database: &str| pg.url_for(WRITER_ROLE, WRITER_PASSWORD, database);
                 let setup = baseline::Setup {
                     pg: &pg,
                     current: &collector,
-                    current_database: DATABASE,
                     baseline_bin,
-                    writer_url_for: &writer_url_for,
                     collector_args: &opts.collector_args,
                     work_dir: &work_dir,
                     step,
@@ -367,25 +365,15 @@ fn measure_collector(
                     duration: Duration,
                     pace: Pace|
      -> Result<HttpFigures> {
-        settle(pg)?;
-        let before = count_rows(pg, "loggingtable")?;
-        let postmaster = pg.pid().unwrap_or(0);
-        let cpu_before = CpuTimes::now(collector.pid(), postmaster);
-        let outcome = load::run(&Plan {
+        let plan = Plan {
             addr,
             kind,
             connections,
             duration,
             pace,
             ids: ids.clone(),
-        })?;
-        let cpu = CpuTimes::now(collector.pid(), postmaster).since(&cpu_before);
-        let found = count_rows(pg, "loggingtable")? - before;
-        results.row_checks.push(RowCheck {
-            phase: label.clone(),
-            expected: outcome.events_written,
-            found,
-        });
+        };
+        let (outcome, cpu) = measured_run(pg, DATABASE, collector, &plan, &label, &mut results.row_checks)?;
         let figures = HttpFigures {
             label,
             connections,
@@ -600,6 +588,32 @@ fn measure_sdk(pg: &PgCluster, collector: &Collector, dist: &Path, checks: &mut 
     };
     eprintln!("sdk: {figures:?}");
     Ok(figures)
+}
+
+/// One load run against `collector`, from a settled cluster: what the load generator got
+/// and the CPU each part spent. The rows it added to `database` are checked against the
+/// answers (`checks`, reported after the run).
+fn measured_run(
+    pg: &PgCluster,
+    database: &str,
+    collector: &Collector,
+    plan: &Plan,
+    label: &str,
+    checks: &mut Vec<RowCheck>,
+) -> Result<(load::Outcome, CpuTimes)> {
+    settle(pg)?;
+    let before = count_rows_in(pg, database, "loggingtable")?;
+    let postmaster = pg.pid().unwrap_or(0);
+    let cpu_before = CpuTimes::now(collector.pid(), postmaster);
+    let outcome = load::run(plan)?;
+    let cpu = CpuTimes::now(collector.pid(), postmaster).since(&cpu_before);
+    let found = count_rows_in(pg, database, "loggingtable")? - before;
+    checks.push(RowCheck {
+        phase: label.to_string(),
+        expected: outcome.events_written,
+        found,
+    });
+    Ok((outcome, cpu))
 }
 
 /// Start each step from the same state: a checkpoint now, so none is forced by the

@@ -11,7 +11,7 @@
 
 use super::load::{self, IdSource, Kind, Pace, Plan};
 use super::report::RowCheck;
-use super::{count_rows_in, settle, Collector, CpuTimes, BATCH_SIZE, WRITER_ROLE};
+use super::{measured_run, Collector, BATCH_SIZE, DATABASE, WRITER_PASSWORD, WRITER_ROLE};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -33,10 +33,9 @@ const STEPS: [(&str, Kind, usize); 3] = [
 /// Both collectors and their databases.
 pub struct Setup<'a> {
     pub pg: &'a PgCluster,
+    /// This build's collector, on the benchmark's own database.
     pub current: &'a Collector,
-    pub current_database: &'a str,
     pub baseline_bin: &'a Path,
-    pub writer_url_for: &'a dyn Fn(&str) -> String,
     pub collector_args: &'a [String],
     pub work_dir: &'a Path,
     pub step: Duration,
@@ -67,7 +66,7 @@ pub fn compare(setup: &Setup, checks: &mut Vec<RowCheck>) -> Result<String> {
     .context("migrating the baseline's database with the baseline binary")?;
     let mut baseline = Collector::start(
         setup.baseline_bin,
-        &(setup.writer_url_for)(BASELINE_DATABASE),
+        &setup.pg.url_for(WRITER_ROLE, WRITER_PASSWORD, BASELINE_DATABASE),
         None,
         setup.collector_args,
         &setup.work_dir.join("collector-baseline.log"),
@@ -81,29 +80,26 @@ fn measure(setup: &Setup, baseline: &Collector, checks: &mut Vec<RowCheck>) -> R
     let ids = Arc::new(IdSource::new());
     let sides: [(&str, &Collector, &str); 2] = [
         ("baseline", baseline, BASELINE_DATABASE),
-        ("current", setup.current, setup.current_database),
+        ("current", setup.current, DATABASE),
     ];
     let mut run_one = |side: usize, kind: Kind, connections: usize, label: &str| -> Result<Run> {
         let (name, collector, database) = sides[side];
-        settle(setup.pg)?;
-        let before = count_rows_in(setup.pg, database, "loggingtable")?;
-        let postmaster = setup.pg.pid().unwrap_or(0);
-        let cpu_before = CpuTimes::now(collector.pid(), postmaster);
-        let outcome = load::run(&Plan {
+        let plan = Plan {
             addr: collector.addr,
             kind,
             connections,
             duration: setup.step,
             pace: Pace::ClosedLoop,
             ids: ids.clone(),
-        })?;
-        let cpu = CpuTimes::now(collector.pid(), postmaster).since(&cpu_before);
-        let found = count_rows_in(setup.pg, database, "loggingtable")? - before;
-        checks.push(RowCheck {
-            phase: format!("{name}: {label}"),
-            expected: outcome.events_written,
-            found,
-        });
+        };
+        let (outcome, cpu) = measured_run(
+            setup.pg,
+            database,
+            collector,
+            &plan,
+            &format!("{name}: {label}"),
+            checks,
+        )?;
         let per = 1000.0 / outcome.events_written.max(1) as f64;
         let run = Run {
             per_sec: outcome.events_per_sec(),
