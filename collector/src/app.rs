@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use tower::ServiceExt;
 use tower_http::set_header::SetResponseHeaderLayer;
 use uuid::Uuid;
 
@@ -48,7 +47,7 @@ pub struct Inner {
     pub(crate) metrics_public: bool,
     pub(crate) sdk_dir: Option<PathBuf>,
     /// Rate limit, header size and body deadline (see [`crate::limits::guard`]).
-    pub(crate) limits: crate::limits::RequestLimits,
+    pub(crate) limits: Arc<crate::limits::RequestLimits>,
     /// Set on SIGTERM: /healthz answers 503 so balancers stop sending new requests
     /// while the collector still serves (see `--shutdown-drain-ms`).
     pub(crate) draining: std::sync::atomic::AtomicBool,
@@ -121,48 +120,35 @@ pub fn router(state: AppState) -> Router {
     let app = app
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        // Layers 3 and 4 (ServiceBuilder: the first is the outermost). Router::layer
-        // wraps each route after routing, so both see the matched route.
+        // Layers 2 to 4 (ServiceBuilder: the first is the outermost). Router::layer
+        // wraps each route, and the fallbacks, after routing, so they see the matched
+        // route.
         .layer(
             tower::ServiceBuilder::new()
+                .layer(cors::ByKindLayer::new(state.cors.as_ref(), &state.legacy_cors))
                 .layer(middleware::from_fn_with_state(state.clone(), count_and_limit))
                 .layer(middleware::from_fn_with_state(
                     state.limits.clone(),
                     crate::limits::guard,
                 )),
         )
-        .with_state(state.clone());
-    // Layer 2: two CORS rules (see crate::cors); each request goes through the routes
-    // wrapped in the rule for its kind.
-    let sdk_side = match &state.cors {
-        Some(origins) => app.clone().layer(cors::sdk_layer(origins)),
-        None => app.clone(),
-    };
-    let legacy_side = app.layer(cors::legacy_layer(&state.legacy_cors));
-    let split = tower::service_fn(move |req: Request| {
-        let side = if cors::is_legacy_request(&req) {
-            legacy_side.clone()
-        } else {
-            sdk_side.clone()
-        };
-        side.oneshot(req)
-    });
+        .with_state(state);
     // Layer 1.
-    with_response_headers(Router::new().fallback_service(split))
+    with_response_headers(app)
 }
 
 /// The outermost layers, around every answer (errors, 404, 429 and 503 from the limit
 /// layers included): `X-Content-Type-Options: nosniff`, so no browser runs an answer
-/// as a script or style whatever it contains, and request tracing. Keep these last.
+/// as a script or style whatever it contains, and request tracing. Add these last.
 pub(crate) fn with_response_headers(app: Router) -> Router {
-    let service = tower::ServiceBuilder::new()
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .service(app);
-    Router::new().fallback_service(service)
+    app.layer(
+        tower::ServiceBuilder::new()
+            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            )),
+    )
 }
 
 /// Longest request target accepted (longer gets 414): five segments of up to the

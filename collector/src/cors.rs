@@ -22,11 +22,15 @@
 //! `https://x.mybinder.org.attacker.com`. The domain after `*.` needs at least two
 //! labels (`*.org` is refused).
 
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, Method};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use axum::response::Response;
+use futures_util::future::Either;
+use tower::{Layer, Service};
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 
 /// A parsed list of allowed origins (`--allow-origin` or `--legacy-allow-origin`).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -188,8 +192,79 @@ fn is_legacy_path(path: &str) -> bool {
     }
 }
 
+/// Both rules as one layer: each request meets the rule for its kind
+/// ([`is_legacy_request`]): `--legacy-allow-origin` for the legacy GETs,
+/// `--allow-origin` (or no CORS at all when it is not given) for the rest.
+#[derive(Clone)]
+pub struct ByKindLayer {
+    sdk: Option<CorsLayer>,
+    legacy: CorsLayer,
+}
+
+impl ByKindLayer {
+    pub fn new(sdk: Option<&OriginList>, legacy: &OriginList) -> Self {
+        ByKindLayer {
+            sdk: sdk.map(sdk_layer),
+            legacy: legacy_layer(legacy),
+        }
+    }
+}
+
+impl<S: Clone> Layer<S> for ByKindLayer {
+    type Service = ByKind<S>;
+
+    fn layer(&self, inner: S) -> ByKind<S> {
+        ByKind {
+            sdk: match &self.sdk {
+                Some(cors) => Either::Left(cors.layer(inner.clone())),
+                None => Either::Right(inner.clone()),
+            },
+            legacy: self.legacy.layer(inner),
+        }
+    }
+}
+
+/// See [`ByKindLayer`]. Both sides wrap clones of the same inner service (a route).
+#[derive(Clone)]
+pub struct ByKind<S> {
+    sdk: Either<Cors<S>, S>,
+    legacy: Cors<S>,
+}
+
+type CorsFuture<F> = tower_http::cors::ResponseFuture<F>;
+
+impl<S, E> Service<Request> for ByKind<S>
+where
+    S: Service<Request, Response = Response, Error = E>,
+{
+    type Response = Response;
+    type Error = E;
+    type Future = Either<CorsFuture<S::Future>, Either<CorsFuture<S::Future>, S::Future>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        // Either side may take the next request: ready when both are (routes always are).
+        if self.legacy.poll_ready(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        match &mut self.sdk {
+            Either::Left(cors) => cors.poll_ready(cx),
+            Either::Right(plain) => plain.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if is_legacy_request(&req) {
+            return Either::Left(self.legacy.call(req));
+        }
+        Either::Right(match &mut self.sdk {
+            Either::Left(cors) => Either::Left(cors.call(req)),
+            Either::Right(plain) => Either::Right(plain.call(req)),
+        })
+    }
+}
+
 /// CORS for the SDK routes (`--allow-origin`): its POST headers, and Retry-After readable.
-pub fn sdk_layer(origins: &OriginList) -> CorsLayer {
+fn sdk_layer(origins: &OriginList) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(origins.allow_origin())
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
@@ -204,7 +279,7 @@ pub fn sdk_layer(origins: &OriginList) -> CorsLayer {
 }
 
 /// CORS for the legacy GET routes (`--legacy-allow-origin`, default `*`).
-pub fn legacy_layer(origins: &OriginList) -> CorsLayer {
+fn legacy_layer(origins: &OriginList) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(origins.allow_origin())
         .allow_methods([Method::GET, Method::HEAD])

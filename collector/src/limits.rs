@@ -434,8 +434,8 @@ impl Drop for BodyReservation {
 // ---------------------------------------------------------------------------------
 // Per-request middleware
 
-/// Per-request limits applied by [`guard`].
-#[derive(Clone)]
+/// Per-request limits applied by [`guard`] (shared behind an `Arc`: the middleware
+/// takes its state by value on every request).
 pub struct RequestLimits {
     pub rate: RateLimiter,
     /// Whose `X-Forwarded-For` names the client (`--trusted-proxy`).
@@ -465,7 +465,7 @@ fn has_body(req: &Request) -> bool {
 /// axum middleware: rate limit, header size, then the body: read whole against a
 /// deadline, within the body budget, on the routes that take one; refused unread on
 /// the others. No handler ever waits on a slow client.
-pub async fn guard(State(limits): State<RequestLimits>, req: Request, next: Next) -> Response {
+pub async fn guard(State(limits): State<Arc<RequestLimits>>, req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -794,24 +794,40 @@ pub struct Tracked<S> {
 impl<S, R> tower::Service<R> for Tracked<S>
 where
     S: tower::Service<R>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = TrackedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        let in_flight = InFlight::start(&self.activity);
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await;
-            drop(in_flight);
-            res
-        })
+        TrackedFuture {
+            in_flight: Some(InFlight::start(&self.activity)),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer; the request counts as in flight until it is ready.
+    pub struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for TrackedFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        this.in_flight.take();
+        Poll::Ready(out)
     }
 }
 

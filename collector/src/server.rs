@@ -137,7 +137,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
         legacy_cors,
         metrics_public: args.admin_bind.is_none(),
         sdk_dir: args.sdk_dir.clone(),
-        limits: crate::limits::RequestLimits {
+        limits: Arc::new(crate::limits::RequestLimits {
             rate: crate::limits::RateLimiter::new(args.rate_limit_config()),
             proxies: proxies.clone(),
             max_header_bytes: args.max_header_bytes,
@@ -149,7 +149,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
             ),
             body_routes: app::BODY_ROUTES,
             retry_after_secs: args.retry_after_secs,
-        },
+        }),
         draining: std::sync::atomic::AtomicBool::new(false),
     });
     let router = app::router(state.clone());
