@@ -139,7 +139,9 @@ pub struct ServeArgs {
 
     /// Address of a second, plain-HTTP listener serving /metrics and /healthz only,
     /// e.g. 127.0.0.1:9400 or an internal address. When set, the public listener no
-    /// longer serves /metrics (it keeps /healthz for load balancers).
+    /// longer serves /metrics (it keeps /healthz for load balancers). It holds at most
+    /// 32 connections (8 per client address) and 20 requests/s per client, under the
+    /// same header and idle timeouts as the public listener.
     #[arg(long, env = "HOURCI_ADMIN_BIND")]
     pub admin_bind: Option<SocketAddr>,
 

@@ -42,6 +42,7 @@ use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::ApiError;
+use crate::metrics::{CloseReason, ConnectionMetrics, Listener, Metrics};
 
 // ---------------------------------------------------------------------------------
 // Who is the client
@@ -591,6 +592,9 @@ pub struct ConnectionConfig {
     pub idle_timeout: Duration,
     /// Peers exempt from the per-client cap: a reverse proxy carries many clients.
     pub proxies: TrustedProxies,
+    /// What the refusal warnings name as the caps (the flags that set them).
+    pub global_flag: &'static str,
+    pub per_client_flag: &'static str,
 }
 
 /// Caps open connections, in all and per client address, and closes connections that
@@ -609,6 +613,8 @@ struct ConnInner {
     config: ConnectionConfig,
     counts: Mutex<ConnCounts>,
     last_warn: AtomicU64,
+    metrics: Arc<Metrics>,
+    listener: Listener,
 }
 
 #[derive(Default)]
@@ -625,6 +631,7 @@ struct ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
+        self.limit.metrics().open.add(-1);
         let mut c = self.limit.0.counts.lock().unwrap_or_else(|p| p.into_inner());
         c.total -= 1;
         if let Some(client) = self.client {
@@ -639,12 +646,19 @@ impl Drop for ConnectionSlot {
 }
 
 impl ConnectionLimit {
-    pub fn new(config: ConnectionConfig) -> Self {
+    /// Caps for the connections of `listener`, counted in its [`ConnectionMetrics`].
+    pub fn new(config: ConnectionConfig, metrics: Arc<Metrics>, listener: Listener) -> Self {
         ConnectionLimit(Arc::new(ConnInner {
             config,
             counts: Mutex::new(ConnCounts::default()),
             last_warn: AtomicU64::new(0),
+            metrics,
+            listener,
         }))
+    }
+
+    fn metrics(&self) -> &ConnectionMetrics {
+        self.0.metrics.connections(self.0.listener)
     }
 
     /// A place for a connection from `peer`, or `None` when a cap is reached. The
@@ -656,15 +670,17 @@ impl ConnectionLimit {
             .map(ClientKey::of);
         let mut c = self.0.counts.lock().unwrap_or_else(|p| p.into_inner());
         let mine = client.map_or(0, |k| c.by_client.get(&k).copied().unwrap_or(0));
-        let refusal = if client.is_some() && mine >= cfg.max_per_client {
-            Some("--max-connections-per-client")
-        } else if c.total >= cfg.max {
-            Some("--max-connections")
-        } else {
-            None
-        };
-        if let Some(flag) = refusal {
+        let per_client = client.is_some() && mine >= cfg.max_per_client;
+        if per_client || c.total >= cfg.max {
             drop(c);
+            let metrics = self.metrics();
+            let flag = if per_client {
+                metrics.refused_per_client.inc();
+                cfg.per_client_flag
+            } else {
+                metrics.refused_global.inc();
+                cfg.global_flag
+            };
             throttled_warn(
                 &self.0.last_warn,
                 || tracing::warn!(client = ?client.map(|k| k.to_string()), "connection refused: {flag} reached"),
@@ -675,6 +691,8 @@ impl ConnectionLimit {
         if let Some(k) = client {
             *c.by_client.entry(k).or_insert(0) += 1;
         }
+        drop(c);
+        self.metrics().open.add(1);
         Some(ConnectionSlot {
             limit: self.clone(),
             client,
@@ -722,7 +740,8 @@ where
             let activity = Arc::new(Activity::new());
             let guarded = Guarded {
                 inner: stream,
-                _slot: slot,
+                slot,
+                closed: None,
                 head: Some(HeadSniffer::default()),
                 timer: Box::pin(tokio::time::sleep(head_timeout)),
                 idle_timeout,
@@ -923,7 +942,9 @@ impl HeadSniffer {
 /// has taken nothing for the idle timeout.
 pub struct Guarded<I> {
     inner: I,
-    _slot: ConnectionSlot,
+    slot: ConnectionSlot,
+    /// Set once a deadline has closed the connection (counted once in the metrics).
+    closed: Option<CloseReason>,
     /// `Some` until the first request head is complete.
     head: Option<HeadSniffer>,
     /// The head deadline, then the idle deadline.
@@ -935,6 +956,20 @@ pub struct Guarded<I> {
 }
 
 impl<I> Guarded<I> {
+    /// The error that closes the connection for `reason`, counted the first time.
+    fn close(&mut self, reason: CloseReason) -> io::Error {
+        if self.closed.is_none() {
+            self.closed = Some(reason);
+            self.slot.limit.metrics().closed(reason);
+        }
+        let message = match reason {
+            CloseReason::HeadTimeout => "no complete request head within the header timeout",
+            CloseReason::IdleTimeout => "connection idle past the idle timeout",
+            CloseReason::StoppedReading => "the peer stopped reading",
+        };
+        io::Error::new(io::ErrorKind::TimedOut, message)
+    }
+
     /// `Ready(error)` when a deadline has passed; otherwise the timer is armed for the
     /// next check (so the task is woken then).
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
@@ -943,20 +978,14 @@ impl<I> Guarded<I> {
                 return Poll::Pending;
             }
             if self.head.is_some() {
-                return Poll::Ready(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no complete request head within the header timeout",
-                ));
+                return Poll::Ready(self.close(CloseReason::HeadTimeout));
             }
             let now = tokio::time::Instant::now();
             let next = match self.activity.idle_since() {
                 Some(since) => {
                     let until = tokio::time::Instant::from_std(since + self.idle_timeout);
                     if until <= now {
-                        return Poll::Ready(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "connection idle past the idle timeout",
-                        ));
+                        return Poll::Ready(self.close(CloseReason::IdleTimeout));
                     }
                     until
                 }
@@ -1000,7 +1029,7 @@ impl<I: AsyncWrite + Unpin> Guarded<I> {
             .write_stall
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if stall.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading")));
+            return Poll::Ready(Err(self.close(CloseReason::StoppedReading)));
         }
         Poll::Pending
     }
@@ -1033,7 +1062,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
 
 /// Raise the soft limit on open files to the hard limit (systemd's default soft limit
 /// of 1024 would run out before `--max-connections`), and say so when it is still
-/// too low for `max_connections` sockets plus the database and log files.
+/// too low for `max_connections` sockets (both listeners' caps) plus the database and
+/// log files.
 pub fn raise_open_files_limit(max_connections: usize) {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
     unsafe {
@@ -1057,7 +1087,7 @@ pub fn raise_open_files_limit(max_connections: usize) {
         if lim.rlim_cur < needed {
             tracing::warn!(
                 open_files = lim.rlim_cur,
-                "the open-files limit is below --max-connections + 64 ({needed}); raise LimitNOFILE or lower --max-connections"
+                "the open-files limit is below the connection caps + 64 ({needed}: --max-connections, plus the admin listener's when --admin-bind is set); raise LimitNOFILE or lower --max-connections"
             );
         }
     }

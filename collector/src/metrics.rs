@@ -58,6 +58,59 @@ impl Histogram {
     }
 }
 
+/// Which listener a connection came in on (the `listener` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// `--bind`: the answers.
+    Public,
+    /// `--admin-bind`: `/metrics` and `/healthz` only.
+    Admin,
+}
+
+impl Listener {
+    const ALL: [Listener; 2] = [Listener::Public, Listener::Admin];
+
+    fn label(self) -> &'static str {
+        match self {
+            Listener::Public => "public",
+            Listener::Admin => "admin",
+        }
+    }
+}
+
+/// Why the collector closed a connection itself (the `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No whole request head (or HTTP/2 preface and SETTINGS) by the head deadline.
+    HeadTimeout,
+    /// No request in flight for the idle timeout.
+    IdleTimeout,
+    /// The peer took none of our answer for the idle timeout.
+    StoppedReading,
+}
+
+/// One listener's connections: open now, refused at a cap, closed by a deadline. What
+/// an operator needs to tell an attack on the connection limits from a quiet day.
+#[derive(Default)]
+pub struct ConnectionMetrics {
+    pub open: Gauge,
+    pub refused_per_client: Counter,
+    pub refused_global: Counter,
+    pub closed_head_timeout: Counter,
+    pub closed_idle_timeout: Counter,
+    pub closed_stopped_reading: Counter,
+}
+
+impl ConnectionMetrics {
+    pub fn closed(&self, reason: CloseReason) {
+        match reason {
+            CloseReason::HeadTimeout => self.closed_head_timeout.inc(),
+            CloseReason::IdleTimeout => self.closed_idle_timeout.inc(),
+            CloseReason::StoppedReading => self.closed_stopped_reading.inc(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     /// (route label, method, status) -> count.
@@ -74,9 +127,15 @@ pub struct Metrics {
     pub client_dropped: Counter,
     pub queued_events: Gauge,
     pub write_seconds: Histogram,
+    /// Indexed by [`Listener`]: see [`Metrics::connections`].
+    connections: [ConnectionMetrics; 2],
 }
 
 impl Metrics {
+    pub fn connections(&self, listener: Listener) -> &ConnectionMetrics {
+        &self.connections[listener as usize]
+    }
+
     pub(crate) fn record_request(&self, route: &'static str, method: &str, status: u16) {
         // Clients choose the method string: keep the label set bounded.
         let method = match method {
@@ -159,6 +218,46 @@ impl Metrics {
             "Events clients reported discarding (batch \"dropped\").",
             &[("", self.client_dropped.get())],
         );
+        // (label set, value) for every listener.
+        let by_listener = |f: fn(&ConnectionMetrics) -> u64, extra: &str| {
+            Listener::ALL.map(|l| (format!("{{listener=\"{}\"{extra}}}", l.label()), f(self.connections(l))))
+        };
+        let refused = [
+            by_listener(|c| c.refused_per_client.get(), ",cap=\"per_client\""),
+            by_listener(|c| c.refused_global.get(), ",cap=\"global\""),
+        ]
+        .concat();
+        let closed = [
+            by_listener(|c| c.closed_head_timeout.get(), ",reason=\"head_timeout\""),
+            by_listener(|c| c.closed_idle_timeout.get(), ",reason=\"idle_timeout\""),
+            by_listener(|c| c.closed_stopped_reading.get(), ",reason=\"stopped_reading\""),
+        ]
+        .concat();
+        fn borrowed(v: &[(String, u64)]) -> Vec<(&str, u64)> {
+            v.iter().map(|(l, n)| (l.as_str(), *n)).collect()
+        }
+        counter(
+            "hourofci_connections_refused_total",
+            "Connections closed at once because a cap was reached (per client address, or in all).",
+            &borrowed(&refused),
+        );
+        counter(
+            "hourofci_connections_closed_total",
+            "Connections the collector closed: no whole request head by the head deadline, idle, or a peer that stopped reading.",
+            &borrowed(&closed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hourofci_connections_open Connections open now, by listener.\n# TYPE hourofci_connections_open gauge"
+        );
+        for l in Listener::ALL {
+            let _ = writeln!(
+                out,
+                "hourofci_connections_open{{listener=\"{}\"}} {}",
+                l.label(),
+                self.connections(l).open.get()
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP hourofci_queued_events Events waiting for a commit.\n# TYPE hourofci_queued_events gauge\nhourofci_queued_events {}",
@@ -234,5 +333,48 @@ mod tests {
         assert_eq!(sample(&text, "hourofci_write_seconds_bucket{le=\"0.002\"}"), Some(0.0));
         assert_eq!(sample(&text, "hourofci_write_seconds_bucket{le=\"0.005\"}"), Some(1.0));
         assert_eq!(sample(&text, "hourofci_write_seconds_count"), Some(1.0));
+    }
+
+    #[test]
+    fn renders_each_listeners_connections_apart() {
+        let m = Metrics::default();
+        let admin = m.connections(Listener::Admin);
+        admin.refused_per_client.add(3);
+        admin.open.add(2);
+        m.connections(Listener::Public).closed(CloseReason::StoppedReading);
+        m.connections(Listener::Public).closed(CloseReason::HeadTimeout);
+        m.connections(Listener::Public).closed(CloseReason::HeadTimeout);
+        let text = m.render();
+        let s = |series: &str| sample(&text, series);
+        assert_eq!(
+            s(r#"hourofci_connections_refused_total{listener="admin",cap="per_client"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            s(r#"hourofci_connections_refused_total{listener="public",cap="per_client"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            s(r#"hourofci_connections_refused_total{listener="admin",cap="global"}"#),
+            Some(0.0)
+        );
+        assert_eq!(s(r#"hourofci_connections_open{listener="admin"}"#), Some(2.0));
+        assert_eq!(
+            s(r#"hourofci_connections_closed_total{listener="public",reason="head_timeout"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            s(r#"hourofci_connections_closed_total{listener="public",reason="stopped_reading"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            s(r#"hourofci_connections_closed_total{listener="admin",reason="idle_timeout"}"#),
+            Some(0.0)
+        );
+        // One HELP and TYPE per family, as Prometheus requires.
+        assert_eq!(
+            text.matches("# TYPE hourofci_connections_closed_total counter").count(),
+            1
+        );
     }
 }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::app::{self, AppState, Inner};
 use crate::config::{redact_url, ServeArgs};
 use crate::group_commit::{GroupCommit, Writers};
-use crate::metrics::Metrics;
+use crate::metrics::{Listener, Metrics};
 use crate::store::{PgStore, SqliteStore, Store};
 use crate::validate::Rules;
 
@@ -159,22 +159,25 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let admin = match args.admin_bind {
-        Some(addr) => Some(crate::admin::AdminServer::start(
-            addr,
-            state.clone(),
-            Duration::from_secs(args.header_timeout_secs),
-        )?),
+        Some(addr) => Some(crate::admin::AdminServer::start(addr, state.clone(), args)?),
         None => None,
     };
     let handle = axum_server::Handle::new();
-    crate::limits::raise_open_files_limit(args.max_connections as usize);
-    let connections = crate::limits::ConnectionLimit::new(crate::limits::ConnectionConfig {
-        max: args.max_connections as usize,
-        max_per_client: args.max_connections_per_client as usize,
-        head_timeout: Duration::from_secs(args.header_timeout_secs),
-        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
-        proxies,
-    });
+    let admin_connections = admin.as_ref().map_or(0, |_| crate::admin::MAX_CONNECTIONS);
+    crate::limits::raise_open_files_limit(args.max_connections as usize + admin_connections);
+    let connections = crate::limits::ConnectionLimit::new(
+        crate::limits::ConnectionConfig {
+            max: args.max_connections as usize,
+            max_per_client: args.max_connections_per_client as usize,
+            head_timeout: Duration::from_secs(args.header_timeout_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            proxies,
+            global_flag: "--max-connections",
+            per_client_flag: "--max-connections-per-client",
+        },
+        state.metrics.clone(),
+        Listener::Public,
+    );
     let (served, https, reloader) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = crate::tls::load(cert, key).await?;
@@ -220,7 +223,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
 /// default is ~400 KiB), and for HTTP/2 the streams at once and the header list;
 /// ping HTTP/2 peers so a vanished one is noticed. (The head deadline for the HTTP/2
 /// preface and the idle timeout live in [`crate::limits::Guarded`].)
-fn slow_client_timeouts(
+pub(crate) fn slow_client_timeouts(
     builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     args: &ServeArgs,
 ) {

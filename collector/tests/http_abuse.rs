@@ -100,6 +100,13 @@ async fn second_client_answer(dir: &Path, server: SocketAddr, from: Ipv4Addr, wi
     (status, stored(dir, id).await)
 }
 
+/// One series of the collector's `/metrics` at `server`, asked from `from` (0 when
+/// the series is absent; `None` when `/metrics` did not answer).
+async fn metric(from: Ipv4Addr, server: SocketAddr, series: &str) -> Option<f64> {
+    let r = request_from(from, server, &get("/metrics", "")).await?;
+    (r.status == 200).then(|| hourofci_collector::metrics::sample(&r.text(), series).unwrap_or(0.0))
+}
+
 /// The three ways to hold a connection without sending a request.
 #[derive(Clone, Copy, Debug)]
 enum Hold {
@@ -188,6 +195,15 @@ async fn one_client_holding_connections_is_capped_and_a_second_client_is_still_s
     }
     eprintln!("attacker from {attacker}: {open} of 40 connections held, the rest closed by the collector");
     assert_eq!(open, 12, "--max-connections-per-client 12 must hold exactly 12");
+    // An operator sees it: the 28 refusals are counted, by the cap that refused them.
+    let observer = loopback(3);
+    let refused = |cap: &str| format!(r#"hourofci_connections_refused_total{{listener="public",cap="{cap}"}}"#);
+    assert_eq!(metric(observer, server, &refused("per_client")).await, Some(28.0));
+    assert_eq!(metric(observer, server, &refused("global")).await, Some(0.0));
+    let open_now = metric(observer, server, r#"hourofci_connections_open{listener="public"}"#)
+        .await
+        .unwrap();
+    assert!(open_now >= 13.0, "12 held and the one asking: {open_now}");
 
     // A second client is served and stored while the attacker holds its 12.
     let (status, rows) = second_client_answer(dir.path(), server, loopback(2), Duration::from_secs(20)).await;
@@ -278,6 +294,113 @@ async fn partial_heads_partial_h2_prefaces_and_idle_h2_connections_are_closed_by
         }
     }
     assert!(cut, "a preface dripped one byte every 500 ms was kept for 10 s");
+
+    // An operator sees why they were closed: 10 partial prefaces and the drip by the
+    // head deadline (hyper's own header timeout may be first on partial HTTP/1 heads),
+    // 10 idle HTTP/2 connections by the idle timeout.
+    let closed = |reason: &str| format!(r#"hourofci_connections_closed_total{{listener="public",reason="{reason}"}}"#);
+    let head = metric(loopback(5), server, &closed("head_timeout")).await.unwrap();
+    let idle = metric(loopback(5), server, &closed("idle_timeout")).await.unwrap();
+    assert!(
+        head >= 11.0 && idle >= 10.0,
+        "closed: {head} at the head deadline, {idle} idle"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_held_on_the_admin_port_are_capped_and_leave_the_public_port_its_open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // The unit's LimitNOFILE scaled down to 256 open files. The admin listener shares
+    // them with the public one: before it had caps of its own, the 300 connections
+    // held below took every descriptor and the public port accepted nothing more.
+    let addr = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let args: Vec<String> = [
+        "--sqlite-path",
+        &dir.path().join("events.db").display().to_string(),
+        "--admin-bind",
+        &admin.to_string(),
+        "--max-connections",
+        "64",
+        // Deadlines far beyond the test: only the caps protect here.
+        "--header-timeout-secs",
+        "120",
+        "--idle-timeout-secs",
+        "120",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut collector =
+        CollectorProc::spawn_with_open_files(addr, &args, &dir.path().join("collector.log"), dir.path(), 256);
+    collector.wait_serving(Duration::from_secs(60));
+
+    let kinds: Vec<Hold> = [Hold::PartialHttp1Head, Hold::PartialH2Preface, Hold::IdleH2]
+        .into_iter()
+        .cycle()
+        .take(30)
+        .collect();
+    let mut held = Vec::new();
+    for attacker in 1..=10 {
+        for (_, s) in open_holds(loopback(attacker), admin, &kinds).await {
+            held.push((attacker, s));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut open_by_attacker = [0usize; 11];
+    for (attacker, s) in held.iter_mut() {
+        if !closed_within(s, Duration::from_millis(200)).await {
+            open_by_attacker[*attacker as usize] += 1;
+        }
+    }
+    let open: usize = open_by_attacker.iter().sum();
+    eprintln!(
+        "{} connections to the admin port from 10 addresses: {open} held ({open_by_attacker:?})",
+        held.len()
+    );
+    assert_eq!(
+        held.len(),
+        300,
+        "the kernel accepts every connection; the collector decides"
+    );
+    assert_eq!(open, 32, "the admin port holds at most 32 connections");
+    assert!(
+        open_by_attacker.iter().all(|&n| n <= 8),
+        "at most 8 per client address: {open_by_attacker:?}"
+    );
+
+    // The public port still serves and stores answers.
+    let (status, rows) = second_client_answer(dir.path(), addr, loopback(100), Duration::from_secs(20)).await;
+    assert_eq!(status, Some(201), "public POST; log:\n{}", collector.log_text());
+    assert_eq!(rows, 1, "the answer is stored");
+
+    // Once the attackers let go, a scraper is served and sees what happened.
+    drop(held);
+    let refused = |cap: &str| format!(r#"hourofci_connections_refused_total{{listener="admin",cap="{cap}"}}"#);
+    // (A scrape made before the collector has seen them go may itself be refused.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut turned_away = 0.0;
+    let (per_client, global) = loop {
+        let per_client = metric(loopback(101), admin, &refused("per_client")).await;
+        let global = metric(loopback(101), admin, &refused("global")).await;
+        if let (Some(p), Some(g)) = (per_client, global) {
+            break (p, g);
+        }
+        turned_away += 2.0;
+        assert!(
+            Instant::now() < deadline,
+            "the admin port does not serve /metrics again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let counted = per_client + global;
+    assert!(
+        (268.0..=268.0 + turned_away).contains(&counted),
+        "every refusal counted: {per_client} per client + {global} global, 268 refused to the attackers, {turned_away} scrapes tried early"
+    );
+    assert!(
+        per_client > 0.0 && global > 0.0,
+        "both caps refused some: {per_client}, {global}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -662,4 +785,7 @@ async fn a_client_that_stops_reading_answers_is_disconnected() {
     // Everyone else is served.
     let (status, rows) = second_client_answer(dir.path(), server, loopback(2), Duration::from_secs(20)).await;
     assert_eq!((status, rows), (Some(201), 1));
+    // And the operator sees why that connection went.
+    let series = r#"hourofci_connections_closed_total{listener="public",reason="stopped_reading"}"#;
+    assert_eq!(metric(loopback(3), server, series).await, Some(1.0));
 }

@@ -552,6 +552,18 @@ async fn admin_bind_serves_metrics_off_the_public_port() {
     assert_eq!(send(admin, "GET", &format!("/{UA}/{EVENT}"), &[]).await.status, 404);
     assert_eq!(send(admin, "GET", "/", &[]).await.status, 404);
     assert_eq!(sqlite_count(&db.path, "loggingtable").await, 1);
+    // Every client is rate limited there too (20/s, a burst of 40), and no body is read.
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        statuses.push(send(admin, "GET", "/metrics", &[]).await.status);
+    }
+    let limited = statuses.iter().filter(|&&s| s == 429).count();
+    assert!(
+        limited > 0 && statuses[..30].iter().all(|&s| s == 200),
+        "60 scrapes at once: {statuses:?}"
+    );
+    let r = send(admin, "POST", "/metrics", &[("content-length", "5")]).await;
+    assert!(r.status >= 400, "{r:?}");
 
     server.shutdown().await.unwrap();
     assert!(

@@ -63,11 +63,52 @@ impl CollectorProc {
         user: Option<(u32, u32)>,
         rust_log: &str,
     ) -> CollectorProc {
+        Self::spawn_inner(addr, args, log, cwd, user, rust_log, None)
+    }
+
+    /// Same as [`CollectorProc::spawn`], with soft and hard limits of `open_files`
+    /// descriptors (as a unit's `LimitNOFILE=` would set): for attacks that aim to
+    /// exhaust them.
+    pub fn spawn_with_open_files(
+        addr: SocketAddr,
+        args: &[String],
+        log: &Path,
+        cwd: &Path,
+        open_files: u64,
+    ) -> CollectorProc {
+        Self::spawn_inner(addr, args, log, cwd, None, "info", Some(open_files))
+    }
+
+    fn spawn_inner(
+        addr: SocketAddr,
+        args: &[String],
+        log: &Path,
+        cwd: &Path,
+        user: Option<(u32, u32)>,
+        rust_log: &str,
+        open_files: Option<u64>,
+    ) -> CollectorProc {
         use std::os::unix::process::CommandExt;
         let out = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let mut cmd = Command::new(collector_bin());
         if let Some((uid, gid)) = user {
             cmd.uid(uid).gid(gid);
+        }
+        if let Some(n) = open_files {
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and only reads `limit`.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let child = cmd
             .arg("serve")
